@@ -1,0 +1,93 @@
+"""One LightningDataModule for every dataset: multi-view batches for pretraining and, for the
+kNN monitor and the final evaluation, augmentation-free batches of the labelled splits."""
+from __future__ import annotations
+
+import os
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import open_dict
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from selfsup.data.datasets import build_datasets, first_image_size
+from selfsup.data.transforms import MultiViewTransform, eval_transform
+from selfsup.errors import UserError
+
+MAX_INFERRED_RESOLUTION = 224
+
+
+class TransformedDataset(Dataset):
+    def __init__(self, dataset: Dataset, transform):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        image, label = self.dataset[i]
+        return self.transform(image), label
+
+
+class SSLDataModule(pl.LightningDataModule):
+    def __init__(self, data_cfg, augmentation_cfg, devices_per_node: int = 1):
+        super().__init__()
+        self.cfg, self.augmentation = data_cfg, augmentation_cfg
+        self.pretrain, self.labelled, self.val = build_datasets(data_cfg)
+        self.num_workers = self._num_workers(devices_per_node)
+        if len(self.pretrain) < data_cfg.batch_size:
+            raise UserError(
+                f"data.batch_size={data_cfg.batch_size} exceeds the {len(self.pretrain)} training "
+                f"images of {data_cfg.name}; with drop_last no batch would remain: lower data.batch_size"
+            )
+
+    def complete_config(self) -> None:
+        """Fill in what the data config left to the data (resolution, number of classes); other
+        groups read them by interpolation, so call this before building anything else."""
+        with open_dict(self.cfg):
+            if self.cfg.resolution is None:
+                self.cfg.resolution = min(first_image_size(self.pretrain), MAX_INFERRED_RESOLUTION)
+            if self.cfg.num_classes is None:
+                self.cfg.num_classes = len(self.labelled.classes)
+
+    def _num_workers(self, devices_per_node: int) -> int:
+        if self.cfg.num_workers is not None:
+            return self.cfg.num_workers
+        cpus = len(os.sched_getaffinity(0))
+        return max(1, min(8, cpus // max(1, devices_per_node) - 1))
+
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=self.cfg.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _eval_dataset(self, dataset: Dataset) -> Dataset:
+        return TransformedDataset(dataset, eval_transform(self.cfg.resolution, self.cfg.mean, self.cfg.std))
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = TransformedDataset(self.pretrain, MultiViewTransform(self.augmentation))
+        return self._loader(dataset, self.cfg.batch_size, train=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """[kNN memory bank (labelled train images), validation images]."""
+        bank = self.labelled
+        if self.cfg.knn_bank_size and self.cfg.knn_bank_size < len(bank):
+            keep = torch.randperm(len(bank), generator=torch.Generator().manual_seed(0))
+            bank = Subset(bank, keep[: self.cfg.knn_bank_size].tolist())
+        return [
+            self._loader(self._eval_dataset(bank), self.cfg.batch_size, train=False),
+            self._loader(self._eval_dataset(self.val), self.cfg.batch_size, train=False),
+        ]
+
+    def evaluation_loaders(self) -> tuple[DataLoader, DataLoader]:
+        """Full labelled train split and validation split, augmentation-free, for kNN and the
+        offline linear probe. Single-process loaders: they run once, after training."""
+        make = lambda ds: DataLoader(  # noqa: E731
+            self._eval_dataset(ds), batch_size=self.cfg.batch_size, num_workers=self.num_workers
+        )
+        return make(self.labelled), make(self.val)

@@ -1,0 +1,49 @@
+"""Augmentation pipelines: multi-view for pretraining, deterministic for evaluation.
+
+Resolution, normalisation and whether blur applies come from the data config (by interpolation
+in the augmentation YAML), so no augmentation YAML is copied per dataset."""
+from __future__ import annotations
+
+from torchvision import transforms as T
+
+
+def view_transform(view, resolution: int, mean, std, blur: bool) -> T.Compose:
+    steps = [
+        T.RandomResizedCrop(resolution, scale=tuple(view.crop_scale), antialias=True),
+        T.RandomHorizontalFlip(view.flip_p),
+    ]
+    if view.jitter_p > 0:
+        jitter = T.ColorJitter(view.brightness, view.contrast, view.saturation, view.hue)
+        steps.append(T.RandomApply([jitter], p=view.jitter_p))
+    if view.grayscale_p > 0:
+        steps.append(T.RandomGrayscale(view.grayscale_p))
+    if blur and view.blur_p > 0:
+        kernel = int(0.1 * resolution) // 2 * 2 + 1  # 10% of the side, odd (SimCLR App. A)
+        steps.append(T.RandomApply([T.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=view.blur_p))
+    if view.solarize_p > 0:
+        steps.append(T.RandomSolarize(threshold=128, p=view.solarize_p))
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(steps)
+
+
+class MultiViewTransform:
+    """Returns one tensor per configured view of the same image."""
+
+    def __init__(self, augmentation):
+        self.views = [
+            view_transform(
+                v, augmentation.resolution, augmentation.mean, augmentation.std, augmentation.blur
+            )
+            for v in augmentation.views
+        ]
+
+    def __call__(self, image):
+        return [view(image) for view in self.views]
+
+
+def eval_transform(resolution: int, mean, std) -> T.Compose:
+    """Resize + centre crop (the 0.875 crop ratio of ImageNet protocols; none for small images)."""
+    resize = resolution if resolution <= 64 else int(round(resolution / 0.875))
+    return T.Compose(
+        [T.Resize(resize, antialias=True), T.CenterCrop(resolution), T.ToTensor(), T.Normalize(mean, std)]
+    )

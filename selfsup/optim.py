@@ -1,0 +1,96 @@
+"""Optimizers and LR schedules shared by every method.
+
+Weight decay and LARS adaptation skip biases and normalisation weights (all 1-D parameters), as in
+SimCLR/BYOL/Barlow Twins; the LR is given per 256 images and scaled by the global batch."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from selfsup.errors import UserError
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum whose per-tensor step is scaled by the trust ratio ||w|| / ||g + wd*w||
+    (You et al. 2017). Groups with `lars_exclude=True` take plain SGD steps."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 trust_coefficient: float = 0.001):
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                        trust_coefficient=trust_coefficient, lars_exclude=False)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
+                if not group["lars_exclude"]:
+                    w_norm, u_norm = p.norm(), update.norm()
+                    trust = torch.where(
+                        (w_norm > 0) & (u_norm > 0), group["trust_coefficient"] * w_norm / u_norm, 1.0
+                    )
+                    update = update * trust
+                buf = self.state[p].get("momentum_buffer")
+                if buf is None:
+                    buf = self.state[p]["momentum_buffer"] = update.clone()
+                else:
+                    buf.mul_(group["momentum"]).add_(update)
+                p.add_(buf, alpha=-group["lr"])
+        return loss
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool) -> list[dict]:
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if exclude_bias_and_norm and param.ndim <= 1 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True})
+    return groups
+
+
+def scaled_lr(cfg, global_batch: int) -> float:
+    return cfg.lr * global_batch / 256 if cfg.scale_lr else cfg.lr
+
+
+def build_optimizer(cfg, groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    if cfg.lr <= 0:
+        raise UserError(f"optimizer.lr must be > 0, got {cfg.lr}")
+    if cfg.name == "sgd":
+        for g in groups:
+            g.pop("lars_exclude", None)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if cfg.name == "lars":
+        return LARS(groups, lr=lr, momentum=cfg.momentum, trust_coefficient=cfg.trust_coefficient)
+    if cfg.name == "adamw":
+        for g in groups:
+            g.pop("lars_exclude", None)
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas))
+    raise UserError(f"unknown optimizer '{cfg.name}': use optimizer=sgd|lars|adamw")
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, start_factor: float, min_factor: float) -> float:
+    """LR multiplier at `step`: linear from start_factor to 1 over warm-up, then cosine to min_factor."""
+    if step < warmup_steps:
+        return start_factor + (1 - start_factor) * step / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_scheduler(cfg, optimizer, total_steps: int, steps_per_epoch: int):
+    if cfg.name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if cfg.name == "warmup_cosine":
+        warmup = int(cfg.warmup_epochs * steps_per_epoch)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: warmup_cosine(step, total_steps, warmup, cfg.warmup_start_factor, cfg.min_lr_factor),
+        )
+    raise UserError(f"unknown scheduler '{cfg.name}': use scheduler=warmup_cosine|constant")

@@ -1,0 +1,282 @@
+"""Behaviour of the pretext-task building blocks: inputs, labels, losses and decoders."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from selfsup.data.pretext import (PERMUTATION_DIR, apply_mask, grayscale_input, inverse_permutation,
+                                  jigsaw_tiles, lab_to_rgb, load_permutations, make_mask, rgb_to_lab,
+                                  rotate_batch)
+from selfsup.losses.inpainting import InpaintingLoss
+from selfsup.losses.pairwise_margin import PairwiseMarginLoss
+from selfsup.models.decoders import PatchDiscriminator, UpConvDecoder
+
+PERMUTATION_COUNTS = (100, 1000, 2000)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# --- rotation ------------------------------------------------------------------------------------
+
+def test_all_rotations_label_k_is_rot90_by_k():
+    x = torch.rand(3, 2, 5, 5)
+    images, labels = rotate_batch(x, all_rotations=True)
+    assert images.shape == (12, 2, 5, 5)
+    for image, k, source in zip(images, labels, x.repeat(4, 1, 1, 1)):
+        assert torch.equal(image, torch.rot90(source, int(k), dims=(1, 2)))
+    assert torch.equal(torch.bincount(labels), torch.full((4,), 3))
+
+
+def test_random_rotation_label_k_is_rot90_by_k():
+    x = torch.rand(64, 3, 4, 4)
+    images, labels = rotate_batch(x, all_rotations=False)
+    assert images.shape == x.shape and set(labels.tolist()) == {0, 1, 2, 3}
+    for image, k, source in zip(images, labels, x):
+        assert torch.equal(image, torch.rot90(source, int(k), dims=(1, 2)))
+
+
+# --- jigsaw permutations -------------------------------------------------------------------------
+
+def hamming_stats(perms: np.ndarray) -> tuple[int, float]:
+    distance = (perms[:, None, :] != perms[None, :, :]).sum(axis=2)
+    off_diagonal = distance[~np.eye(len(perms), dtype=bool)]
+    return int(off_diagonal.min()), float(off_diagonal.mean())
+
+
+@pytest.mark.parametrize("count", PERMUTATION_COUNTS)
+def test_stored_permutations_are_distinct_far_apart_permutations(count):
+    stored = np.load(PERMUTATION_DIR / f"jigsaw_permutations_{count}.npy")
+    assert stored.dtype == np.uint8 and stored.shape == (count, 9)
+    assert (np.sort(stored, axis=1) == np.arange(9)).all()
+    assert len(np.unique(stored, axis=0)) == count
+
+    rng = np.random.default_rng(0)
+    random_set = np.array([rng.permutation(9) for _ in range(count)])
+    greedy_min, greedy_mean = hamming_stats(stored)
+    _, random_mean = hamming_stats(random_set)
+    assert greedy_min >= 2
+    assert greedy_mean > random_mean
+
+
+def test_smaller_permutation_sets_are_prefixes_of_the_greedy_sequence():
+    largest = load_permutations(max(PERMUTATION_COUNTS))
+    for count in PERMUTATION_COUNTS:
+        perms = load_permutations(count)
+        assert perms.dtype == torch.long and torch.equal(perms, largest[:count])
+
+
+def test_missing_permutation_set_lists_available_counts():
+    with pytest.raises(FileNotFoundError, match=r"available: \[100, 1000, 2000\]"):
+        load_permutations(7)
+
+
+def test_inverse_permutation():
+    perms = load_permutations(100)
+    inverse = inverse_permutation(perms)
+    assert torch.equal(perms.gather(1, inverse), torch.arange(9).expand(100, 9))
+    assert torch.equal(inverse.gather(1, perms), torch.arange(9).expand(100, 9))
+
+
+# --- jigsaw tiles --------------------------------------------------------------------------------
+
+def grid_cells(x: torch.Tensor, cell: int) -> torch.Tensor:
+    """(B, 9, C, cell, cell) in row-major order, the obvious slow way."""
+    cells = [x[:, :, r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] for r in range(3) for c in range(3)]
+    return torch.stack(cells, dim=1)
+
+
+def test_tiles_without_jitter_are_the_permuted_grid_cells_and_the_inverse_restores_them():
+    x = torch.rand(8, 3, 30, 30)
+    perms = load_permutations(100)
+    tiles, labels = jigsaw_tiles(x, perms, tile_size=10, jitter=False)
+    assert tiles.shape == (8, 9, 3, 10, 10) and labels.shape == (8,)
+    cells = grid_cells(x, 10)
+    order = perms[labels]
+    assert torch.equal(tiles, cells[torch.arange(8)[:, None], order])  # output position i holds cell perm[i]
+    restore = inverse_permutation(order)
+    assert torch.equal(tiles[torch.arange(8)[:, None], restore], cells)
+
+
+def test_jittered_tiles_are_crops_inside_their_cells():
+    x = torch.arange(2 * 36 * 36, dtype=torch.float32).view(2, 1, 36, 36)  # every pixel value unique
+    perms = load_permutations(1000)
+    tiles, labels = jigsaw_tiles(x, perms)
+    assert tiles.shape == (2, 9, 1, 9, 9)  # round(0.75 * 12)
+    for b in range(2):
+        for i, cell in enumerate(perms[labels[b]].tolist()):
+            top, left = divmod(int(tiles[b, i, 0, 0, 0]) - b * 36 * 36, 36)
+            assert cell // 3 * 12 <= top <= cell // 3 * 12 + 3 and cell % 3 * 12 <= left <= cell % 3 * 12 + 3
+            assert torch.equal(tiles[b, i, 0], x[b, 0, top:top + 9, left:left + 9])
+
+
+def test_color_drop_keeps_one_channel_per_tile():
+    x = torch.rand(4, 3, 24, 24)
+    tiles, _ = jigsaw_tiles(x, load_permutations(100), color_drop=True)
+    assert torch.equal(tiles, tiles[:, :, :1].expand_as(tiles))
+    plain, _ = jigsaw_tiles(x, load_permutations(100), color_drop=False)
+    assert not torch.equal(plain, plain[:, :, :1].expand_as(plain))
+
+
+# --- masks ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_central_mask_is_the_centred_half_side_square(size):
+    mask = make_mask("central", 2, size, size, "cpu")
+    assert mask.shape == (2, 1, size, size) and mask.dtype == torch.float32
+    assert mask.mean().item() == 0.25
+    half = size // 2
+    assert mask[:, :, size // 4:size // 4 + half, size // 4:size // 4 + half].all()
+
+
+def test_random_block_covers_exactly_the_area_at_varying_positions():
+    mask = make_mask("random_block", 16, 64, 64, "cpu", area=0.25)
+    assert torch.equal(mask.sum(dim=(1, 2, 3)), torch.full((16,), 32.0 * 32))
+    assert len({tuple(m.nonzero()[0].tolist()) for m in mask}) > 1
+
+
+def test_random_region_covers_about_the_area():
+    mask = make_mask("random_region", 16, 64, 64, "cpu", area=0.2)
+    assert set(mask.unique().tolist()) == {0.0, 1.0}
+    assert torch.allclose(mask.mean(dim=(1, 2, 3)), torch.full((16,), 0.2), atol=0.02)
+    assert not torch.equal(mask[0], mask[1])
+
+
+def test_invalid_masks_raise():
+    with pytest.raises(ValueError, match="does not fit"):
+        make_mask("central", 1, 8, 128, "cpu", area=0.5)
+    for area in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"\(0, 1\)"):
+            make_mask("random_block", 1, 32, 32, "cpu", area=area)
+    with pytest.raises(ValueError, match="unknown mask kind"):
+        make_mask("circle", 1, 32, 32, "cpu")
+
+
+def test_apply_mask_fills_hidden_pixels_with_the_mean():
+    x = torch.rand(2, 3, 16, 16)
+    mask = make_mask("central", 2, 16, 16, "cpu")
+    mean = torch.tensor([0.4, 0.5, 0.6])
+    out = apply_mask(x, mask, mean)
+    hidden = mask.bool().expand_as(x)
+    assert torch.equal(out[~hidden], x[~hidden])
+    assert torch.equal(out[:, :, 4:12, 4:12], mean.view(1, 3, 1, 1).expand(2, 3, 8, 8))
+
+
+# --- inpainting loss -----------------------------------------------------------------------------
+
+def test_inpainting_loss_ignores_visible_pixels_in_value_and_gradient():
+    target = torch.rand(2, 3, 32, 32)
+    mask = make_mask("random_block", 2, 32, 32, "cpu")
+    loss_fn = InpaintingLoss(overlap=2)
+    pred = torch.rand(2, 3, 32, 32, requires_grad=True)
+    loss = loss_fn(pred, target, mask)
+    loss.backward()
+    visible = ~mask.bool().expand_as(pred)
+    assert (pred.grad[visible] == 0).all() and (pred.grad[~visible] != 0).any()
+
+    changed_pred = torch.where(visible, torch.full_like(target, float("nan")), pred.detach())
+    changed_target = torch.where(visible, torch.full_like(target, float("inf")), target)
+    assert torch.equal(loss_fn(changed_pred, changed_target, mask), loss.detach())
+
+
+def test_inpainting_loss_weights_the_band_inside_the_mask_edge():
+    loss_fn = InpaintingLoss(overlap=2, overlap_weight=10.0)
+    mask = make_mask("central", 1, 16, 16, "cpu")  # 8x8 hole at [4, 12)
+    weights = loss_fn.pixel_weights(mask)[0, 0]
+    assert (weights[mask[0, 0] == 0] == 0).all()
+    assert (weights[6:10, 6:10] == 1).all()                                      # interior 4x4
+    assert (weights[4:12, 4:12] == 10).sum() == 64 - 16                           # 2-px band
+    target = torch.zeros(1, 1, 16, 16)
+    pred = torch.ones(1, 1, 16, 16)
+    assert loss_fn(pred, target, mask).item() == pytest.approx(1.0)             # weighted mean of 1s
+    pred_interior = torch.zeros(1, 1, 16, 16)
+    pred_interior[..., 6:10, 6:10] = 1
+    interior_share = 16 / (48 * 10 + 16)
+    assert loss_fn(pred_interior, target, mask).item() == pytest.approx(interior_share)
+
+
+# --- colorization --------------------------------------------------------------------------------
+
+def test_lab_of_reference_colours():
+    rgb = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]).view(4, 3, 1, 1)
+    expected = torch.tensor([[100.0, 0.0, 0.0], [0.0, 0.0, 0.0], [53.24, 80.09, 67.20], [32.30, 79.19, -107.86]])
+    assert torch.allclose(rgb_to_lab(rgb).view(4, 3), expected, atol=0.05)
+
+
+def test_lab_round_trip():
+    x = torch.rand(4, 3, 16, 16)
+    lab = rgb_to_lab(x)
+    assert torch.allclose(lab_to_rgb(lab), x, atol=1e-3)
+    assert torch.allclose(lab_to_rgb(rgb_to_lab(x.double())), x.double(), atol=1e-6)
+
+
+def test_grayscale_input_is_normalised_replicated_lightness():
+    x = torch.rand(2, 3, 8, 8)
+    gray = grayscale_input(x)
+    assert gray.shape == (2, 3, 8, 8)
+    assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 0], gray[:, 2])
+    assert torch.allclose(gray[:, 0], rgb_to_lab(x)[:, 0] / 50 - 1)
+    assert gray.min() >= -1 and gray.max() <= 1
+
+
+# --- decoders ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [16, 32, 64, 96, 128, 224])
+@pytest.mark.parametrize("out_channels", [2, 3])
+def test_decoder_output_shape_from_vector(size, out_channels):
+    decoder = UpConvDecoder(in_dim=32, out_channels=out_channels, image_size=size, width=32, min_width=8)
+    assert decoder(torch.randn(2, 32)).shape == (2, out_channels, size, size)
+
+
+@pytest.mark.parametrize("map_size", [4, 7])
+def test_decoder_output_shape_from_feature_map(map_size):
+    decoder = UpConvDecoder(in_dim=16, out_channels=3, image_size=64, width=32, from_map=True)
+    assert decoder(torch.randn(2, 16, map_size, map_size)).shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match="from_map"):
+        UpConvDecoder(in_dim=16, out_channels=3, image_size=64)(torch.randn(2, 16, 4, 4))
+
+
+@pytest.mark.parametrize("size", [32, 64, 96, 128])
+def test_discriminator_gives_one_logit_per_image(size):
+    critic = PatchDiscriminator(in_channels=3, image_size=size, width=8)
+    assert critic(torch.randn(3, 3, size, size)).shape == (3,)
+
+
+# --- pairwise margin loss ------------------------------------------------------------------------
+
+def naive_pairwise_margin(z1, z2, margin):
+    z1 = torch.nn.functional.normalize(z1, dim=1)
+    z2 = torch.nn.functional.normalize(z2, dim=1)
+    positives, negatives = [], []
+    for i in range(len(z1)):
+        for j in range(len(z2)):
+            distance = torch.linalg.vector_norm(z1[i] - z2[j])
+            if i == j:
+                positives.append(distance ** 2)
+            else:
+                negatives.append(torch.clamp(margin - distance, min=0) ** 2)
+    return torch.stack(positives).mean() + torch.stack(negatives).mean()
+
+
+@pytest.mark.parametrize("margin", [0.5, 1.0, 1.5])
+def test_pairwise_margin_matches_naive_double_loop(margin):
+    z1, z2 = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    z2[0] = -z1[0]  # one pair far beyond every margin, one negative pair identical
+    z2[2] = 3 * z1[1]
+    loss = PairwiseMarginLoss(margin=margin)(z1, z2)
+    assert torch.allclose(loss.double(), naive_pairwise_margin(z1, z2, margin), atol=1e-5)
+
+
+def test_pairwise_margin_gradient_is_finite_for_identical_embeddings():
+    z = torch.randn(4, 8, requires_grad=True)
+    loss = PairwiseMarginLoss()(z, z[[0, 0, 0, 0]].detach())  # negatives (0, j) at distance 0
+    loss.backward()
+    assert torch.isfinite(z.grad).all()
+
+
+def test_pairwise_margin_rejects_nonpositive_margin():
+    with pytest.raises(ValueError, match="margin"):
+        PairwiseMarginLoss(margin=0.0)
