@@ -2,23 +2,35 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.utilities import rank_zero_only
 
-from selfsup.callbacks import ThroughputMonitor
-from selfsup.checks import check_train_config
+from selfsup import distributed
+from selfsup.callbacks import CpuThreadsPerRank, ThroughputMonitor
+from selfsup.checks import check_launch, check_strategy, check_train_config, requested_devices
 from selfsup.data.datamodule import SSLDataModule
 from selfsup.errors import UserError
 from selfsup.eval.features import extract_features
+from selfsup.eval.finetune import finetune
 from selfsup.eval.knn import knn_top1
 from selfsup.eval.linear import linear_probe
 from selfsup.models.backbones import build_backbone
+from selfsup.tracking import GPUMemoryMonitor, gpu_peak_memory_gb, log_eval_run, log_final_results
+
+
+# Lightning advertises a cloud logger on every run; it is noise in a terminal that matters.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
 
 
 def _device(trainer_cfg) -> torch.device:
@@ -27,7 +39,8 @@ def _device(trainer_cfg) -> torch.device:
 
 
 def evaluate_backbone(backbone, datamodule: SSLDataModule, eval_cfg, device, bf16: bool, linear: bool = True) -> dict:
-    """kNN (and the offline linear probe) on frozen, augmentation-free features."""
+    """kNN (and the offline linear probe) on frozen, augmentation-free features; fine-tuning
+    (eval=finetune) on a copy of the backbone."""
     backbone.to(device)
     train_loader, val_loader = datamodule.evaluation_loaders()
     train_x, train_y = extract_features(backbone, train_loader, device, bf16, "embedding train split")
@@ -38,6 +51,8 @@ def evaluate_backbone(backbone, datamodule: SSLDataModule, eval_cfg, device, bf1
         scores["knn_top1"] = knn_top1(train_x, train_y, val_x, val_y, num_classes, eval_cfg.knn.k, eval_cfg.knn.temperature)
     if linear and eval_cfg.linear is not None:
         scores.update(linear_probe(train_x, train_y, val_x, val_y, num_classes, **eval_cfg.linear))
+    if linear and eval_cfg.get("finetune") is not None:
+        scores.update(finetune(backbone, datamodule, eval_cfg.finetune, device, bf16))
     return scores
 
 
@@ -51,25 +66,51 @@ def write_results(results: dict, output_dir: str) -> Path:
 def _trainer(cfg: DictConfig) -> pl.Trainer:
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
-    callbacks.append(ThroughputMonitor())
+    if not cfg.trainer.enable_progress_bar:
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
+    callbacks += [ThroughputMonitor(), CpuThreadsPerRank()]
+    if torch.cuda.is_available():
+        callbacks.append(GPUMemoryMonitor())
     return pl.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         strategy=cfg.strategy.strategy,
         sync_batchnorm=cfg.strategy.sync_batchnorm,
+        # Under SLURM (also via hydra/launcher=submitit_slurm) the ranks are SLURM's tasks, not re-launched;
+        # on the requeue signal Lightning saves hpc_ckpt_<n>.ckpt and requeues the job, which resumes.
+        plugins=[SLURMEnvironment(auto_requeue=True)] if SLURMEnvironment.detect() else None,
         logger=loggers,
         callbacks=callbacks,
         default_root_dir=cfg.paths.output_dir,
     )
 
 
+def resume_path(cfg: DictConfig) -> str | None:
+    """The checkpoint `trainer.fit` resumes from: `ckpt_path` when given; under SLURM, after a requeue,
+    the newer of Lightning's own requeue checkpoint (hpc_ckpt_<n>.ckpt, which Lightning picks up by
+    itself when given None) and this run's checkpoints/last.ckpt (a preemption without the signal)."""
+    if cfg.ckpt_path or not SLURMEnvironment.detect():
+        return cfg.ckpt_path
+    run_dir = Path(cfg.paths.output_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    hpc = [p.stat().st_mtime for p in run_dir.glob("hpc_ckpt_*.ckpt")]
+    if last.is_file() and (not hpc or last.stat().st_mtime > max(hpc)):
+        return str(last)
+    return None
+
+
 def pretrain(cfg: DictConfig) -> dict:
     check_train_config(cfg)
+    check_strategy(cfg, get_class(cfg.method._target_))
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    datamodule = SSLDataModule(cfg.data, cfg.augmentation)
+    datamodule = SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=requested_devices(cfg.trainer.devices) or 1)
     datamodule.complete_config()
+    OmegaConf.resolve(cfg)  # ranks spawned by ddp_spawn have no Hydra context to resolve ${hydra:...} in
     model = get_class(cfg.method._target_)(cfg)
+    if cfg.strategy.split_bn_groups > 1:  # strategy=single_shufflebn: per-device BN of that many devices
+        distributed.convert_split_batchnorm(model, cfg.strategy.split_bn_groups)
     trainer = _trainer(cfg)
+    check_launch(cfg, trainer, multirun=HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
 
     device, bf16 = _device(cfg.trainer), "bf16" in str(cfg.trainer.precision)
     at_init = {}
@@ -78,7 +119,7 @@ def pretrain(cfg: DictConfig) -> dict:
         print(f"kNN top-1 at init: {at_init['knn_top1']:.4f}", flush=True)
 
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
     train_seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
@@ -86,12 +127,20 @@ def pretrain(cfg: DictConfig) -> dict:
     scores = evaluate_backbone(model.backbone, datamodule, cfg.eval, device, bf16)
     throughput = next(c for c in trainer.callbacks if isinstance(c, ThroughputMonitor))
     checkpoint = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else None
+    epochs, steps, images_per_sec = trainer.current_epoch, trainer.global_step, throughput.images_per_sec
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):  # ddp_spawn: the ranks ran in
+        # child processes and sent back only weights and metrics; progress is in rank 0's checkpoint.
+        images_per_sec = float(trainer.callback_metrics.get("train/images_per_sec", 0.0))
+        last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt" if trainer.checkpoint_callback else None
+        if last is not None and last.is_file():
+            saved = torch.load(last, map_location="cpu", weights_only=False)
+            epochs, steps, checkpoint = saved["epoch"] + 1, saved["global_step"], str(last)
     results = {
         "method": cfg.method.name,
         "data": cfg.data.name,
         "backbone": cfg.backbone.name,
-        "epochs": trainer.current_epoch,
-        "steps": trainer.global_step,
+        "epochs": epochs,
+        "steps": steps,
         "seed": cfg.seed,
         "batch_size": cfg.data.batch_size,
         "global_batch_size": cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
@@ -99,11 +148,14 @@ def pretrain(cfg: DictConfig) -> dict:
         "knn_top1_at_init": at_init.get("knn_top1"),
         **scores,
         "train_seconds": round(train_seconds, 2),
-        "train_images_per_sec": round(throughput.images_per_sec, 2),
+        "train_images_per_sec": round(images_per_sec, 2),
+        "gpu_mem_peak_gb": gpu_peak_memory_gb(),
         "checkpoint": checkpoint or None,
         "run_dir": cfg.paths.output_dir,
+        "metrics": {k: v.item() for k, v in trainer.callback_metrics.items() if v.numel() == 1},  # last logged
     }
     write_results(results, cfg.paths.output_dir)
+    log_final_results(trainer.loggers, results, step=trainer.global_step)
     return results
 
 
@@ -148,4 +200,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         "run_dir": cfg.paths.output_dir,
     }
     write_results(results, cfg.paths.output_dir)
+    if (cfg.get("logger") or {}).get("wandb") is not None:
+        config = {**OmegaConf.to_container(cfg, resolve=True), "pretrain": OmegaConf.to_container(train_cfg)}
+        log_eval_run(cfg.logger.wandb, results, config, group=train_cfg.method.name,
+                     name=f"{train_cfg.method.name}-{data_cfg.name}-{train_cfg.backbone.name}-s{train_cfg.seed}")
     return results

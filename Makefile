@@ -1,0 +1,29 @@
+# Every target installs the pinned requirements into .venv first if they are missing or changed.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+	@echo "  extra arguments: make train ARGS='method=simclr data=folder data.root=...'"
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+install: $(STAMP)  ## create .venv and install the pinned requirements
+
+train: $(STAMP)  ## pretrain the default experiment (SimCLR on the bundled digits, CPU, ~2 min)
+	$(PY) train.py $(ARGS)
+
+test: $(STAMP)  ## run the whole test suite
+	$(PY) -m pytest $(ARGS)
+
+clean:  ## remove run outputs and caches (keeps .venv)
+	rm -rf outputs/train outputs/eval outputs/bench multirun .pytest_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

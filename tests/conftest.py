@@ -1,0 +1,65 @@
+"""Shared test fixtures: composing configs in-process and running the entry points as a user would."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR_SUBSET = REPO.parent / "shared" / "data" / "cifar10-subset"
+
+# Overrides that make a run through train.py take seconds: for plumbing tests, not learning tests.
+TINY_RUN = [
+    "data.batch_size=16",
+    "trainer.max_epochs=1",
+    "++trainer.limit_train_batches=2",
+    "++trainer.limit_val_batches=2",
+    "eval.linear=null",
+    "eval.knn_at_init=false",
+    "trainer.enable_progress_bar=false",
+    "backbone.cifar_stem=false",
+]
+
+
+@pytest.fixture
+def cifar_subset() -> Path:
+    if not (CIFAR_SUBSET / "train").is_dir():
+        pytest.skip(f"real-image learning data not found at {CIFAR_SUBSET} (shared/data/cifar10-subset)")
+    return CIFAR_SUBSET
+
+
+def compose_train(overrides: list[str], output_dir: str | Path = "/tmp/selfsup-test"):
+    """The train.yaml config as train.py would compose it, with `${hydra:...}` paths filled in."""
+    from selfsup.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(REPO)
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def run_script(script: str, args: list[str], run_dir: Path | None = None, timeout: int = 600, env=None):
+    """Run `python <script> args...` from the repo root; returns the CompletedProcess."""
+    command = [sys.executable, str(REPO / script), *args]
+    if run_dir is not None:
+        command.append(f"hydra.run.dir={run_dir}")
+    return subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
+    )
+
+
+def train(args: list[str], run_dir: Path, timeout: int = 600) -> dict:
+    """Run train.py to completion and return its results.json (failing the test with its output otherwise)."""
+    proc = run_script("train.py", args, run_dir, timeout)
+    assert proc.returncode == 0, f"train.py {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads((run_dir / "results.json").read_text())
