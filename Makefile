@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+SWEEP  ?= simclr_optuna
+DIR    ?= outputs
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test clean
+.PHONY: help install train test clean bench sweep report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
@@ -20,6 +22,15 @@ install: $(STAMP)  ## create .venv and install the pinned requirements
 
 train: $(STAMP)  ## pretrain the default experiment (SimCLR on the bundled digits, CPU, ~2 min)
 	$(PY) train.py $(ARGS)
+
+sweep: $(STAMP)  ## Optuna search, then report.md/.png in its dir (default: SimCLR on digits, <20 min on 2 CPUs); SWEEP=<conf/hparams_search name>
+	$(PY) train.py -m hparams_search=$(SWEEP) $(ARGS)
+
+report: $(STAMP)  ## compare the runs below DIR (default: outputs) in DIR/report.md + report.png
+	$(PY) scripts/compare.py $(DIR)
+
+bench: $(STAMP)  ## time a training step: module vs bare PyTorch, loader (outputs/bench/<time>/bench.json)
+	$(PY) scripts/bench.py $(ARGS)
 
 test: $(STAMP)  ## run the whole test suite
 	$(PY) -m pytest $(ARGS)

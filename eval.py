@@ -6,16 +6,18 @@ import hydra
 from omegaconf import DictConfig
 
 from selfsup.config import register_configs
-from selfsup.errors import exit_on_user_error
+from selfsup.errors import exit_on_user_error, one_line_config_errors
 from selfsup.pipeline import evaluate_checkpoint
+from selfsup.sweep import run_job
 
 register_configs()
+one_line_config_errors()  # a typo'd key, unknown option or wrong type: one line, exit 2
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    evaluate_checkpoint(cfg)
+def main(cfg: DictConfig) -> float | None:
+    return run_job(evaluate_checkpoint, cfg)
 
 
 if __name__ == "__main__":

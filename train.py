@@ -6,16 +6,26 @@ import hydra
 from omegaconf import DictConfig
 
 from selfsup.config import register_configs
-from selfsup.errors import exit_on_user_error
-from selfsup.pipeline import pretrain
+from selfsup.errors import exit_on_user_error, one_line_config_errors
 
 register_configs()
+one_line_config_errors()  # a typo'd key, unknown option or wrong type: one line, exit 2
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    pretrain(cfg)
+def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.get().mode != RunMode.MULTIRUN:  # (a sweep records a job's failure and goes on)
+        from selfsup.checks import check_train_config
+
+        check_train_config(cfg)  # config mistakes fail in a second, before torch and Lightning load
+    from selfsup.pipeline import pretrain
+    from selfsup.sweep import run_job
+
+    return run_job(pretrain, cfg)  # cfg.optimized_metric for a sweeper; a multirun job's failure is recorded
 
 
 if __name__ == "__main__":

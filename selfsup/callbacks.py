@@ -37,3 +37,52 @@ class ThroughputMonitor(pl.Callback):
     @property
     def images_per_sec(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
+
+
+class RichProgressBar(pl.callbacks.RichProgressBar):
+    """Lightning's Rich progress bar, except that during training it reads the logged metrics only
+    every `log_every_n_steps` steps: reading them is a `.item()` per metric, which on a GPU makes the
+    host wait for the step to finish every step, so it could no longer queue the next one ahead."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._metrics: dict = {}
+
+    def get_metrics(self, trainer, pl_module):
+        if trainer.training and self._metrics and trainer.global_step % trainer.log_every_n_steps:
+            return self._metrics
+        self._metrics = super().get_metrics(trainer, pl_module)
+        return self._metrics
+
+
+class CpuThreadsPerRank(pl.Callback):
+    """DDP on CPU: give each rank its share of the cores (torch would otherwise start one intra-op
+    thread per core in every rank and oversubscribe them). Runs in every rank process, spawned or
+    re-launched, before the first step."""
+
+    def setup(self, trainer, pl_module, stage):
+        import os
+
+        import torch
+        from pytorch_lightning.accelerators import CPUAccelerator
+
+        if isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > 1:
+            torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // trainer.num_devices))
+
+
+class UnshareSpawnedWeights(pl.Callback):
+    """ddp_spawn: the module reaches the ranks pickled through torch.multiprocessing, which moves
+    its tensors to shared memory, so on CPU every rank's parameters and buffers alias one storage
+    and each optimizer step is applied once per rank, racing (measured: NaN weights in 2 steps).
+    Each rank gets its own copy here, before DDP wraps the module and the optimizer is built."""
+
+    def setup(self, trainer, pl_module, stage):
+        import torch
+        from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
+
+        if not isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
+            return
+        with torch.no_grad():
+            for tensor in [*pl_module.parameters(), *pl_module.buffers()]:
+                if tensor.is_shared():
+                    tensor.data = tensor.data.clone()

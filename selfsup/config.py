@@ -30,6 +30,11 @@ class DataConfig:
     class_list: Optional[str] = None        # imagenet100: file naming the 100 classes
     knn_bank_size: Optional[int] = None     # cap on training images in the kNN memory bank
     skip_corrupt: bool = False
+    # What augmentations may do without changing an image's label; every augmentation reads these.
+    min_crop_scale: float = 0.0             # smallest crop area that still shows the object (digits: 0.4)
+    flip: bool = True                       # False where a mirror image changes the label (digits, text)
+    decode_on_gpu: bool = False             # folder/imagenet JPEGs: workers read bytes, nvJPEG decodes on the
+                                            # GPU, crop/flip/colour ops follow there (implies augmentation.on_device)
 
 
 @dataclass
@@ -54,6 +59,10 @@ class AugmentationConfig:
     std: List[float] = MISSING
     blur: bool = MISSING                    # blur only helps at resolutions where it is not a smear
     views: List[ViewConfig] = MISSING
+    min_crop_scale: float = "${data.min_crop_scale}"  # floor on every view's crop_scale[0]
+    flip: bool = "${data.flip}"                       # False disables every view's flip
+    on_device: bool = False                 # workers only crop + flip (uint8); colour jitter, grayscale, blur,
+                                            # solarize and normalisation run batched on the training device
 
 
 # --- model ----------------------------------------------------------------------------------
@@ -91,6 +100,48 @@ class NTXentConfig:
     temperature: float = 0.5
 
 
+@dataclass
+class MoCoV2Config(MethodConfig):
+    projector: HeadConfig = field(default_factory=lambda: HeadConfig(hidden_dim=2048, output_dim=128, batch_norm=False))
+    queue_size: int = 65536                 # K negatives; a multiple of the global batch
+    momentum: float = 0.999                 # key encoder EMA
+    momentum_cosine: bool = False           # anneal the momentum to 1 over training (cosine)
+    symmetric: bool = False                 # both view orders (MoCo v2 itself: one)
+
+
+@dataclass
+class BYOLConfig(MethodConfig):
+    projector: HeadConfig = field(default_factory=lambda: HeadConfig(hidden_dim=4096, output_dim=256))
+    predictor: HeadConfig = field(default_factory=lambda: HeadConfig(hidden_dim=4096, output_dim=256))
+    momentum: float = 0.996                 # target EMA, base of the schedule
+    momentum_cosine: bool = True            # cosine from `momentum` to 1 over training
+
+
+@dataclass
+class BarlowTwinsConfig(MethodConfig):
+    projector: HeadConfig = field(
+        default_factory=lambda: HeadConfig(hidden_dim=8192, output_dim=8192, num_layers=3)
+    )
+
+
+@dataclass
+class InfoNCEConfig:
+    _target_: str = "selfsup.losses.info_nce.InfoNCELoss"
+    temperature: float = 0.2
+
+
+@dataclass
+class BYOLLossConfig:
+    _target_: str = "selfsup.losses.byol.BYOLLoss"
+
+
+@dataclass
+class BarlowTwinsLossConfig:
+    _target_: str = "selfsup.losses.barlow_twins.BarlowTwinsLoss"
+    lambda_offdiag: float = 0.0051
+    eps: float = 1.0e-5
+
+
 # --- optimisation ---------------------------------------------------------------------------
 @dataclass
 class OptimizerConfig:
@@ -114,6 +165,102 @@ class SchedulerConfig:
     min_lr_factor: float = 0.0
 
 
+# --- pretext-task methods (RotNet, Jigsaw, context encoder, colorization) and their losses -----
+@dataclass
+class ClassifierHeadConfig:
+    hidden_dim: int = 1024
+    num_layers: int = 1                     # 1: a linear classifier
+    batch_norm: bool = True
+
+
+@dataclass
+class RotNetConfig(MethodConfig):
+    all_rotations: bool = True              # every image in all 4 rotations (4x batch); false: one random k
+    head: ClassifierHeadConfig = field(default_factory=ClassifierHeadConfig)
+
+
+@dataclass
+class JigsawConfig(MethodConfig):
+    num_permutations: int = 1000            # a stored set: 100, 1000 or 2000
+    tile_size: Optional[int] = None         # px; null: 3/4 of the grid cell, the rest is jitter
+    jitter: bool = True
+    color_drop: bool = False                # one random channel per tile (blocks chromatic aberration)
+    tile_dim: int = 512                     # per-tile projection, concatenated over the 9 tiles
+    head: ClassifierHeadConfig = field(default_factory=lambda: ClassifierHeadConfig(hidden_dim=4096, num_layers=2))
+
+
+@dataclass
+class MaskConfig:
+    kind: str = "central"                   # central | random_block | random_region
+    area: float = 0.25                      # fraction of the image hidden
+    block_size: Optional[int] = None        # random_region block side in px; null: 1/16 of the short side
+
+
+@dataclass
+class DecoderConfig:
+    start_size: int = 4
+    width: int = 256
+    min_width: int = 32
+
+
+@dataclass
+class DiscriminatorConfig:
+    width: int = 64
+    max_width: int = 512
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(
+        name="adamw", lr=2.0e-4, scale_lr=False, betas=[0.5, 0.999]))  # DCGAN's Adam
+
+
+@dataclass
+class ContextEncoderConfig(MethodConfig):
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)  # when loss.adversarial
+    image_every_n_epochs: int = 5           # <run dir>/images/epoch_XXX.png (and the last epoch)
+    image_grid_size: int = 8                # images per row of the grid
+
+
+@dataclass
+class ColorizationConfig(MethodConfig):
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    output_stride: int = 1                  # predict colour at resolution / output_stride (the paper: 4)
+    image_every_n_epochs: int = 5
+    image_grid_size: int = 8
+
+
+@dataclass
+class CrossEntropyConfig:
+    _target_: str = "torch.nn.CrossEntropyLoss"
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class InpaintingConfig:
+    _target_: str = "selfsup.losses.context_encoder.ContextEncoderLoss"
+    overlap: int = 4                        # px band inside the mask edge (the paper: 4 at 128 px)
+    overlap_weight: float = 10.0
+    adversarial: bool = True
+    reconstruction_weight: float = 0.999
+    adversarial_weight: float = 0.001
+
+
+@dataclass
+class ColorizationLossConfig:
+    _target_: str = "selfsup.losses.colorization.ColorizationLoss"
+    kind: str = "regression"                # regression | classification (over quantised ab bins)
+    regression: str = "smooth_l1"           # smooth_l1 | l2, on ab / 110
+    bin_size: float = 10.0                  # classification: ab grid step
+    sigma: float = 5.0                      # soft-encoding Gaussian over neighbouring bins
+    rebalance: float = 0.5                  # lambda: prior mixed with uniform, weights ~ 1 / mixture
+    temperature: float = 0.38               # annealed mean when decoding a prediction
+
+
+@dataclass
+class PairwiseMarginConfig:
+    _target_: str = "selfsup.losses.pairwise_margin.PairwiseMarginLoss"
+    margin: float = 1.0
+
+
 # --- evaluation -----------------------------------------------------------------------------
 @dataclass
 class KNNConfig:
@@ -126,6 +273,23 @@ class LinearConfig:
     weight_decays: List[float] = field(default_factory=lambda: [0.0, 1e-5, 1e-4, 1e-3])
     max_iter: int = 200                     # L-BFGS iterations on cached features
     holdout_fraction: float = 0.1           # of train, used to pick the weight decay
+    solver: str = "lbfgs"                   # lbfgs (full batch) | sgd (mini-batch, for large feature sets)
+    sgd_epochs: int = 100
+    sgd_lr: float = 0.1
+    sgd_batch_size: int = 1024
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 5
+    lr: float = 0.1                         # head LR per 256 images (scaled by batch / 256)
+    backbone_lr_factor: float = 0.1         # backbone LR = factor x head LR
+    weight_decay: float = 5.0e-4
+    momentum: float = 0.9
+    batch_size: Optional[int] = None        # null: data.batch_size
+    crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
+    flip_p: float = 0.5
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -133,6 +297,7 @@ class EvalConfig:
     name: str = MISSING
     knn: Optional[KNNConfig] = field(default_factory=KNNConfig)
     linear: Optional[LinearConfig] = None
+    finetune: Optional[FinetuneConfig] = None
     knn_at_init: bool = True
 
 
@@ -163,8 +328,11 @@ class TrainerConfig:
 @dataclass
 class StrategyConfig:
     name: str = MISSING
-    strategy: Any = "auto"                  # Lightning strategy name or object
-    sync_batchnorm: bool = False
+    strategy: Any = "auto"                  # Lightning strategy name: auto | ddp | ddp_spawn
+    sync_batchnorm: bool = False            # convert BatchNorm to SyncBatchNorm (GPUs only)
+    shuffle_bn: bool = False                # MoCo: shuffle the key batch across ranks around the key encoder
+    split_bn_groups: int = 1                # > 1: BatchNorm statistics per group of the per-device batch,
+                                            # emulating that many devices without SyncBN (one-device ShuffleBN)
 
 
 @dataclass
@@ -197,6 +365,12 @@ class TrainConfig:
     tags: List[str] = field(default_factory=list)
     seed: Optional[int] = 42
     ckpt_path: Optional[str] = None
+    hparams_search: Any = None              # conf/hparams_search/<name>.yaml (Optuna), a multirun
+    optimized_metric: Optional[str] = None  # what train.py returns to a sweeper, e.g. val/knn_top1
+    compile: bool = False                   # torch.compile the backbone (first steps slower, later ones faster)
+    resume: str = "auto"                    # auto: continue this command's unfinished run | never
+    on_nonfinite: str = "stop"              # a NaN/inf loss: stop (keep the last good checkpoint) | skip the batch
+    inject_nan_at_step: Optional[int] = None  # TEST HOOK (debug=inject_nan): the loss of this global step becomes NaN
 
 
 def _register_resolvers() -> None:
@@ -204,6 +378,9 @@ def _register_resolvers() -> None:
         "ge": lambda a, b: a is not None and a >= b,
         "le": lambda a, b: a is not None and a <= b,
         "cpu_count": lambda: len(os.sched_getaffinity(0)),
+        # The launch directory (hydra.job.chdir is false). Unlike ${hydra:runtime.cwd} it resolves
+        # before the first job too, where a multirun's sweeper resolves hydra.sweep.dir.
+        "cwd": lambda: os.getcwd(),
         "auto_precision": _auto_precision,
     }
     for name, fn in resolvers.items():
@@ -231,6 +408,20 @@ SCHEMAS = {
     "backbone": BackboneConfig,
     "method/simclr": SimCLRConfig,
     "loss/nt_xent": NTXentConfig,
+    "method/rotnet": RotNetConfig,
+    "method/jigsaw": JigsawConfig,
+    "method/context_encoder": ContextEncoderConfig,
+    "method/colorization": ColorizationConfig,
+    "loss/cross_entropy": CrossEntropyConfig,
+    "loss/inpainting": InpaintingConfig,
+    "loss/colorization": ColorizationLossConfig,
+    "loss/pairwise_margin": PairwiseMarginConfig,
+    "method/mocov2": MoCoV2Config,
+    "method/byol": BYOLConfig,
+    "method/barlow_twins": BarlowTwinsConfig,
+    "loss/info_nce": InfoNCEConfig,
+    "loss/byol_cosine": BYOLLossConfig,
+    "loss/barlow_twins": BarlowTwinsLossConfig,
     "optimizer": OptimizerConfig,
     "scheduler": SchedulerConfig,
     "eval": EvalConfig,

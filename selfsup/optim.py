@@ -26,22 +26,36 @@ class LARS(torch.optim.Optimizer):
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                update = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
-                if not group["lars_exclude"]:
-                    w_norm, u_norm = p.norm(), update.norm()
-                    trust = torch.where(
-                        (w_norm > 0) & (u_norm > 0), group["trust_coefficient"] * w_norm / u_norm, 1.0
-                    )
-                    update = update * trust
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            # One fused `_foreach` kernel per operation over the whole group, not a loop per tensor.
+            grads = [p.grad for p in params]
+            if group["weight_decay"]:
+                updates = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            else:
+                updates = grads
+            if not group["lars_exclude"]:
+                w_norms = torch.stack(torch._foreach_norm(params))
+                u_norms = torch.stack(torch._foreach_norm(updates))
+                trust = torch.where(
+                    (w_norms > 0) & (u_norms > 0), group["trust_coefficient"] * w_norms / u_norms, 1.0
+                )
+                updates = torch._foreach_mul(updates, list(trust.to(updates[0].dtype).unbind()))
+            bufs, fresh = [], []
+            for p, update in zip(params, updates):
                 buf = self.state[p].get("momentum_buffer")
                 if buf is None:
                     buf = self.state[p]["momentum_buffer"] = update.clone()
+                    fresh.append(True)
                 else:
-                    buf.mul_(group["momentum"]).add_(update)
-                p.add_(buf, alpha=-group["lr"])
+                    fresh.append(False)
+                bufs.append(buf)
+            if not all(fresh):
+                old_bufs = [b for b, f in zip(bufs, fresh) if not f]
+                torch._foreach_mul_(old_bufs, group["momentum"])
+                torch._foreach_add_(old_bufs, [u for u, f in zip(updates, fresh) if not f])
+            torch._foreach_add_(params, bufs, alpha=-group["lr"])
         return loss
 
 

@@ -16,10 +16,11 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.utilities import rank_zero_only
 
-from selfsup import distributed
-from selfsup.callbacks import CpuThreadsPerRank, ThroughputMonitor
-from selfsup.checks import check_launch, check_strategy, check_train_config, requested_devices
+from selfsup import distributed, reliability
+from selfsup.callbacks import CpuThreadsPerRank, ThroughputMonitor, UnshareSpawnedWeights
+from selfsup.checks import check_launch, check_run, check_strategy, check_train_config, requested_devices
 from selfsup.data.datamodule import SSLDataModule
+from selfsup.data.datasets import SKIPPED_IMAGES_FILE, read_skipped_images
 from selfsup.errors import UserError
 from selfsup.eval.features import extract_features
 from selfsup.eval.finetune import finetune
@@ -64,20 +65,25 @@ def write_results(results: dict, output_dir: str) -> Path:
 
 
 def _trainer(cfg: DictConfig) -> pl.Trainer:
-    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
+    run_dir = cfg.paths.output_dir
+    loggers = [instantiate(c, **reliability.logger_kwargs(c, run_dir)) for c in cfg.logger.values()] if cfg.logger else []
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
     if not cfg.trainer.enable_progress_bar:
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
-    callbacks += [ThroughputMonitor(), CpuThreadsPerRank()]
+    callbacks += [ThroughputMonitor(), CpuThreadsPerRank(), UnshareSpawnedWeights(), reliability.RunState()]
     if torch.cuda.is_available():
         callbacks.append(GPUMemoryMonitor())
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if trainer_kwargs.get("benchmark") is None:  # cudnn autotuning (fixed input sizes), unless deterministic
+        trainer_kwargs["benchmark"] = not trainer_kwargs.get("deterministic")
     return pl.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_kwargs,
         strategy=cfg.strategy.strategy,
         sync_batchnorm=cfg.strategy.sync_batchnorm,
         # Under SLURM (also via hydra/launcher=submitit_slurm) the ranks are SLURM's tasks, not re-launched;
         # on the requeue signal Lightning saves hpc_ckpt_<n>.ckpt and requeues the job, which resumes.
-        plugins=[SLURMEnvironment(auto_requeue=True)] if SLURMEnvironment.detect() else None,
+        plugins=[*([SLURMEnvironment(auto_requeue=True)] if SLURMEnvironment.detect() else []),
+                 reliability.AtomicCheckpointIO()],  # temp file + rename: a kill never tears a checkpoint
         logger=loggers,
         callbacks=callbacks,
         default_root_dir=cfg.paths.output_dir,
@@ -101,9 +107,14 @@ def resume_path(cfg: DictConfig) -> str | None:
 def pretrain(cfg: DictConfig) -> dict:
     check_train_config(cfg)
     check_strategy(cfg, get_class(cfg.method._target_))
+    resumed = reliability.resolve_resume(cfg)  # resume=auto; may point paths.output_dir at the run it continues
     if cfg.seed is not None:
-        pl.seed_everything(cfg.seed, workers=True)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)  # (the seed is in the config and results.json)
     datamodule = SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=requested_devices(cfg.trainer.devices) or 1)
+    skipped_list = Path(cfg.paths.output_dir) / SKIPPED_IMAGES_FILE
+    for dataset in {id(d): d for d in (datamodule.pretrain, datamodule.labelled, datamodule.val)}.values():
+        if hasattr(dataset, "log_skipped_to"):  # data.skip_corrupt: one list for all loader workers and ranks
+            dataset.log_skipped_to(skipped_list)
     datamodule.complete_config()
     OmegaConf.resolve(cfg)  # ranks spawned by ddp_spawn have no Hydra context to resolve ${hydra:...} in
     model = get_class(cfg.method._target_)(cfg)
@@ -111,6 +122,8 @@ def pretrain(cfg: DictConfig) -> dict:
         distributed.convert_split_batchnorm(model, cfg.strategy.split_bn_groups)
     trainer = _trainer(cfg)
     check_launch(cfg, trainer, multirun=HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
+    check_run(cfg, trainer, datamodule, type(model))  # batch vs data, MoCo queue vs world size, method checks
+    csv_history = reliability.CsvHistory(trainer.loggers, resumed["global_step"] if resumed else None)
 
     device, bf16 = _device(cfg.trainer), "bf16" in str(cfg.trainer.precision)
     at_init = {}
@@ -119,7 +132,10 @@ def pretrain(cfg: DictConfig) -> dict:
         print(f"kNN top-1 at init: {at_init['knn_top1']:.4f}", flush=True)
 
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resumed["checkpoint"] if resumed else resume_path(cfg))
+    finally:
+        csv_history.merge()
     train_seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
@@ -154,7 +170,15 @@ def pretrain(cfg: DictConfig) -> dict:
         "run_dir": cfg.paths.output_dir,
         "metrics": {k: v.item() for k, v in trainer.callback_metrics.items() if v.numel() == 1},  # last logged
     }
+    skipped = read_skipped_images(skipped_list)
+    results.update({
+        "skipped_images": len(skipped),  # data.skip_corrupt=true: unreadable images skipped (all workers, ranks)
+        "skipped_image_paths": skipped[:100],
+        "nonfinite_skipped_batches": reliability.skipped_batches(model),  # on_nonfinite=skip
+        "resumed_from": resumed,
+    })
     write_results(results, cfg.paths.output_dir)
+    reliability.report_skipped_images(skipped, skipped_list)
     log_final_results(trainer.loggers, results, step=trainer.global_step)
     return results
 
@@ -176,9 +200,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if not cfg.ckpt_path:
         raise UserError("eval.py needs a checkpoint: ckpt_path=<run dir>/checkpoints/last.ckpt")
     train_cfg, state_dict = load_pretrain_config(cfg.ckpt_path)
-    data_cfg = cfg.data if cfg.data is not None else train_cfg.data
+    transfer = cfg.get("data")  # absent (data: null): the checkpoint's own pretraining data
+    data_cfg = transfer if transfer is not None else train_cfg.data
     with open_dict(data_cfg):
-        if cfg.data is not None and cfg.data.resolution is None:
+        if transfer is not None and transfer.resolution is None:
             data_cfg.resolution = train_cfg.data.resolution
     datamodule = SSLDataModule(data_cfg, None)
     datamodule.complete_config()

@@ -28,12 +28,37 @@ class TransformedDataset(Dataset):
         return self.transform(image), label
 
 
+class EncodedImages(Dataset):
+    """data.decode_on_gpu: an image folder's files as raw bytes (1-D uint8 tensors) and labels; the
+    training module decodes them on its device (nvJPEG) and crops there."""
+
+    def __init__(self, folder: Dataset):
+        if not hasattr(folder, "samples"):
+            raise UserError("data.decode_on_gpu=true needs an image-folder dataset: data=folder|imagenet|imagenet100")
+        self.samples = folder.samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        from torchvision.io import read_file
+
+        path, label = self.samples[i]
+        return read_file(path), label
+
+
+def collate_encoded(items):
+    return [data for data, _ in items], torch.tensor([label for _, label in items])
+
+
 class SSLDataModule(pl.LightningDataModule):
     def __init__(self, data_cfg, augmentation_cfg, devices_per_node: int = 1):
         super().__init__()
         self.cfg, self.augmentation = data_cfg, augmentation_cfg
         self.pretrain, self.labelled, self.val = build_datasets(data_cfg)
         self.num_workers = self._num_workers(devices_per_node)
+        if data_cfg.get("decode_on_gpu", False):
+            EncodedImages(self.pretrain)  # fails now, in one line, if the dataset is not an image folder
         if len(self.pretrain) < data_cfg.batch_size:
             raise UserError(
                 f"data.batch_size={data_cfg.batch_size} exceeds the {len(self.pretrain)} training "
@@ -55,7 +80,7 @@ class SSLDataModule(pl.LightningDataModule):
         cpus = len(os.sched_getaffinity(0))
         return max(1, min(8, cpus // max(1, devices_per_node) - 1))
 
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool, collate_fn=None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -64,12 +89,15 @@ class SSLDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.cfg.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            collate_fn=collate_fn,
         )
 
     def _eval_dataset(self, dataset: Dataset) -> Dataset:
         return TransformedDataset(dataset, eval_transform(self.cfg.resolution, self.cfg.mean, self.cfg.std))
 
     def train_dataloader(self) -> DataLoader:
+        if self.cfg.get("decode_on_gpu", False):  # workers read bytes; decode, crop and colour on the device
+            return self._loader(EncodedImages(self.pretrain), self.cfg.batch_size, train=True, collate_fn=collate_encoded)
         dataset = TransformedDataset(self.pretrain, MultiViewTransform(self.augmentation))
         return self._loader(dataset, self.cfg.batch_size, train=True)
 

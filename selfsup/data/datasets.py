@@ -39,14 +39,39 @@ class DigitsDataset(Dataset):
         return Image.fromarray(self.images[i], mode="L").convert("RGB"), self.targets[i]
 
 
+SKIPPED_IMAGES_FILE = "skipped_images.txt"  # in the run directory: one unreadable image per line
+
+
 class CheckedImageFolder(tvd.ImageFolder):
-    """ImageFolder that names an unreadable file, or skips it when asked to."""
+    """ImageFolder that names an unreadable file, or skips it when asked to.
+
+    Skipped files are appended to `skip_log` (set by `log_skipped_to`, a file in the run directory)
+    so that every DataLoader worker process and every rank adds to one list, which the pipeline
+    reports at the end (`read_skipped_images`); `skipped` only sees this process's share."""
 
     def __init__(self, root: str, skip_corrupt: bool = False, classes: list[str] | None = None):
         self._only_classes = classes
         super().__init__(root)
         self.skip_corrupt = skip_corrupt
         self.skipped: set[str] = set()
+        self.skip_log: str | None = None
+
+    def log_skipped_to(self, path) -> None:
+        """Record skipped files in `path` from now on (also those skipped before); call before the
+        loaders start their worker processes."""
+        self.skip_log = str(path)
+        for skipped in sorted(self.skipped):
+            self._append_skip(skipped)
+
+    def _append_skip(self, path: str) -> None:
+        if self.skip_log:
+            with open(self.skip_log, "a") as f:  # one short O_APPEND write per file: safe across processes
+                f.write(path + "\n")
+
+    def _skip(self, path: str) -> None:
+        if path not in self.skipped:
+            self.skipped.add(path)
+            self._append_skip(path)
 
     def find_classes(self, directory):
         classes, class_to_idx = super().find_classes(directory)
@@ -70,8 +95,17 @@ class CheckedImageFolder(tvd.ImageFolder):
                         f"cannot read image {path} ({err}); fix or delete it, "
                         "or set data.skip_corrupt=true to skip unreadable images"
                     ) from None
-                self.skipped.add(path)
+                self._skip(path)
         raise UserError(f"no readable image in {self.root}")
+
+
+def read_skipped_images(path) -> list[str]:
+    """The unreadable images listed in `path` (see CheckedImageFolder), each once, in order."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    return list(dict.fromkeys(line for line in lines if line.strip()))
 
 
 def _image_folder(split_dir: Path, cfg, classes=None) -> CheckedImageFolder:

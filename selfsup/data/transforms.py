@@ -7,11 +7,15 @@ from __future__ import annotations
 from torchvision import transforms as T
 
 
-def view_transform(view, resolution: int, mean, std, blur: bool) -> T.Compose:
+def view_transform(view, resolution: int, mean, std, blur: bool, on_device: bool = False,
+                   min_crop_scale: float = 0.0, flip: bool = True) -> T.Compose:
+    crop_scale = (max(view.crop_scale[0], min_crop_scale), view.crop_scale[1])
     steps = [
-        T.RandomResizedCrop(resolution, scale=tuple(view.crop_scale), antialias=True),
-        T.RandomHorizontalFlip(view.flip_p),
+        T.RandomResizedCrop(resolution, scale=crop_scale, antialias=True),
+        T.RandomHorizontalFlip(view.flip_p if flip else 0.0),
     ]
+    if on_device:  # the rest, batched on the training device: selfsup.data.gpu_augment.DeviceAugment
+        return T.Compose(steps + [T.PILToTensor()])
     if view.jitter_p > 0:
         jitter = T.ColorJitter(view.brightness, view.contrast, view.saturation, view.hue)
         steps.append(T.RandomApply([jitter], p=view.jitter_p))
@@ -32,7 +36,9 @@ class MultiViewTransform:
     def __init__(self, augmentation):
         self.views = [
             view_transform(
-                v, augmentation.resolution, augmentation.mean, augmentation.std, augmentation.blur
+                v, augmentation.resolution, augmentation.mean, augmentation.std, augmentation.blur,
+                on_device=augmentation.get("on_device", False),
+                min_crop_scale=augmentation.min_crop_scale, flip=augmentation.flip,
             )
             for v in augmentation.views
         ]

@@ -24,7 +24,8 @@ class InfoNCELoss(nn.Module):
         q = F.normalize(query.float(), dim=1)
         k = F.normalize(key.float(), dim=1)
         positive = (q * k).sum(dim=1, keepdim=True)                      # (B, 1)
-        negative = q @ queue.float().T                                   # (B, K)
+        with torch.autocast(q.device.type, enabled=False):  # else mixed precision runs this in bf16/fp16
+            negative = q @ queue.float().T                               # (B, K)
         logits = torch.cat([positive, negative], dim=1) / self.temperature
         labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         return F.cross_entropy(logits, labels)

@@ -5,6 +5,7 @@ online linear probe on detached features, the per-epoch kNN monitor and the logg
 subclass adds its heads and implements `training_loss(views) -> StepOutput`, nothing else."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import pytorch_lightning as pl
@@ -12,13 +13,22 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from selfsup import distributed
+from selfsup.data.gpu_augment import DeviceAugment
+from selfsup.errors import UserError
 from selfsup.eval.knn import knn_top1
 from selfsup.models.backbones import build_backbone
 from selfsup.optim import build_optimizer, build_scheduler, parameter_groups, scaled_lr
+from selfsup.reliability import guard_loss
+
+# The batch-transfer hooks below are the module's on purpose (the device augmentation is part of the
+# step); Lightning would otherwise warn on every run that a datamodule was passed as well.
+warnings.filterwarnings("ignore", message=r".*overridden `on_(before|after)_batch_transfer` in `LightningModule` but")
+
+COLLAPSE_Z_STD_FRACTION = 0.1  # warn when train/z_std falls below this fraction of 1/sqrt(d)
 
 
 @dataclass
@@ -26,9 +36,12 @@ class StepOutput:
     loss: torch.Tensor
     features: torch.Tensor  # backbone features of the first view, fed (detached) to the online probe
     logs: dict[str, torch.Tensor] = field(default_factory=dict)  # extra scalars, logged as train/<name>
+    embeddings: torch.Tensor | None = None  # projector output of the first view: collapse monitor (train/z_std)
 
 
 class SSLMethod(pl.LightningModule):
+    separately_optimized: tuple[str, ...] = ()  # children with an optimizer of their own (a GAN critic)
+
     def __init__(self, cfg: DictConfig):
         super().__init__()
         self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
@@ -36,12 +49,24 @@ class SSLMethod(pl.LightningModule):
         self.backbone = build_backbone(**cfg.backbone)
         self.feature_dim = self.backbone.output_dim
         self.loss_fn = instantiate(cfg.loss) if cfg.get("loss") is not None else None
-        self.online_probe = nn.Linear(self.feature_dim, cfg.data.num_classes)
+        # Parameter-free BatchNorm first (as in MAE's linear probing): the probe then sees features of
+        # a stable scale however the backbone's drift during SSL training, so one LR fits all methods.
+        self.online_probe = nn.Sequential(
+            nn.BatchNorm1d(self.feature_dim, affine=False), nn.Linear(self.feature_dim, cfg.data.num_classes)
+        )
         self.channels_last = cfg.backbone.channels_last
+        # augmentation.on_device / data.decode_on_gpu: colour ops (and decode + crop) as batched tensor ops
+        self.device_augment = DeviceAugment.from_config(cfg)
         self._val_features: dict[int, list[torch.Tensor]] = {}
         self._val_labels: dict[int, list[torch.Tensor]] = {}
+        self._collapse_warned = False
 
     # --- what a method implements -----------------------------------------------------------
+    @classmethod
+    def check_config(cls, cfg: DictConfig, world_size: int) -> None:
+        """Method-specific start-up checks, raising UserError with a one-line fix: the pipeline
+        calls this once the world size is known, before the model is built or anything trains."""
+
     def training_loss(self, views: list[torch.Tensor]) -> StepOutput:
         raise NotImplementedError
 
@@ -56,12 +81,54 @@ class SSLMethod(pl.LightningModule):
         views, labels = batch
         out = self.training_loss([self._memory_format(v) for v in views])
         probe_loss = F.cross_entropy(self.online_probe(out.features.detach()), labels, ignore_index=-1)
+        loss = guard_loss(self, out.loss + probe_loss, {"loss": out.loss, "online_linear_loss": probe_loss, **out.logs})
+        if loss is None:  # non-finite, on_nonfinite=skip: no backward and no update for this batch
+            return None
         self.log("train/loss", out.loss, prog_bar=True)
         self.log("train/online_linear_loss", probe_loss)
-        self.log("train/lr", self.lr_schedulers().get_last_lr()[0])
+        schedulers = self.lr_schedulers()  # a list when a method has several optimizers (a GAN critic)
+        lr = (schedulers[0] if isinstance(schedulers, list) else schedulers).get_last_lr()[0]
+        self.log("train/lr", torch.tensor(lr))  # a CPU tensor: a float would be copied to the GPU, a sync per step
         for name, value in out.logs.items():
             self.log(f"train/{name}", value)
-        return out.loss + probe_loss
+        if out.embeddings is not None:
+            self._monitor_collapse(out.embeddings.detach())
+        return loss
+
+    def configure_model(self) -> None:
+        if self.cfg.get("compile") and getattr(self.backbone, "_compiled_call_impl", None) is None:
+            self.backbone.compile()  # in place: state_dict keys unchanged; copies of it are eager
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """data.decode_on_gpu: the batch is encoded JPEGs (CPU); decode (nvJPEG) and crop on the device."""
+        if self.device_augment is not None and self.device_augment.decode and self.trainer.training:
+            encoded, labels = batch
+            return self.device_augment.decode_and_crop(encoded, self.device), labels
+        return batch
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """augmentation.on_device: the views arrive cropped and flipped (uint8); colour jitter,
+        grayscale, blur, solarize and normalisation run here, batched, per-sample random."""
+        if self.device_augment is not None and self.trainer.training:
+            views, labels = batch
+            return self.device_augment(views), labels
+        return batch
+
+    def _monitor_collapse(self, z: torch.Tensor) -> None:
+        """train/z_std: per-dimension std of the L2-normalised embeddings, averaged over dimensions
+        (SimSiam, Chen & He 2021): ~1/sqrt(d) when healthy, ~0 when collapsed; warns once."""
+        z_std = F.normalize(z.float(), dim=1).std(dim=0).mean()
+        self.log("train/z_std", z_std)
+        if self._collapse_warned or self.global_step % self.trainer.log_every_n_steps:
+            return  # .item() syncs with the device: only check on logging steps
+        threshold = COLLAPSE_Z_STD_FRACTION / z.shape[1] ** 0.5
+        if z_std.item() < threshold:
+            self._collapse_warned = True
+            rank_zero_warn(
+                f"representation collapse: train/z_std={z_std.item():.2e} < {threshold:.2e} "
+                f"({COLLAPSE_Z_STD_FRACTION} x 1/sqrt({z.shape[1]})) at step {self.global_step}; "
+                "check the learning rate, momentum and augmentations"
+            )
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         images, labels = batch
@@ -89,16 +156,29 @@ class SSLMethod(pl.LightningModule):
         global_batch = self.cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
         lr = scaled_lr(cfg, global_batch)
         rank_zero_info(
-            f"batch: {self.cfg.data.batch_size} per device x {trainer.world_size} devices x "
-            f"{trainer.accumulate_grad_batches} accumulation = {global_batch} global; "
-            f"lr = {cfg.lr} x {global_batch}/256 = {lr:.4g}" if cfg.scale_lr else f"lr = {lr:.4g}"
+            f"batch: {self.cfg.data.batch_size} per device x {trainer.num_devices} devices x {trainer.num_nodes} "
+            f"nodes x {trainer.accumulate_grad_batches} accumulation = {global_batch} global; "
+            + (f"lr = {cfg.lr} x {global_batch}/256 = {lr:.4g}" if cfg.scale_lr else f"lr = {lr:.4g} (not scaled)")
         )
-        ssl_modules = nn.ModuleList(m for name, m in self.named_children() if name != "online_probe")
+        ssl_modules = nn.ModuleList(m for name, m in self.named_children()
+                                    if name != "online_probe" and name not in self.separately_optimized)
         groups = parameter_groups(ssl_modules, cfg.weight_decay, cfg.exclude_bias_and_norm)
         groups.append({"params": list(self.online_probe.parameters()), "weight_decay": 0.0,
                        "lr": cfg.probe_lr, "lars_exclude": True})
         optimizer = build_optimizer(cfg, groups, lr)
+        self._check_lr_on_ranks(cfg.lr, optimizer.param_groups[0]["lr"])
         total_steps = trainer.estimated_stepping_batches
         steps_per_epoch = max(1, total_steps // max(1, trainer.max_epochs))
         scheduler = build_scheduler(self.cfg.scheduler, optimizer, total_steps, steps_per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _check_lr_on_ranks(self, base_lr: float, lr: float) -> None:
+        """Under DDP, print every rank's optimizer LR and fail if they differ: ranks that composed
+        different configs (a sweep re-launched per rank) would otherwise train silently apart."""
+        per_rank = distributed.gather_object((base_lr, lr))
+        if len(per_rank) == 1:
+            return
+        rank_zero_info("lr per rank (base -> optimizer): " + ", ".join(
+            f"rank {r}: {b:.6g} -> {o:.6g}" for r, (b, o) in enumerate(per_rank)))
+        if len(set(per_rank)) > 1:
+            raise UserError(f"the ranks were given different learning rates {per_rank}: in sweeps use strategy=ddp_spawn")

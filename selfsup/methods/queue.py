@@ -46,6 +46,8 @@ class FeatureQueue(nn.Module):
         if keys.dim() != 2 or keys.shape[1] != dim:
             raise ValueError(f"keys must have shape (N, {dim}), got {tuple(keys.shape)}")
         check_queue_divisible(size, batch)
-        ptr = int(self.ptr)
-        self.queue[ptr:ptr + batch] = keys.detach().to(self.queue.dtype)
-        self.ptr.fill_((ptr + batch) % size)
+        # The write position stays on the device: `int(self.ptr)` would stall the host on the GPU
+        # every step. Rows ptr..ptr+batch-1 (no wrap within a write: size is a multiple of batch).
+        rows = self.ptr + torch.arange(batch, device=self.ptr.device)
+        self.queue.index_copy_(0, rows, keys.detach().to(self.queue.dtype))
+        self.ptr.add_(batch).remainder_(size)

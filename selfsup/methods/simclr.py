@@ -16,4 +16,4 @@ class SimCLR(SSLMethod):
         # One forward over both views: BatchNorm sees the whole 2B batch, as in the paper's code.
         features = self.backbone(torch.cat(views))
         z1, z2 = self.projector(features).chunk(2)
-        return StepOutput(loss=self.loss_fn(z1, z2), features=features[: len(views[0])])
+        return StepOutput(loss=self.loss_fn(z1, z2), features=features[: len(views[0])], embeddings=z1)

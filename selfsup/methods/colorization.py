@@ -1,0 +1,54 @@
+"""Colorization (Zhang, Isola & Efros 2016): the backbone sees only the lightness of the image, a
+decoder (the context encoder's `UpConvDecoder`) predicts its colour as the ab channels of CIE Lab."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from selfsup.data.pretext import lab_to_rgb, rgb_to_lab
+from selfsup.errors import UserError
+from selfsup.methods.base import StepOutput
+from selfsup.methods.pretext_base import PretextMethod
+from selfsup.models.decoders import UpConvDecoder
+from selfsup.visualize import ImageGridMixin, denormalize
+
+
+class Colorization(ImageGridMixin, PretextMethod):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        method, resolution = cfg.method, cfg.data.resolution
+        out_size = resolution // method.output_stride
+        if method.output_stride < 1 or out_size <= method.decoder.start_size:
+            raise UserError(f"method.output_stride={method.output_stride} leaves {out_size}px of a "
+                            f"{resolution}px image: the decoder needs more than method.decoder.start_size="
+                            f"{method.decoder.start_size}; lower the stride")
+        self.decoder = UpConvDecoder(self.feature_dim, self.loss_fn.num_outputs, out_size, **method.decoder)
+        self.register_buffer("pixel_mean", torch.tensor(cfg.data.mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.data.std).view(1, -1, 1, 1), persistent=False)
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised RGB -> (backbone input, L (B, 1, H, W), ab (B, 2, H, W)), in float32.
+
+        The backbone input is the grey image of the same lightness (L with a = b = 0, the same value in
+        every channel) normalised like every other input, so the backbone sees the input statistics
+        the kNN / linear evaluations feed it, minus the colour."""
+        with torch.autocast(x.device.type, enabled=False):
+            lab = rgb_to_lab(denormalize(x, self.cfg.data.mean, self.cfg.data.std))
+            lightness, ab = lab[:, :1], lab[:, 1:]
+            grey = lab_to_rgb(torch.cat([lightness, torch.zeros_like(ab)], dim=1))
+            return (grey - self.pixel_mean) / self.pixel_std, lightness, ab
+
+    def training_loss(self, views: list[torch.Tensor]) -> StepOutput:
+        x = views[0]
+        grey, _, ab = self._split(x)
+        loss = self.loss_fn(self.decoder(self.backbone(self._memory_format(grey))), ab)
+        # The online probe, like the kNN monitor and the final evaluations, reads colour images.
+        return StepOutput(loss=loss, features=self.full_image_features(x))
+
+    def image_rows(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        grey, lightness, ab = self._split(images)
+        predicted_ab = self.loss_fn.decode(self.decoder(self.backbone(self._memory_format(grey))))
+        predicted_ab = F.interpolate(predicted_ab, size=ab.shape[-2:], mode="bilinear", align_corners=False)
+        return {"grayscale": denormalize(grey, self.cfg.data.mean, self.cfg.data.std),
+                "prediction": lab_to_rgb(torch.cat([lightness, predicted_ab], dim=1)),
+                "truth": lab_to_rgb(torch.cat([lightness, ab], dim=1))}

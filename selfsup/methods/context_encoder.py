@@ -1,0 +1,120 @@
+"""Context encoder (Pathak et al. 2016): hide a region of the image, encode the rest with the backbone,
+decode the whole image with up-convolutions and score the hidden region (L2, edge band weighted 10x),
+optionally plus an adversarial term from a critic trained against it (manual optimisation)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from selfsup.data.pretext import apply_mask, make_mask
+from selfsup.errors import UserError
+from selfsup.methods.base import StepOutput
+from selfsup.methods.pretext_base import PretextMethod
+from selfsup.models.decoders import PatchDiscriminator, UpConvDecoder
+from selfsup.optim import build_optimizer, build_scheduler, parameter_groups, scaled_lr
+from selfsup.visualize import ImageGridMixin, denormalize
+
+MASKS = ("central", "random_block", "random_region")
+
+
+class ContextEncoder(ImageGridMixin, PretextMethod):
+    separately_optimized = ("discriminator",)
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        method, resolution = cfg.method, cfg.data.resolution
+        if method.mask.kind not in MASKS:
+            raise UserError(f"method.mask.kind={method.mask.kind} is not a mask: use {' | '.join(MASKS)}")
+        if not 0.0 < method.mask.area < 1.0:
+            raise UserError(f"method.mask.area={method.mask.area} must be in (0, 1)")
+        self.decoder = UpConvDecoder(self.feature_dim, 3, resolution, **method.decoder)
+        # The hole is filled with the dataset mean; the loader normalises by (x - mean) / std, so in
+        # the space the images live in here the mean is 0 in every channel.
+        self.register_buffer("fill", torch.zeros(3), persistent=False)
+        self.adversarial = bool(self.loss_fn.adversarial)
+        if self.adversarial:
+            trainer = cfg.trainer
+            if trainer.accumulate_grad_batches != 1 or trainer.gradient_clip_val:
+                raise UserError("the adversarial context encoder optimises manually (two optimizers): leave "
+                                "trainer.accumulate_grad_batches=1 and trainer.gradient_clip_val=null, or set "
+                                "loss.adversarial=false")
+            self.automatic_optimization = False
+            critic = method.discriminator
+            self.discriminator = PatchDiscriminator(3, resolution, critic.width, critic.max_width)
+        self._critic_inputs: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _mask(self, x: torch.Tensor) -> torch.Tensor:
+        mask_cfg = self.cfg.method.mask
+        batch, _, height, width = x.shape
+        return make_mask(mask_cfg.kind, batch, height, width, x.device, mask_cfg.area, mask_cfg.block_size)
+
+    def _inpaint(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(masked input, decoder output at the input's size)."""
+        masked = apply_mask(x, mask, self.fill)
+        pred = self.decoder(self.backbone(self._memory_format(masked)))
+        if pred.shape[-2:] != x.shape[-2:]:  # crops at another size than data.resolution
+            pred = F.interpolate(pred, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return masked, pred
+
+    def training_loss(self, views: list[torch.Tensor]) -> StepOutput:
+        x = views[0]
+        mask = self._mask(x)
+        _, pred = self._inpaint(x, mask)
+        reconstruction = self.loss_fn(pred, x, mask)
+        loss, logs = reconstruction, {"reconstruction_loss": reconstruction.detach()}
+        if self.adversarial:
+            inpainted = torch.where(mask.bool(), pred.to(x.dtype), x)  # the context is given, not generated
+            loss, adversarial = self.loss_fn.generator_loss(reconstruction, self.discriminator(inpainted))
+            logs["adversarial_loss"] = adversarial.detach()
+            self._critic_inputs = (x.detach(), inpainted.detach())
+        return StepOutput(loss=loss, features=self.full_image_features(x), logs=logs)
+
+    # --- adversarial case: manual optimisation, generator step then critic step ------------------
+    def training_step(self, batch, batch_idx):
+        if self.automatic_optimization:
+            return super().training_step(batch, batch_idx)
+        opt_main, opt_critic = self.optimizers()
+        self.toggle_optimizer(opt_main)  # the critic's parameters take no gradient from the generator loss
+        total = super().training_step(batch, batch_idx)  # the base: loss + online probe, logging
+        opt_main.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        opt_main.step()
+        self.untoggle_optimizer(opt_main)
+
+        real, fake = self._critic_inputs
+        self._critic_inputs = None
+        self.toggle_optimizer(opt_critic)
+        critic_loss = self.loss_fn.discriminator_loss(self.discriminator(real), self.discriminator(fake))
+        opt_critic.zero_grad(set_to_none=True)
+        self.manual_backward(critic_loss)
+        # Through the strategy rather than opt_critic.step(): each LightningOptimizer.step() counts as a
+        # global step in manual optimisation (Lightning issue #17958), which would halve max_steps.
+        self.trainer.strategy.optimizer_step(opt_critic.optimizer, closure=lambda: None)
+        self.untoggle_optimizer(opt_critic)
+        for scheduler in self.lr_schedulers():
+            scheduler.step()
+        self.log("train/discriminator_loss", critic_loss.detach())
+        return total.detach()
+
+    def configure_optimizers(self):
+        main = super().configure_optimizers()  # backbone + decoder + online probe, the run's LR schedule
+        if not self.adversarial:
+            return main
+        cfg, trainer = self.cfg.method.discriminator.optimizer, self.trainer
+        groups = parameter_groups(self.discriminator, cfg.weight_decay, cfg.exclude_bias_and_norm)
+        global_batch = self.cfg.data.batch_size * trainer.world_size
+        critic_opt = build_optimizer(cfg, groups, scaled_lr(cfg, global_batch))
+        total_steps = trainer.estimated_stepping_batches
+        steps_per_epoch = max(1, total_steps // max(1, trainer.max_epochs))
+        critic_schedule = build_scheduler(self.cfg.scheduler, critic_opt, total_steps, steps_per_epoch)
+        return ([main["optimizer"], critic_opt],
+                [main["lr_scheduler"], {"scheduler": critic_schedule, "interval": "step"}])
+
+    # --- image grid ------------------------------------------------------------------------------
+    def image_rows(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        mask = self._mask(images)
+        masked, pred = self._inpaint(images, mask)
+        inpainted = torch.where(mask.bool(), pred.to(images.dtype), images)
+        mean, std = self.cfg.data.mean, self.cfg.data.std
+        return {"input": denormalize(images, mean, std), "masked": denormalize(masked, mean, std),
+                "reconstruction": denormalize(inpainted, mean, std)}

@@ -1,0 +1,54 @@
+"""What MoCo and BYOL share on top of `SSLMethod`: EMA target networks pulled towards the online
+network once after every optimiser step, with a constant or cosine (base -> 1) momentum."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from selfsup.errors import UserError
+from selfsup.methods.base import SSLMethod
+from selfsup.methods.momentum import cosine_momentum, update
+
+
+class MomentumMethod(SSLMethod):
+    """Reads `method.momentum` (the base momentum) and `method.momentum_cosine` (schedule it from
+    base to 1 over `trainer.estimated_stepping_batches`, BYOL; else constant, MoCo). A subclass
+    builds its targets with `momentum.make_target` and lists them in `momentum_pairs`."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if not 0.0 <= cfg.method.momentum <= 1.0:
+            raise UserError(f"method.momentum must be in [0, 1], got {cfg.method.momentum}")
+        self._ema_step = 0  # trainer.global_step at the last EMA update
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(online, target) pairs, in matching structure, to update after each optimiser step."""
+        raise NotImplementedError
+
+    def momentum_at(self, step: int) -> float:
+        """The momentum of the EMA update that follows optimiser step `step` (0-based)."""
+        base = self.cfg.method.momentum
+        if not self.cfg.method.momentum_cosine:
+            return base
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):  # max_epochs=-1 and max_steps=-1: no end to anneal towards
+            return base
+        return cosine_momentum(base, step, max(1, int(total)))
+
+    def current_momentum(self) -> torch.Tensor:
+        """For logging as train/momentum: the momentum the update after this step will use."""
+        return torch.tensor(self.momentum_at(self.trainer.global_step))
+
+    def on_train_start(self) -> None:
+        self._ema_step = self.trainer.global_step  # also right after resuming from a checkpoint
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        step = self.trainer.global_step
+        if step == self._ema_step:  # gradient accumulation: no optimiser step after this batch
+            return
+        momentum = self.momentum_at(step - 1)
+        for online, target in self.momentum_pairs():
+            update(online, target, momentum)
+        self._ema_step = step

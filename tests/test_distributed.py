@@ -1,0 +1,307 @@
+"""Distributed training on CPU: 2 gloo processes give exactly what 1 process gives on the global
+batch (losses, gradients, MoCo queue, ShuffleBN), and the strategies run end to end through train.py."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+from selfsup import distributed
+from selfsup.losses.nt_xent import NTXentLoss
+from selfsup.methods.queue import FeatureQueue
+
+from conftest import TINY_RUN, compose_train, run_script, train
+from distributed_harness import check_loss_matches_global_batch, run_on_ranks
+
+CPU_DDP = ["trainer.accelerator=cpu", "trainer.devices=2"]
+
+
+# ---------------------------------------------------------------- losses
+
+def test_nt_xent_two_ranks_match_global_batch():
+    """Negatives gathered with gradient, positives at global positions (labels offset by rank):
+    same loss and gradients (inputs and DDP-averaged parameters) as one process on 2B."""
+    check_loss_matches_global_batch(NTXentLoss(temperature=0.5))
+
+
+# ---------------------------------------------------------------- MoCo queue
+
+def _enqueue_on_rank(rank, world_size, keys, queue_size):
+    torch.manual_seed(0)  # same initial queue on every rank (DDP broadcasts rank 0's buffers)
+    queue = FeatureQueue(queue_size, keys.shape[1])
+    b = keys.shape[0] // world_size
+    queue.enqueue(distributed.gather(keys[rank * b:(rank + 1) * b]))
+    return queue.queue.clone(), int(queue.ptr)
+
+
+def test_queue_gets_the_global_batch_in_global_order_on_every_rank():
+    torch.manual_seed(1)
+    keys = F.normalize(torch.randn(8, 3), dim=1)  # 2 ranks x B=4
+    (q0, ptr0), (q1, ptr1) = run_on_ranks(_enqueue_on_rank, keys, 16)
+    assert torch.equal(q0, q1)
+    assert torch.equal(q0[:8], keys) and ptr0 == ptr1 == 8
+
+
+# ---------------------------------------------------------------- ShuffleBN
+
+def _key_encoder() -> nn.Module:
+    torch.manual_seed(2)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+
+
+def _shuffle_bn_on_rank(rank, world_size, images):
+    b = images.shape[0] // world_size
+    local = images[rank * b:(rank + 1) * b]
+    # A different seed per rank: only rank 0's permutation, broadcast, may be used.
+    shuffled, unshuffle = distributed.batch_shuffle(local, torch.Generator().manual_seed(100 + rank))
+    keys = distributed.batch_unshuffle(_key_encoder()(shuffled), unshuffle)
+    return shuffled, unshuffle, keys, distributed.batch_unshuffle(shuffled, unshuffle)
+
+
+def test_shuffle_bn_two_ranks_equal_split_bn_emulation_and_unshuffle_restores_order():
+    torch.manual_seed(0)
+    images = torch.randn(8, 3, 5, 5) * 2 + 1
+    results = run_on_ranks(_shuffle_bn_on_rank, images)
+
+    # One process, same global batch and permutation: BN statistics per group of 4 = per rank.
+    emulation = distributed.convert_split_batchnorm(_key_encoder(), 2)
+    assert isinstance(emulation[1], distributed.SplitBatchNorm)
+    shuffled, unshuffle = distributed.batch_shuffle(images, torch.Generator().manual_seed(100))
+    expected_keys = distributed.batch_unshuffle(emulation(shuffled), unshuffle)
+
+    assert torch.equal(results[0][1], results[1][1]) and torch.equal(results[0][1], unshuffle)
+    assert torch.equal(torch.cat([r[0] for r in results]), shuffled)  # each rank encodes its share
+    assert not torch.equal(shuffled, images)
+    for rank, (_, _, _, restored) in enumerate(results):
+        assert torch.equal(restored, images[rank * 4:(rank + 1) * 4])  # exactly the original order
+    torch.testing.assert_close(torch.cat([r[2] for r in results]), expected_keys, rtol=1e-5, atol=1e-6)
+    # The check has teeth: full-batch BN (no shuffle, no split) gives other keys.
+    assert not torch.allclose(_key_encoder()(images), expected_keys, atol=1e-3)
+
+
+def test_batch_shuffle_is_a_local_permutation_on_one_process():
+    x = torch.arange(12.0).view(6, 2)
+    shuffled, unshuffle = distributed.batch_shuffle(x, torch.Generator().manual_seed(0))
+    assert not torch.equal(shuffled, x) and torch.equal(shuffled.sort(0).values, x)
+    assert torch.equal(distributed.batch_unshuffle(shuffled, unshuffle), x)
+
+
+def test_split_batchnorm_groups_statistics_and_loads_like_batchnorm():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3)
+    bn.weight.data.uniform_(0.5, 2)
+    bn.bias.data.normal_()
+    split = distributed.convert_split_batchnorm(nn.Sequential(bn), 4)[0]
+    x = torch.randn(8, 3, 4, 4) * 3 + 2
+    groups = [nn.BatchNorm2d(3) for _ in range(4)]
+    for g in groups:
+        g.load_state_dict(bn.state_dict())
+    expected = torch.cat([g(c) for g, c in zip(groups, x.chunk(4))])
+    torch.testing.assert_close(split(x), expected)
+    torch.testing.assert_close(split.running_mean, torch.stack([g.running_mean for g in groups]).mean(0))
+    torch.testing.assert_close(split.running_var, torch.stack([g.running_var for g in groups]).mean(0))
+    assert int(split.num_batches_tracked) == 1
+    plain = nn.BatchNorm2d(3)
+    plain.load_state_dict(split.state_dict())  # checkpoints stay plain-BatchNorm compatible
+    split.eval(), plain.eval()
+    torch.testing.assert_close(split(x), plain(x))
+    with pytest.raises(ValueError, match="not divisible"):
+        split.train()(torch.randn(6, 3, 4, 4))
+
+
+def test_split_conversion_keeps_a_frozen_target_frozen():
+    from selfsup.methods.momentum import make_target
+
+    target = make_target(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)))
+    distributed.convert_split_batchnorm(target, 2)
+    assert isinstance(target[1], distributed.SplitBatchNorm)
+    assert not any(p.requires_grad for p in target.parameters())
+
+
+def test_spawned_ranks_get_their_own_copy_of_the_weights():
+    """ddp_spawn pickles the module into the ranks through shared memory: without a copy per rank,
+    CPU ranks would all update one storage (each optimizer step applied once per rank)."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
+
+    from selfsup.callbacks import UnshareSpawnedWeights
+
+    module = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)).share_memory()
+    params = list(module.parameters())
+    before = [t.clone() for t in [*module.parameters(), *module.buffers()]]
+    trainer = SimpleNamespace(strategy=SimpleNamespace(launcher=object()))
+    UnshareSpawnedWeights().setup(trainer, module, "fit")  # not spawned: left alone
+    assert all(t.is_shared() for t in module.parameters())
+    trainer.strategy.launcher = _MultiProcessingLauncher.__new__(_MultiProcessingLauncher)
+    UnshareSpawnedWeights().setup(trainer, module, "fit")
+    after = [*module.parameters(), *module.buffers()]
+    assert not any(t.is_shared() for t in after)
+    assert all(torch.equal(a, b) for a, b in zip(after, before))
+    assert all(p is q for p, q in zip(params, module.parameters()))  # same Parameter objects
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="SyncBatchNorm runs on GPUs only")
+def test_syncbn_equals_full_batch_batchnorm_on_gpus():
+    proc = run_script("scripts/check_syncbn_gpu.py", ["--world-size", "2"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "PASS" in proc.stdout
+
+
+# ---------------------------------------------------------------- strategy configs
+
+@pytest.mark.parametrize("name, strategy, syncbn, shuffle, groups", [
+    ("single", "auto", False, False, 1),
+    ("ddp", "ddp", False, False, 1),
+    ("ddp_spawn", "ddp_spawn", False, False, 1),
+    ("ddp_syncbn", "ddp", True, False, 1),
+    ("ddp_shufflebn", "ddp", False, True, 1),
+    ("single_shufflebn", "auto", False, True, 8),
+])
+def test_strategy_configs_compose(name, strategy, syncbn, shuffle, groups):
+    cfg = compose_train([f"strategy={name}", "method=mocov2"]).strategy
+    assert (cfg.name, cfg.strategy, cfg.sync_batchnorm, cfg.shuffle_bn, cfg.split_bn_groups) == (
+        name, strategy, syncbn, shuffle, groups)
+
+
+def test_gpu_requests_beyond_the_machine_fail_in_one_line(monkeypatch):
+    from selfsup.checks import check_strategy
+    from selfsup.errors import UserError
+    from selfsup.methods.simclr import SimCLR
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    cfg = compose_train(["trainer.accelerator=gpu", "trainer.devices=4", "strategy=ddp"])
+    with pytest.raises(UserError, match=r"trainer.devices=4 asks for 4 GPUs per node but 2 are visible"):
+        check_strategy(cfg, SimCLR)
+    cfg = compose_train(["trainer.accelerator=gpu", "trainer.devices=2", "strategy=ddp_syncbn"])
+    check_strategy(cfg, SimCLR)  # fits: no error
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="no CUDA GPU is visible"):
+        check_strategy(cfg, SimCLR)
+
+
+def test_submitit_slurm_recipe_writes_the_expected_sbatch_script(tmp_path, monkeypatch):
+    import submitit
+    from hydra import compose, initialize_config_dir
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    from selfsup.config import register_configs
+
+    register_configs()
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=submitit_slurm", "trainer.devices=4", "trainer.num_nodes=2",
+                                          "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}"],
+                      return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert params.pop("_target_").endswith("submitit_launcher.SlurmLauncher")
+    # What SlurmLauncher.launch does with them; update_parameters rejects any unknown key.
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", staticmethod(lambda: 1))  # no srun here
+    executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
+                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    script = executor._executor._make_submission_file_text("python -m submitit.core._submit", "uid")
+    for line in ("--nodes=2", "--gpus-per-node=4", "--ntasks-per-node=4", "--partition=gpu", "--time=4320",
+                 "--signal=USR1@120", "--requeue"):
+        assert f"#SBATCH {line}" in script, script
+
+
+def test_resume_path_prefers_the_newer_of_requeue_and_last_checkpoint(tmp_path, monkeypatch):
+    import os
+
+    from selfsup.pipeline import resume_path
+
+    cfg = OmegaConf.create({"ckpt_path": None, "paths": {"output_dir": str(tmp_path)}})
+    assert resume_path(cfg) is None  # not under SLURM: a fresh run
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    assert resume_path(cfg) is None  # first start of a SLURM job: nothing to resume
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    assert resume_path(cfg) == str(last)  # requeued after a preemption without the signal
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"
+    hpc.write_bytes(b"")
+    os.utime(last, (1, 1))
+    assert resume_path(cfg) is None  # Lightning resumes from its own, newer, requeue checkpoint
+    cfg.ckpt_path = "/explicit.ckpt"
+    assert resume_path(cfg) == "/explicit.ckpt"
+
+
+# ---------------------------------------------------------------- through train.py
+
+def _one_line_error(proc) -> str:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    return errors[0]
+
+
+def test_ddp_simclr_on_two_cpu_processes_writes_one_results_json(tmp_path):
+    results = train([*CPU_DDP, "strategy=ddp", "method=simclr", *TINY_RUN], tmp_path)
+    assert results["global_batch_size"] == 32 and results["steps"] == 2
+    assert [p.name for p in tmp_path.rglob("results.json")] == ["results.json"]
+
+
+def test_ddp_shufflebn_mocov2_on_two_cpu_processes(tmp_path):
+    results = train([*CPU_DDP, "strategy=ddp_shufflebn", "method=mocov2", *TINY_RUN], tmp_path)
+    assert results["method"] == "mocov2" and results["global_batch_size"] == 32
+    assert len(list(tmp_path.rglob("results.json"))) == 1
+    state = torch.load(results["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    assert int(state["queue.ptr"]) == 2 * 32  # 2 steps, each enqueueing the keys of both ranks
+
+
+def test_single_shufflebn_mocov2_on_one_process(tmp_path):
+    results = train(["trainer.accelerator=cpu", "trainer.devices=1", "strategy=single_shufflebn",
+                     "strategy.split_bn_groups=4", "method=mocov2", *TINY_RUN], tmp_path)
+    state = torch.load(results["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    assert "key_encoder.0.bn1.running_mean" in state and "backbone.bn1.running_mean" in state
+
+
+def test_syncbn_on_cpu_fails_in_one_line(tmp_path):
+    proc = run_script("train.py", [*CPU_DDP, "strategy=ddp_syncbn", *TINY_RUN], tmp_path)
+    assert _one_line_error(proc) == ("error: strategy=ddp_syncbn needs GPUs: torch.nn.SyncBatchNorm does "
+                                     "not run on CPU; use strategy=ddp on CPU")
+
+
+def test_shufflebn_mistakes_fail_in_one_line(tmp_path):
+    proc = run_script("train.py", ["trainer.accelerator=cpu", "trainer.devices=1", "strategy=ddp_shufflebn",
+                                   "method=mocov2", *TINY_RUN], tmp_path / "one_device")
+    assert "strategy=single_shufflebn" in _one_line_error(proc)
+    proc = run_script("train.py", [*CPU_DDP, "strategy=ddp_shufflebn", "method=simclr", *TINY_RUN], tmp_path / "simclr")
+    assert "no key encoder" in _one_line_error(proc)
+
+
+def test_relaunching_ddp_inside_a_multirun_fails_each_job_in_one_line(tmp_path):
+    proc = run_script("train.py", ["-m", *CPU_DDP, "strategy=ddp", *TINY_RUN, f"hydra.sweep.dir={tmp_path}"])
+    assert "Traceback" not in proc.stderr
+    (result,) = [json.loads(p.read_text()) for p in tmp_path.rglob("results.json")]
+    assert result["status"] == "failed" and "use strategy=ddp_spawn" in result["error"]  # before any rank starts
+    assert "use strategy=ddp_spawn in multiruns); the sweep goes on" in proc.stderr
+
+
+def test_ddp_spawn_multirun_gives_each_job_its_lr_on_both_ranks(tmp_path):
+    proc = run_script("train.py", ["-m", *CPU_DDP, "strategy=ddp_spawn", "optimizer.lr=0.1,0.2", *TINY_RUN,
+                                   f"hydra.sweep.dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(jobs) == 2
+    # Every rank reports the LR of its own optimizer (gathered to rank 0), jobs in launch order.
+    per_rank = re.findall(r"lr per rank \(base -> optimizer\): (.*)", proc.stderr + proc.stdout)
+    assert len(per_rank) == 2, proc.stderr[-3000:]
+    for job, base, line in zip(jobs, (0.1, 0.2), per_rank):
+        scaled = base * 32 / 256
+        assert line.strip() == f"rank 0: {base:g} -> {scaled:g}, rank 1: {base:g} -> {scaled:g}"
+        results = json.loads((job / "results.json").read_text())
+        assert results["global_batch_size"] == 32 and results["steps"] == 2 and results["epochs"] == 1
+        assert f"optimizer.lr={base}" in (job / ".hydra" / "overrides.yaml").read_text()

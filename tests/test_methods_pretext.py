@@ -1,0 +1,123 @@
+"""The pretext-task methods (RotNet, Jigsaw, context encoder, colorization) and the pairwise margin loss
+in SimCLR: each composes and trains a step; runs through train.py write their results and image grids;
+and on real images RotNet and Jigsaw learn their tasks and RotNet's backbone beats its kNN at init."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from hydra.utils import get_class
+
+from conftest import TINY_RUN, compose_train, run_script, train
+from selfsup.errors import UserError
+
+RESULT_KEYS = {"method", "data", "backbone", "epochs", "steps", "knn_top1_at_init", "knn_top1",
+               "train_seconds", "train_images_per_sec", "checkpoint"}
+
+STEP_CASES = {
+    "rotnet": ["method=rotnet"],
+    "rotnet-one-rotation": ["method=rotnet", "method.all_rotations=false"],
+    "jigsaw": ["method=jigsaw", "method.num_permutations=100", "method.color_drop=true"],
+    "context_encoder": ["method=context_encoder"],
+    "context_encoder-l2-random_region": ["method=context_encoder", "loss.adversarial=false",
+                                         "method.mask.kind=random_region"],
+    "colorization": ["method=colorization"],
+    "colorization-classification": ["method=colorization", "loss.kind=classification", "method.output_stride=4"],
+    "simclr-pairwise_margin": ["method=simclr", "loss=pairwise_margin"],
+}
+TASK_ACCURACY = {"rotnet": "rotation_acc", "jigsaw": "jigsaw_acc"}
+
+
+@pytest.mark.parametrize("case", STEP_CASES)
+def test_method_composes_and_a_step_trains_the_backbone(case, tmp_path):
+    torch.manual_seed(0)
+    cfg = compose_train([*STEP_CASES[case], "data=cifar10", "backbone.cifar_stem=false"], tmp_path)
+    model = get_class(cfg.method._target_)(cfg)
+    views = [torch.randn(8, 3, 32, 32) for _ in cfg.augmentation.views]
+    out = model.training_loss(views)
+    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    assert out.features.shape == (8, model.feature_dim)  # the whole images', for the online probe
+    method = cfg.method.name
+    if method in TASK_ACCURACY:
+        assert 0.0 <= out.logs[TASK_ACCURACY[method]] <= 1.0
+    out.loss.backward()
+    grads = [p.grad for p in model.backbone.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+
+
+def test_pretext_methods_use_their_single_view_augmentation(tmp_path):
+    expected = {"rotnet": "rotation", "jigsaw": "jigsaw", "context_encoder": "inpainting",
+                "colorization": "inpainting"}
+    for method, augmentation in expected.items():
+        cfg = compose_train([f"method={method}"], tmp_path)
+        assert cfg.augmentation.name == augmentation and len(cfg.augmentation.views) == 1
+    cfg = compose_train(["method=rotnet", "augmentation=simclr", "data=cifar10"], tmp_path)
+    with pytest.raises(UserError, match="one view"):
+        get_class(cfg.method._target_)(cfg)
+
+
+def test_jigsaw_unavailable_permutation_count_fails_in_one_line(tmp_path):
+    cfg = compose_train(["method=jigsaw", "method.num_permutations=7", "data=cifar10"], tmp_path)
+    with pytest.raises(UserError, match=r"num_permutations=7.*available: \[100, 1000, 2000\]"):
+        get_class(cfg.method._target_)(cfg)
+    proc = run_script("train.py", ["method=jigsaw", "method.num_permutations=7", "data=digits",
+                                   "eval.knn_at_init=false"], tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "num_permutations=7" in errors[0] and "[100, 1000, 2000]" in errors[0]
+
+
+@pytest.mark.parametrize("method", ["context_encoder", "colorization"])
+def test_generative_run_writes_results_and_its_image_grid(method, tmp_path):
+    # context_encoder runs adversarially by default: two optimizers, manual optimisation.
+    results = train([f"method={method}", "data=digits", *TINY_RUN, "method.image_every_n_epochs=5"], tmp_path)
+    assert RESULT_KEYS <= results.keys() and results["method"] == method
+    assert results["steps"] == 2  # one global step per batch, even with a critic optimizer
+    assert 0.0 <= results["knn_top1"] <= 1.0
+    grids = sorted(p.name for p in (tmp_path / "images").glob("*.png"))
+    assert grids == ["epoch_000.png"]  # the last epoch always draws, whatever image_every_n_epochs
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
+    if method == "context_encoder":
+        assert "train/discriminator_loss" in header and "train/adversarial_loss" in header
+
+
+def test_simclr_with_the_pairwise_margin_loss_writes_results(tmp_path):
+    results = train(["method=simclr", "loss=pairwise_margin", "data=digits", *TINY_RUN], tmp_path)
+    assert RESULT_KEYS <= results.keys() and results["method"] == "simclr" and results["steps"] == 2
+    assert (tmp_path / "results.json").is_file()
+
+
+# --- learning on real images ----------------------------------------------------------------------
+
+def logged(run_dir, key: str) -> list[float]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+
+
+# Standard stem at 32 px (~10x cheaper than the CIFAR stem), bf16 where the CPU has it.
+LEARNING_RUN = ["data=folder", "data.resolution=32", "data.batch_size=128", "backbone.cifar_stem=false", "eval.linear=null",
+                "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=5", "scheduler.warmup_epochs=0"]
+
+
+def test_rotnet_learns_rotations_and_improves_knn(tmp_path, cifar_subset):
+    results = train(["method=rotnet", f"data.root={cifar_subset}", *LEARNING_RUN, "trainer.max_epochs=2"],
+                    tmp_path)
+    accuracy = logged(tmp_path, "train/rotation_acc")
+    late = sum(accuracy[-3:]) / 3
+    print(f"rotnet: rotation_acc last 3 logs {late:.3f} (chance 0.25); kNN top-1 "
+          f"{results['knn_top1_at_init']:.4f} at init -> {results['knn_top1']:.4f}; "
+          f"{results['train_seconds']:.0f} s training")
+    assert late > 0.45
+    assert results["knn_top1"] > results["knn_top1_at_init"] + 0.01
+
+
+def test_jigsaw_learns_the_permutation(tmp_path, cifar_subset):
+    results = train(["method=jigsaw", "method.num_permutations=100", f"data.root={cifar_subset}", *LEARNING_RUN,
+                     "trainer.max_epochs=2", "eval.knn_at_init=false"], tmp_path)
+    accuracy = logged(tmp_path, "train/jigsaw_acc")
+    late = sum(accuracy[-3:]) / 3
+    print(f"jigsaw: jigsaw_acc last 3 logs {late:.3f} (chance 0.01); kNN top-1 {results['knn_top1']:.4f}; "
+          f"{results['train_seconds']:.0f} s training")
+    assert late > 0.05

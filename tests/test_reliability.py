@@ -1,0 +1,376 @@
+"""Issue 8: bad input fails before training in one line; a killed run resumes; bad data, NaNs and
+determinism behave as documented (README: "Reliability").
+
+Every run here goes through `python train.py ...` as a user runs it, on tiny folder datasets of
+generated PNGs (4 classes, 10 train / 5 val images each) so that a whole run takes seconds."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO, compose_train, run_script
+
+CLASSES = ("cat", "dog", "fish", "owl")
+
+# A run of a few seconds: tiny batches, no kNN at init, no validation, no linear probe, fp32.
+FAST = [
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "backbone.cifar_stem=false",
+    "eval.linear=null",
+    "eval.knn_at_init=false",
+    "trainer.enable_progress_bar=false",
+    "trainer.precision=32-true",
+    "++trainer.limit_val_batches=0",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def make_folder_dataset(root: Path, train_per_class: int = 10, val_per_class: int = 5) -> Path:
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                base = np.full((32, 32, 3), 40 + 50 * label, dtype=np.int16)
+                image = np.clip(base + rng.integers(-40, 40, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(image).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    return make_folder_dataset(tmp_path_factory.mktemp("tiny_folder"))
+
+
+def folder_run(root: Path, *extra: str) -> list[str]:
+    return ["data=folder", f"data.root={root}", *FAST, *extra]
+
+
+def error_lines(proc) -> list[str]:
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
+
+
+def assert_one_line_error(proc, *expected: str, only_line: bool = True) -> str:
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    errors = error_lines(proc)
+    assert len(errors) == 1, output[-3000:]
+    if only_line:  # failed before training: nothing else was printed
+        assert [line for line in output.splitlines() if line.strip()] == errors, output[-3000:]
+    for text in expected:
+        assert text in errors[0], errors[0]
+    return errors[0]
+
+
+# --- fail before training, in one line ------------------------------------------------------------
+def _bad_inputs(tmp: Path) -> list[tuple[str, list[str], dict, tuple[str, ...]]]:
+    empty = tmp / "empty"
+    empty.mkdir()
+    no_val = tmp / "no_val"
+    (no_val / "train" / "cat").mkdir(parents=True)
+    not_a_ckpt = tmp / "garbage.ckpt"
+    not_a_ckpt.write_bytes(b"not a checkpoint")
+    byol_ckpt = tmp / "byol.ckpt"
+    torch.save({"hyper_parameters": {"cfg": {"method": {"name": "byol"}}}, "global_step": 5, "epoch": 0}, byol_ckpt)
+    no_key = {"WANDB_MODE": "online", "WANDB_API_KEY": "", "WANDB_IDENTITY_TOKEN_FILE": "", "NETRC": str(tmp / "no-netrc")}
+    cases = [
+        ("unknown-method", ["method=simclrr"], {}, ("method", "simclrr", "did you mean simclr", "simclr")),
+        ("unknown-backbone", ["backbone=resnet19"], {}, ("backbone", "resnet19", "resnet18")),
+        ("unknown-data", ["data=cifar11"], {}, ("data", "cifar11", "cifar10")),
+        ("typo-key", ["optimizer.lrr=0.1"], {}, ("optimizer.lrr", "did you mean optimizer.lr")),
+        ("typo-key-added-with-plus", ["+optimizer.lrr=0.1"], {}, ("optimizer.lrr", "optimizer.lr")),
+        ("unknown-top-level-key", ["sed=1"], {}, ("'sed'",)),
+        ("wrong-type", ["optimizer.lr=fast"], {}, ("optimizer.lr", "fast", "Float")),
+        ("wrong-type-int", ["trainer.max_epochs=ten"], {}, ("trainer.max_epochs", "Integer")),
+        ("malformed-override", ["data.batch_size=[8"], {}, ("data.batch_size=[8",)),
+        ("zero-lr", ["optimizer.lr=0"], {}, ("optimizer.lr", "> 0")),
+        ("negative-lr", ["optimizer.lr=-0.1"], {}, ("optimizer.lr", "> 0")),
+        ("zero-batch", ["data.batch_size=0"], {}, ("data.batch_size", "> 0")),
+        ("zero-epochs", ["trainer.max_epochs=0"], {}, ("trainer.max_epochs", "> 0")),
+        ("zero-temperature", ["loss.temperature=0"], {}, ("loss.temperature", "> 0")),
+        ("batch-larger-than-dataset", ["data.batch_size=4096"], {}, ("data.batch_size=4096", "lower data.batch_size")),
+        ("moco-queue-not-divisible", ["method=mocov2", "method.queue_size=1000", "data.batch_size=48",
+                                      "trainer.accelerator=cpu", "trainer.devices=1"], {},
+         ("queue", "1000", "48")),
+        ("jigsaw-permutations-missing", ["method=jigsaw", "method.num_permutations=500"], {},
+         ("method.num_permutations=500", "100", "1000", "make_jigsaw_permutations")),
+        ("mask-larger-than-image", ["method=context_encoder", "method.mask.area=1.5"], {},
+         ("method.mask.area=1.5",)),
+        ("data-root-missing", ["data=folder", f"data.root={tmp / 'nowhere'}"], {}, (str(tmp / "nowhere"), "does not exist")),
+        ("data-root-empty", ["data=folder", f"data.root={empty}"], {}, (str(empty), "empty")),
+        ("data-root-without-val", ["data=folder", f"data.root={no_val}"], {}, ("val/",)),
+        ("data-root-unset", ["data=folder"], {}, ("data.root", "not set")),
+        ("checkpoint-missing", [f"ckpt_path={tmp / 'gone.ckpt'}"], {}, ("gone.ckpt", "does not exist")),
+        ("checkpoint-unreadable", [f"ckpt_path={not_a_ckpt}"], {}, ("garbage.ckpt", "cannot read")),
+        ("checkpoint-of-another-method", [f"ckpt_path={byol_ckpt}"], {}, ("byol", "simclr")),
+        ("syncbn-without-gpus", ["strategy.sync_batchnorm=true", "trainer.accelerator=cpu"], {}, ("GPU",)),
+        ("more-cpu-devices-than-cores", ["trainer.accelerator=cpu", "trainer.devices=4096"], {}, ("4096", "cores")),
+        ("wandb-online-without-key", ["logger=wandb"], no_key, ("W&B", "WANDB_MODE=online", "wandb login")),
+        ("bad-resume-mode", ["resume=sometimes"], {}, ("resume=sometimes", "auto", "never")),
+        ("bad-on-nonfinite", ["on_nonfinite=ignore"], {}, ("on_nonfinite=ignore", "skip")),
+    ]
+    if not torch.cuda.is_available():
+        cases.append(("gpu-requested-without-gpu", ["trainer.accelerator=gpu", "trainer.devices=1"], {}, ("GPU",)))
+    return cases
+
+
+BAD_INPUT_IDS = [  # the cases of _bad_inputs, by name
+    "unknown-method", "unknown-backbone", "unknown-data", "typo-key", "typo-key-added-with-plus",
+    "unknown-top-level-key", "wrong-type", "wrong-type-int", "malformed-override", "zero-lr", "negative-lr",
+    "zero-batch", "zero-epochs", "zero-temperature", "batch-larger-than-dataset", "moco-queue-not-divisible",
+    "jigsaw-permutations-missing", "mask-larger-than-image", "data-root-missing", "data-root-empty",
+    "data-root-without-val", "data-root-unset", "checkpoint-missing", "checkpoint-unreadable",
+    "checkpoint-of-another-method", "syncbn-without-gpus", "more-cpu-devices-than-cores",
+    "wandb-online-without-key", "bad-resume-mode", "bad-on-nonfinite", "gpu-requested-without-gpu",
+]
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory) -> dict:
+    cases = {case[0]: case for case in _bad_inputs(tmp_path_factory.mktemp("bad_inputs"))}
+    assert set(cases) <= set(BAD_INPUT_IDS)
+    return cases
+
+
+@pytest.mark.parametrize("case", BAD_INPUT_IDS)
+def test_bad_input_fails_before_training_in_one_line(case, bad_inputs, tmp_path):
+    if case not in bad_inputs:
+        pytest.skip("a CUDA GPU is present")
+    _, args, env, expected = bad_inputs[case]
+    proc = run_script("train.py", [*args, "eval.knn_at_init=false", "trainer.enable_progress_bar=false"],
+                      tmp_path / "run", timeout=300, env=env)
+    assert_one_line_error(proc, *expected)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
+
+
+def test_full_traceback_stays_available(tmp_path):
+    proc = run_script("train.py", ["optimizer.lr=0"], tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "optimizer.lr must be > 0" in proc.stderr
+
+
+# --- resume=auto: which run a command continues (in-process, no training) -------------------------
+def _fake_run(run_dir: Path, cfg, step: int, method: str = "simclr", finished: bool = False) -> Path:
+    from omegaconf import OmegaConf
+
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    (run_dir / "checkpoints").mkdir()
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    torch.save({"hyper_parameters": {"cfg": {"method": {"name": method}}}, "global_step": step, "epoch": 0}, ckpt)
+    if finished:
+        (run_dir / "results.json").write_text("{}")
+    return ckpt
+
+
+def _composed(overrides: list[str]):
+    from omegaconf import OmegaConf
+
+    cfg = compose_train(overrides, "unused")
+    cfg.paths.output_dir = "${hydra:runtime.output_dir}"  # as Hydra saves it in .hydra/config.yaml
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+
+
+def test_resume_auto_picks_the_newest_unfinished_run_of_the_same_command(tmp_path):
+    from selfsup.reliability import resolve_resume
+
+    runs = tmp_path / "runs"
+    cfg = _composed(["optimizer.lr=0.5"])
+    _fake_run(runs / "1_old", cfg, step=4)
+    time.sleep(0.05)
+    newest = _fake_run(runs / "2_new", cfg, step=8)
+    _fake_run(runs / "3_other_command", _composed(["optimizer.lr=0.7"]), step=12)
+    _fake_run(runs / "4_finished", cfg, step=20, finished=True)
+    (runs / "5_this_attempt").mkdir()
+
+    cfg.paths.output_dir = str(runs / "5_this_attempt")
+    resumed = resolve_resume(cfg)
+    assert resumed == {"run_dir": str(runs / "2_new"), "checkpoint": str(newest), "global_step": 8}
+    assert cfg.paths.output_dir == str(runs / "2_new")  # the run continues in its own directory
+    assert "2_new" in (runs / "5_this_attempt" / "RESUMED.txt").read_text()
+
+    cfg.paths.output_dir, cfg.resume = str(runs / "5_this_attempt"), "never"
+    assert resolve_resume(cfg) is None
+
+
+def test_resume_auto_prefers_its_own_run_dir_and_checks_the_method(tmp_path):
+    from selfsup.errors import UserError
+    from selfsup.reliability import resolve_resume
+
+    cfg = _composed([])
+    own = _fake_run(tmp_path / "pinned", cfg, step=3)
+    cfg.paths.output_dir = str(tmp_path / "pinned")  # hydra.run.dir=... given by the user
+    assert resolve_resume(cfg)["checkpoint"] == str(own)
+
+    cfg = _composed([])
+    _fake_run(tmp_path / "byol_dir", cfg, step=3, method="byol")
+    cfg.paths.output_dir = str(tmp_path / "byol_dir")
+    with pytest.raises(UserError, match="byol"):
+        resolve_resume(cfg)
+
+
+def test_rng_states_survive_a_weights_only_checkpoint_round_trip():
+    import io
+    import random
+
+    from selfsup.reliability import RunState
+
+    state = RunState()
+    saved = state.state_dict()
+    expected = (random.random(), np.random.rand(), torch.rand(3))
+    buffer = io.BytesIO()
+    torch.save({"callbacks": {"RunState": saved}}, buffer)
+    buffer.seek(0)
+    state.load_state_dict(torch.load(buffer, weights_only=True)["callbacks"]["RunState"])  # as Lightning loads
+    again = (random.random(), np.random.rand(), torch.rand(3))
+    assert expected[:2] == again[:2] and torch.equal(expected[2], again[2])
+
+
+# --- kill -9, then the same command again ---------------------------------------------------------
+MOCO = ["method=mocov2", "method.queue_size=4096", "method.projector.hidden_dim=64", "method.projector.output_dim=32",
+        "seed=7", "trainer.deterministic=true", "trainer.accelerator=cpu", "trainer.devices=1",
+        "trainer.max_epochs=3", "++trainer.limit_train_batches=3", "callbacks.last.every_n_steps=2"]
+TOTAL_STEPS = 9  # checkpoints at steps 2, 4 (mid-epoch), 6, 8 and 9 (the end)
+
+
+def _train_loss(run_dir: Path) -> list[tuple[int, str]]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        return [(int(row["step"]), row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")]
+
+
+@pytest.fixture(scope="module")
+def seeded_runs(tiny_folder, tmp_path_factory) -> list[Path]:
+    """Two uninterrupted seeded, deterministic CPU runs of the command the kill test interrupts."""
+    dirs = []
+    for name in ("a", "b"):
+        run_dir = tmp_path_factory.mktemp(f"seeded_{name}") / "run"
+        proc = run_script("train.py", folder_run(tiny_folder, *MOCO), run_dir, timeout=600)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        dirs.append(run_dir)
+    return dirs
+
+
+def test_seeded_deterministic_cpu_runs_log_identical_losses(seeded_runs):
+    first, second = (_train_loss(d) for d in seeded_runs)
+    assert len(first) == TOTAL_STEPS
+    assert first == second
+
+
+def _wait_for_checkpoints(proc, last: Path, count: int, timeout: float = 300) -> None:
+    """Poll until `last` has been (atomically) replaced `count` times."""
+    seen, deadline = set(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            seen.add(last.stat().st_ino)
+        except FileNotFoundError:
+            pass
+        if len(seen) >= count:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (status {proc.returncode}) before its checkpoint #{count}")
+        time.sleep(0.01)
+    pytest.fail(f"no checkpoint #{count} within {timeout}s")
+
+
+def test_kill_9_then_the_same_command_resumes_where_it_stopped(tiny_folder, seeded_runs, tmp_path):
+    runs = tmp_path / "outputs" / "train" / "runs"  # like Hydra's timestamped run dirs
+    args = folder_run(tiny_folder, *MOCO)
+    first = runs / "2026-01-01_00-00-00_mocov2"
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={first}"], cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    last = first / "checkpoints" / "last.ckpt"
+    try:
+        _wait_for_checkpoints(proc, last, count=2)
+    finally:
+        proc.kill()  # SIGKILL: no handler, no final save
+        proc.wait()
+        log.close()
+    assert proc.returncode == -9
+    killed = torch.load(last, map_location="cpu", weights_only=False)
+    step, queue, ptr = killed["global_step"], killed["state_dict"]["queue.queue"], int(killed["state_dict"]["queue.ptr"])
+    assert 4 <= step < TOTAL_STEPS and set(killed) >= {"optimizer_states", "lr_schedulers", "loops", "callbacks"}
+    assert any("key_encoder." in k for k in killed["state_dict"])  # the EMA target
+    assert any("rng" in state for state in killed["callbacks"].values())
+
+    second = runs / "2026-01-01_00-05-00_mocov2"  # the same command, run again later
+    proc = run_script("train.py", args, second, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert f"resuming {first}" in proc.stdout
+    results = json.loads((first / "results.json").read_text())  # written where the run lives
+    reference = json.loads((seeded_runs[0] / "results.json").read_text())
+    assert results["resumed_from"]["global_step"] == step
+    assert results["steps"] == reference["steps"] == TOTAL_STEPS
+
+    # The queue went on from the checkpoint's contents: the rows written since are exactly the
+    # resumed steps' keys, every other row is still the checkpoint's.
+    final = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+    keys = (TOTAL_STEPS - step) * 8
+    written = (ptr + torch.arange(keys)) % len(queue)
+    kept = torch.ones(len(queue), dtype=torch.bool)
+    kept[written] = False
+    assert int(final["queue.ptr"]) == (ptr + keys) % len(queue)
+    assert torch.equal(final["queue.queue"][kept], queue[kept])
+    assert not torch.equal(final["queue.queue"][written], queue[written])
+
+    # One metrics.csv, each step at most once: the rows flushed before the checkpoint (the row of
+    # the checkpoint's own last batch is logged just after it is saved, and a kill may beat it),
+    # then every resumed step.
+    logged = [s for s, _ in _train_loss(first)]
+    assert logged == sorted(set(logged)) and set(range(step - 1)) | set(range(step, TOTAL_STEPS)) <= set(logged)
+
+
+# --- bad data ---------------------------------------------------------------------------------------
+def test_truncated_png_is_named_or_skipped_and_counted(tmp_path):
+    root = make_folder_dataset(tmp_path / "data")
+    broken = root / "train" / "dog" / "004.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # a truncated PNG: header only
+    # One loader worker process: the error is raised there and must still reach the user as one line.
+    args = ["data=folder", f"data.root={root}", *FAST, "data.num_workers=1", "++trainer.limit_val_batches=null",
+            "trainer.max_epochs=1", "++trainer.limit_train_batches=1"]
+
+    proc = run_script("train.py", args, tmp_path / "default")
+    line = assert_one_line_error(proc, str(broken), "data.skip_corrupt=true", only_line=False)
+    assert line.startswith("error: cannot read image")
+
+    proc = run_script("train.py", [*args, "data.skip_corrupt=true"], tmp_path / "skip")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    results = json.loads((tmp_path / "skip" / "results.json").read_text())
+    assert results["skipped_images"] == 1 and results["skipped_image_paths"] == [str(broken)]
+    assert f"skipped 1 unreadable images: {broken}" in proc.stdout
+
+
+# --- numerical faults -------------------------------------------------------------------------------
+def test_injected_nan_stops_naming_step_and_terms_and_keeps_the_last_good_checkpoint(tiny_folder, tmp_path):
+    args = folder_run(tiny_folder, "debug=inject_nan", "callbacks.last.every_n_steps=2", "trainer.max_epochs=2",
+                      "++trainer.limit_train_batches=4")  # NaN at step 3, checkpoint at step 2
+    proc = run_script("train.py", args, tmp_path)
+    assert proc.returncode == 3, (proc.stdout + proc.stderr)[-3000:]
+    line = assert_one_line_error(proc, "non-finite loss at step 3", "loss=nan", "online_linear_loss=",
+                                 "on_nonfinite=skip", only_line=False)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert str(last) in line
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 2  # nothing saved after the fault
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_on_nonfinite_skip_skips_the_batch_and_finishes(tiny_folder, tmp_path):
+    proc = run_script("train.py", folder_run(tiny_folder, "debug=inject_nan", "on_nonfinite=skip", "trainer.max_epochs=1",
+                                             "++trainer.limit_train_batches=4"), tmp_path)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["nonfinite_skipped_batches"] == 1 and results["steps"] == 4
