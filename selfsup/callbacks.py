@@ -84,5 +84,5 @@ class UnshareSpawnedWeights(pl.Callback):
             return
         with torch.no_grad():
             for tensor in [*pl_module.parameters(), *pl_module.buffers()]:
-                if tensor.is_shared():
+                if tensor.device.type == "cpu" and tensor.is_shared():  # (CUDA ones go to each rank's device)
                     tensor.data = tensor.data.clone()

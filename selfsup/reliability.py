@@ -31,7 +31,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from selfsup import distributed
 from selfsup.checks import check_checkpoint, resume_enabled
@@ -90,7 +90,8 @@ class ResumeCheckpoint(ModelCheckpoint):
             triggers = {"every_n_train_steps": every_n_steps, "every_n_epochs": None}
         else:
             triggers = {"every_n_epochs": every_n_epochs or 1}
-        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, save_on_train_epoch_end=True, **triggers)
+        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, save_on_train_epoch_end=True,
+                         enable_version_counter=False, **triggers)  # always last.ckpt, never last-v1.ckpt
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # (ModelCheckpoint writes last.ckpt at epoch end only along with a top-k file; there is none here)
@@ -194,9 +195,9 @@ def guard_loss(module, loss: torch.Tensor, terms: dict) -> Optional[torch.Tensor
     if cfg.get("on_nonfinite", "stop") != "skip" or skips["in_a_row"] > MAX_CONSECUTIVE_SKIPS:
         many = f" ({skips['in_a_row']} in a row)" if skips["in_a_row"] > 1 else ""
         raise NonFiniteError(
-            f"{where}{many}; stopped before the weights changed, nothing saved after it: the last good checkpoint "
-            f"is {last_good_checkpoint(trainer)}; lower optimizer.lr or set trainer.gradient_clip_val=1.0 and run "
-            "the same command again (resume=auto continues from it), or set on_nonfinite=skip to skip such batches")
+            f"{where}{many}; stopped before the weights changed, nothing saved after it; the last good checkpoint "
+            f"is {last_good_checkpoint(trainer)}: continue from it with ckpt_path=<it> trainer.gradient_clip_val=1.0, "
+            "or start afresh with a lower optimizer.lr, or set on_nonfinite=skip to skip such batches")
     rank_zero_warn(f"{where}; skipping this batch (on_nonfinite=skip, {skips['total']} skipped so far)")
     if distributed.is_distributed():
         return sum((p * 0.0).sum() for p in module.parameters() if p.requires_grad)
@@ -209,7 +210,7 @@ def skipped_batches(module) -> int:
 
 def _scalar(value) -> str:
     try:
-        return f"{float(value):.4g}"
+        return f"{float(value.detach() if torch.is_tensor(value) else value):.4g}"
     except (TypeError, ValueError, RuntimeError):
         return str(value)
 
@@ -321,6 +322,9 @@ def resolve_resume(cfg) -> Optional[dict]:
     meta = check_checkpoint(checkpoint, cfg.method.name, key="resume=auto found")
     if source != run_dir:
         cfg.paths.output_dir = str(source)
+    if rank_zero_only.rank != 0:  # (every rank of a DDP / SLURM job resolves the same run)
+        return {"run_dir": str(source), "checkpoint": str(checkpoint), "global_step": meta["global_step"]}
+    if source != run_dir:
         try:
             (run_dir / RESUMED_NOTE).write_text(f"this command resumed {source} from {checkpoint}; its outputs are there\n")
         except OSError:
@@ -344,7 +348,8 @@ def wandb_run_id(run_dir: str) -> str:
 def logger_kwargs(logger_cfg, run_dir: str) -> dict:
     """Extra arguments for a logger config: the stable W&B id (resume='allow' is WandbLogger's default)."""
     if "wandb" in str(logger_cfg.get("_target_", "")).lower() and not logger_cfg.get("id"):
-        return {"id": wandb_run_id(run_dir)}
+        if rank_zero_only.rank == 0:  # only rank 0 logs to W&B (and creates the id file)
+            return {"id": wandb_run_id(run_dir)}
     return {}
 
 
@@ -356,7 +361,7 @@ class CsvHistory:
 
     def __init__(self, loggers, resumed_step: Optional[int]):
         self.files = []
-        if resumed_step is None:
+        if resumed_step is None or rank_zero_only.rank != 0:  # only rank 0 writes the CSV
             return
         for logger in loggers:
             if isinstance(logger, pl.loggers.CSVLogger):

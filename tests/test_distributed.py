@@ -16,10 +16,23 @@ from selfsup import distributed
 from selfsup.losses.nt_xent import NTXentLoss
 from selfsup.methods.queue import FeatureQueue
 
-from conftest import TINY_RUN, compose_train, run_script, train
+from conftest import TINY_RUN, compose_train, run_script
 from distributed_harness import check_loss_matches_global_batch, run_on_ranks
 
 CPU_DDP = ["trainer.accelerator=cpu", "trainer.devices=2"]
+# One torch thread per process: the ranks set it themselves, this covers the launching process's
+# final evaluation too (on a 2-core machine, 2 threads per process run ~10x slower when shared).
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def _run(args: list[str], run_dir: Path | None = None):
+    return run_script("train.py", args, run_dir, env=ONE_THREAD)
+
+
+def train(args: list[str], run_dir: Path) -> dict:
+    proc = _run(args, run_dir)
+    assert proc.returncode == 0, f"train.py {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads((run_dir / "results.json").read_text())
 
 
 # ---------------------------------------------------------------- losses
@@ -269,21 +282,21 @@ def test_single_shufflebn_mocov2_on_one_process(tmp_path):
 
 
 def test_syncbn_on_cpu_fails_in_one_line(tmp_path):
-    proc = run_script("train.py", [*CPU_DDP, "strategy=ddp_syncbn", *TINY_RUN], tmp_path)
+    proc = _run([*CPU_DDP, "strategy=ddp_syncbn", *TINY_RUN], tmp_path)
     assert _one_line_error(proc) == ("error: strategy=ddp_syncbn needs GPUs: torch.nn.SyncBatchNorm does "
                                      "not run on CPU; use strategy=ddp on CPU")
 
 
 def test_shufflebn_mistakes_fail_in_one_line(tmp_path):
-    proc = run_script("train.py", ["trainer.accelerator=cpu", "trainer.devices=1", "strategy=ddp_shufflebn",
+    proc = _run(["trainer.accelerator=cpu", "trainer.devices=1", "strategy=ddp_shufflebn",
                                    "method=mocov2", *TINY_RUN], tmp_path / "one_device")
     assert "strategy=single_shufflebn" in _one_line_error(proc)
-    proc = run_script("train.py", [*CPU_DDP, "strategy=ddp_shufflebn", "method=simclr", *TINY_RUN], tmp_path / "simclr")
+    proc = _run([*CPU_DDP, "strategy=ddp_shufflebn", "method=simclr", *TINY_RUN], tmp_path / "simclr")
     assert "no key encoder" in _one_line_error(proc)
 
 
 def test_relaunching_ddp_inside_a_multirun_fails_each_job_in_one_line(tmp_path):
-    proc = run_script("train.py", ["-m", *CPU_DDP, "strategy=ddp", *TINY_RUN, f"hydra.sweep.dir={tmp_path}"])
+    proc = _run(["-m", *CPU_DDP, "strategy=ddp", *TINY_RUN, f"hydra.sweep.dir={tmp_path}"])
     assert "Traceback" not in proc.stderr
     (result,) = [json.loads(p.read_text()) for p in tmp_path.rglob("results.json")]
     assert result["status"] == "failed" and "use strategy=ddp_spawn" in result["error"]  # before any rank starts
@@ -291,7 +304,7 @@ def test_relaunching_ddp_inside_a_multirun_fails_each_job_in_one_line(tmp_path):
 
 
 def test_ddp_spawn_multirun_gives_each_job_its_lr_on_both_ranks(tmp_path):
-    proc = run_script("train.py", ["-m", *CPU_DDP, "strategy=ddp_spawn", "optimizer.lr=0.1,0.2", *TINY_RUN,
+    proc = _run(["-m", *CPU_DDP, "strategy=ddp_spawn", "optimizer.lr=0.1,0.2", *TINY_RUN,
                                    f"hydra.sweep.dir={tmp_path}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -238,6 +238,20 @@ def test_rng_states_survive_a_weights_only_checkpoint_round_trip():
     assert expected[:2] == again[:2] and torch.equal(expected[2], again[2])
 
 
+def test_wandb_run_id_is_kept_in_the_run_dir_so_a_resumed_run_reuses_it(tmp_path):
+    from hydra.utils import instantiate
+
+    from selfsup.reliability import logger_kwargs
+
+    cfg = compose_train(["logger=wandb"], tmp_path)
+    first = logger_kwargs(cfg.logger.wandb, str(tmp_path))
+    assert first == logger_kwargs(cfg.logger.wandb, str(tmp_path)) and first["id"]
+    assert (tmp_path / "wandb_run_id").read_text().strip() == first["id"]
+    assert logger_kwargs(cfg.logger.csv, str(tmp_path)) == {}
+    logger = instantiate(cfg.logger.wandb, offline=True, **first)
+    assert logger._wandb_init["id"] == first["id"] and logger._wandb_init["resume"] == "allow"
+
+
 # --- kill -9, then the same command again ---------------------------------------------------------
 MOCO = ["method=mocov2", "method.queue_size=4096", "method.projector.hidden_dim=64", "method.projector.output_dim=32",
         "seed=7", "trainer.deterministic=true", "trainer.accelerator=cpu", "trainer.devices=1",
