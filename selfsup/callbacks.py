@@ -69,20 +69,3 @@ class CpuThreadsPerRank(pl.Callback):
         if isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > 1:
             torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // trainer.num_devices))
 
-
-class UnshareSpawnedWeights(pl.Callback):
-    """ddp_spawn: the module reaches the ranks pickled through torch.multiprocessing, which moves
-    its tensors to shared memory, so on CPU every rank's parameters and buffers alias one storage
-    and each optimizer step is applied once per rank, racing (measured: NaN weights in 2 steps).
-    Each rank gets its own copy here, before DDP wraps the module and the optimizer is built."""
-
-    def setup(self, trainer, pl_module, stage):
-        import torch
-        from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
-
-        if not isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
-            return
-        with torch.no_grad():
-            for tensor in [*pl_module.parameters(), *pl_module.buffers()]:
-                if tensor.device.type == "cpu" and tensor.is_shared():  # (CUDA ones go to each rank's device)
-                    tensor.data = tensor.data.clone()

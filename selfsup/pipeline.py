@@ -17,7 +17,7 @@ from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.utilities import rank_zero_only
 
 from selfsup import distributed, reliability
-from selfsup.callbacks import CpuThreadsPerRank, ThroughputMonitor, UnshareSpawnedWeights
+from selfsup.callbacks import CpuThreadsPerRank, ThroughputMonitor
 from selfsup.checks import check_launch, check_run, check_strategy, check_train_config, requested_devices
 from selfsup.data.datamodule import SSLDataModule
 from selfsup.data.datasets import SKIPPED_IMAGES_FILE, read_skipped_images
@@ -70,7 +70,7 @@ def _trainer(cfg: DictConfig) -> pl.Trainer:
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
     if not cfg.trainer.enable_progress_bar:
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
-    callbacks += [ThroughputMonitor(), CpuThreadsPerRank(), UnshareSpawnedWeights(), reliability.RunState()]
+    callbacks += [ThroughputMonitor(), CpuThreadsPerRank(), reliability.RunState()]
     if torch.cuda.is_available():
         callbacks.append(GPUMemoryMonitor())
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)

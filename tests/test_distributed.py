@@ -25,6 +25,11 @@ CPU_DDP = ["trainer.accelerator=cpu", "trainer.devices=2"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
+# fp32: under bf16-mixed on CPU this tiny shape (ResNet-18 at 16 px without the CIFAR stem, 1x1 maps
+# in layer3/4) intermittently gets a NaN gradient in layer4 at step 0, one or two processes alike.
+TINY = [*TINY_RUN, "trainer.precision=32-true"]
+
+
 def _run(args: list[str], run_dir: Path | None = None):
     return run_script("train.py", args, run_dir, env=ONE_THREAD)
 
@@ -138,29 +143,6 @@ def test_split_conversion_keeps_a_frozen_target_frozen():
     assert not any(p.requires_grad for p in target.parameters())
 
 
-def test_spawned_ranks_get_their_own_copy_of_the_weights():
-    """ddp_spawn pickles the module into the ranks through shared memory: without a copy per rank,
-    CPU ranks would all update one storage (each optimizer step applied once per rank)."""
-    from types import SimpleNamespace
-
-    from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
-
-    from selfsup.callbacks import UnshareSpawnedWeights
-
-    module = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)).share_memory()
-    params = list(module.parameters())
-    before = [t.clone() for t in [*module.parameters(), *module.buffers()]]
-    trainer = SimpleNamespace(strategy=SimpleNamespace(launcher=object()))
-    UnshareSpawnedWeights().setup(trainer, module, "fit")  # not spawned: left alone
-    assert all(t.is_shared() for t in module.parameters())
-    trainer.strategy.launcher = _MultiProcessingLauncher.__new__(_MultiProcessingLauncher)
-    UnshareSpawnedWeights().setup(trainer, module, "fit")
-    after = [*module.parameters(), *module.buffers()]
-    assert not any(t.is_shared() for t in after)
-    assert all(torch.equal(a, b) for a, b in zip(after, before))
-    assert all(p is q for p, q in zip(params, module.parameters()))  # same Parameter objects
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="SyncBatchNorm runs on GPUs only")
 def test_syncbn_equals_full_batch_batchnorm_on_gpus():
     proc = run_script("scripts/check_syncbn_gpu.py", ["--world-size", "2"])
@@ -261,13 +243,13 @@ def _one_line_error(proc) -> str:
 
 
 def test_ddp_simclr_on_two_cpu_processes_writes_one_results_json(tmp_path):
-    results = train([*CPU_DDP, "strategy=ddp", "method=simclr", *TINY_RUN], tmp_path)
+    results = train([*CPU_DDP, "strategy=ddp", "method=simclr", *TINY], tmp_path)
     assert results["global_batch_size"] == 32 and results["steps"] == 2
     assert [p.name for p in tmp_path.rglob("results.json")] == ["results.json"]
 
 
 def test_ddp_shufflebn_mocov2_on_two_cpu_processes(tmp_path):
-    results = train([*CPU_DDP, "strategy=ddp_shufflebn", "method=mocov2", *TINY_RUN], tmp_path)
+    results = train([*CPU_DDP, "strategy=ddp_shufflebn", "method=mocov2", *TINY], tmp_path)
     assert results["method"] == "mocov2" and results["global_batch_size"] == 32
     assert len(list(tmp_path.rglob("results.json"))) == 1
     state = torch.load(results["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
@@ -276,27 +258,27 @@ def test_ddp_shufflebn_mocov2_on_two_cpu_processes(tmp_path):
 
 def test_single_shufflebn_mocov2_on_one_process(tmp_path):
     results = train(["trainer.accelerator=cpu", "trainer.devices=1", "strategy=single_shufflebn",
-                     "strategy.split_bn_groups=4", "method=mocov2", *TINY_RUN], tmp_path)
+                     "strategy.split_bn_groups=4", "method=mocov2", *TINY], tmp_path)
     state = torch.load(results["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
     assert "key_encoder.0.bn1.running_mean" in state and "backbone.bn1.running_mean" in state
 
 
 def test_syncbn_on_cpu_fails_in_one_line(tmp_path):
-    proc = _run([*CPU_DDP, "strategy=ddp_syncbn", *TINY_RUN], tmp_path)
+    proc = _run([*CPU_DDP, "strategy=ddp_syncbn", *TINY], tmp_path)
     assert _one_line_error(proc) == ("error: strategy=ddp_syncbn needs GPUs: torch.nn.SyncBatchNorm does "
                                      "not run on CPU; use strategy=ddp on CPU")
 
 
 def test_shufflebn_mistakes_fail_in_one_line(tmp_path):
     proc = _run(["trainer.accelerator=cpu", "trainer.devices=1", "strategy=ddp_shufflebn",
-                                   "method=mocov2", *TINY_RUN], tmp_path / "one_device")
+                                   "method=mocov2", *TINY], tmp_path / "one_device")
     assert "strategy=single_shufflebn" in _one_line_error(proc)
-    proc = _run([*CPU_DDP, "strategy=ddp_shufflebn", "method=simclr", *TINY_RUN], tmp_path / "simclr")
+    proc = _run([*CPU_DDP, "strategy=ddp_shufflebn", "method=simclr", *TINY], tmp_path / "simclr")
     assert "no key encoder" in _one_line_error(proc)
 
 
 def test_relaunching_ddp_inside_a_multirun_fails_each_job_in_one_line(tmp_path):
-    proc = _run(["-m", *CPU_DDP, "strategy=ddp", *TINY_RUN, f"hydra.sweep.dir={tmp_path}"])
+    proc = _run(["-m", *CPU_DDP, "strategy=ddp", *TINY, f"hydra.sweep.dir={tmp_path}"])
     assert "Traceback" not in proc.stderr
     (result,) = [json.loads(p.read_text()) for p in tmp_path.rglob("results.json")]
     assert result["status"] == "failed" and "use strategy=ddp_spawn" in result["error"]  # before any rank starts
@@ -304,7 +286,7 @@ def test_relaunching_ddp_inside_a_multirun_fails_each_job_in_one_line(tmp_path):
 
 
 def test_ddp_spawn_multirun_gives_each_job_its_lr_on_both_ranks(tmp_path):
-    proc = _run(["-m", *CPU_DDP, "strategy=ddp_spawn", "optimizer.lr=0.1,0.2", *TINY_RUN,
+    proc = _run(["-m", *CPU_DDP, "strategy=ddp_spawn", "optimizer.lr=0.1,0.2", *TINY,
                                    f"hydra.sweep.dir={tmp_path}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
