@@ -128,7 +128,7 @@ def check_inputs(cfg) -> None:
     _check_pretext(cfg, cfg.data.resolution)
     _check_cpu_devices(cfg.trainer)
     if cfg.ckpt_path:
-        check_checkpoint(cfg.ckpt_path, cfg.method.name, "ckpt_path")
+        check_checkpoint(cfg.ckpt_path, cfg.method.name)
     _check_wandb(cfg)
 
 
@@ -296,11 +296,12 @@ def read_checkpoint_meta(path) -> dict:
             "epoch": checkpoint.get("epoch")}
 
 
-def check_checkpoint(path, method: str, key: str = "ckpt_path") -> dict:
+def check_checkpoint(path, method: str, what: str | None = None, fix: str | None = None) -> dict:
     meta = read_checkpoint_meta(path)
     if meta["method"] != method:
-        raise UserError(f"{key}={path} is a {meta['method']} checkpoint but this run is method={method}: pass "
-                        f"method={meta['method']} or a {method} checkpoint")
+        what = what or f"ckpt_path={path}"
+        fix = fix or f"pass method={meta['method']} or a {method} checkpoint"
+        raise UserError(f"{what} is a {meta['method']} checkpoint but this run is method={method}: {fix}")
     return meta
 
 

@@ -319,7 +319,8 @@ def resolve_resume(cfg) -> Optional[dict]:
         if match is None:
             return None
         source, checkpoint = match
-    meta = check_checkpoint(checkpoint, cfg.method.name, key="resume=auto found")
+    meta = check_checkpoint(checkpoint, cfg.method.name, what=f"{checkpoint} (which resume=auto would continue)",
+                            fix="use another run directory (hydra.run.dir) or resume=never")
     if source != run_dir:
         cfg.paths.output_dir = str(source)
     if rank_zero_only.rank != 0:  # (every rank of a DDP / SLURM job resolves the same run)

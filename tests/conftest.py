@@ -24,6 +24,9 @@ TINY_RUN = [
     "eval.knn_at_init=false",
     "trainer.enable_progress_bar=false",
     "backbone.cifar_stem=false",
+    # bf16 autocast on this CPU can give a NaN gradient at 1x1 spatial size (tiny images, standard
+    # stem): a kernel issue, not ours; plumbing tests run fp32.
+    "trainer.precision=32-true",
 ]
 
 

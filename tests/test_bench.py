@@ -122,7 +122,7 @@ def _augmentation(on_device=True, resolution=16, blur=True):
     view = dict(crop_scale=[0.08, 1.0], flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
                 saturation=0.4, hue=0.1, grayscale_p=0.2, blur_p=0.5, solarize_p=0.2)
     return OmegaConf.create(dict(name="t", resolution=resolution, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3],
-                                 blur=blur, on_device=on_device, views=[view, view]))
+                                 blur=blur, on_device=on_device, min_crop_scale=0.0, flip=True, views=[view, view]))
 
 
 def test_device_augment_shapes_dtypes_and_normalisation():

@@ -194,6 +194,9 @@ class DeviceAugment:
         self.mean, self.std = list(augmentation.mean), list(augmentation.std)
         self.decode = decode
         self.random_order = random_order
+        # data-level constraints the CPU pipeline applies to the crop and flip (decode path only)
+        self.min_crop_scale = float(augmentation.get("min_crop_scale", 0.0) or 0.0)
+        self.flip = bool(augmentation.get("flip", True))
         self._stats: dict = {}
 
     @classmethod
@@ -242,12 +245,12 @@ class DeviceAugment:
         from torchvision.transforms import RandomResizedCrop
         from torchvision.transforms import functional as TF
 
-        scale, ratio = tuple(view.crop_scale), (3 / 4, 4 / 3)
+        scale, ratio = (max(view.crop_scale[0], self.min_crop_scale), view.crop_scale[1]), (3 / 4, 4 / 3)
         crops = []
         for image in images:
             i, j, h, w = RandomResizedCrop.get_params(image, scale, ratio)  # host-side, from the known size
             crops.append(TF.resized_crop(image, i, j, h, w, [self.resolution, self.resolution], antialias=True))
-        return random_hflip(torch.stack(crops), view.flip_p)
+        return random_hflip(torch.stack(crops), view.flip_p if self.flip else 0.0)
 
 
 def _is_jpeg(data: Tensor) -> bool:

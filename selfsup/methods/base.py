@@ -146,9 +146,10 @@ class SSLMethod(pl.LightningModule):
         self._val_features.clear()
         self._val_labels.clear()
         knn = self.cfg.eval.knn
-        acc = knn_top1(bank[0], bank[1], val[0], val[1], self.cfg.data.num_classes, knn.k, knn.temperature)
+        if knn is not None:
+            acc = knn_top1(bank[0], bank[1], val[0], val[1], self.cfg.data.num_classes, knn.k, knn.temperature)
+            self.log("val/knn_top1", acc, rank_zero_only=True)
         probe_acc = (self.online_probe(val[0]).argmax(1) == val[1]).float().mean().item()
-        self.log("val/knn_top1", acc, rank_zero_only=True)
         self.log("val/online_linear_top1", probe_acc, rank_zero_only=True)
 
     def configure_optimizers(self):

@@ -39,6 +39,8 @@ class MomentumMethod(SSLMethod):
 
     def current_momentum(self) -> torch.Tensor:
         """For logging as train/momentum: the momentum the update after this step will use."""
+        if self._trainer is None:  # a bare module (tests, bench): no schedule to be at
+            return torch.tensor(self.cfg.method.momentum)
         return torch.tensor(self.momentum_at(self.trainer.global_step))
 
     def on_train_start(self) -> None:
