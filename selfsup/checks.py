@@ -144,6 +144,12 @@ def _check_schema_keys(cfg) -> None:
         schema = OmegaConf.get_type(node)
         if dataclasses.is_dataclass(schema):
             fields = {f.name for f in dataclasses.fields(schema)}
+            if schema.__name__ == "TrainerConfig" and set(node.keys()) - fields:
+                import inspect  # `+trainer.<arg>=...` passes any other pl.Trainer argument through
+
+                import pytorch_lightning as pl
+
+                fields |= set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
             for key in node.keys():
                 if key not in fields:
                     import difflib
@@ -325,10 +331,24 @@ def _check_wandb(cfg) -> None:
                             "upload later with `wandb sync`)")
 
 
-def check_run(cfg, trainer, datamodule, method_class) -> None:
-    """What needs the data (its size, the inferred resolution) or the world size the Trainer
-    resolved: runs after both are built, before the model, the kNN at init and training."""
-    world = trainer.world_size
+def planned_world_size(trainer) -> int:
+    """The number of processes Lightning will start for `trainer.*` (devices x nodes), before the
+    Trainer exists: "auto" means every visible GPU, or one CPU process."""
+    import torch
+
+    accelerator = str(trainer.accelerator)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
+    wanted = requested_devices(trainer.devices)
+    if wanted is None:
+        wanted = gpus if on_gpu else 1
+    return max(1, wanted) * max(1, trainer.num_nodes or 1)
+
+
+def check_run(cfg, world: int, datamodule, method_class) -> None:
+    """What needs the data (its size, the inferred resolution) or the world size: the pipeline runs
+    this before the model is built, with `planned_world_size`, and again with the Trainer's if that
+    differs (a cluster environment deciding), before the kNN at init and training."""
     per_rank = len(datamodule.pretrain) // max(1, world)
     if per_rank < cfg.data.batch_size:
         raise UserError(

@@ -18,7 +18,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from selfsup import distributed, reliability
 from selfsup.callbacks import CpuThreadsPerRank, ThroughputMonitor
-from selfsup.checks import check_launch, check_run, check_strategy, check_train_config, requested_devices
+from selfsup.checks import (check_launch, check_run, check_strategy, check_train_config, planned_world_size,
+                            requested_devices)
 from selfsup.data.datamodule import SSLDataModule
 from selfsup.data.datasets import SKIPPED_IMAGES_FILE, read_skipped_images
 from selfsup.errors import UserError
@@ -116,13 +117,16 @@ def pretrain(cfg: DictConfig) -> dict:
         if hasattr(dataset, "log_skipped_to"):  # data.skip_corrupt: one list for all loader workers and ranks
             dataset.log_skipped_to(skipped_list)
     datamodule.complete_config()
+    planned_world = planned_world_size(cfg.trainer)
+    check_run(cfg, planned_world, datamodule, get_class(cfg.method._target_))  # batch vs data, MoCo queue, method checks
     OmegaConf.resolve(cfg)  # ranks spawned by ddp_spawn have no Hydra context to resolve ${hydra:...} in
     model = get_class(cfg.method._target_)(cfg)
     if cfg.strategy.split_bn_groups > 1:  # strategy=single_shufflebn: per-device BN of that many devices
         distributed.convert_split_batchnorm(model, cfg.strategy.split_bn_groups)
     trainer = _trainer(cfg)
     check_launch(cfg, trainer, multirun=HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
-    check_run(cfg, trainer, datamodule, type(model))  # batch vs data, MoCo queue vs world size, method checks
+    if trainer.world_size != planned_world:
+        check_run(cfg, trainer.world_size, datamodule, type(model))
     csv_history = reliability.CsvHistory(trainer.loggers, resumed["global_step"] if resumed else None)
 
     device, bf16 = _device(cfg.trainer), "bf16" in str(cfg.trainer.precision)

@@ -5,9 +5,9 @@
   * else WANDB_MODE (offline, dryrun, online, disabled) if set;
   * else online only when an API key is configured (WANDB_API_KEY, or `wandb login`'s netrc
     entry), offline otherwise.
-Online without a key, or an online start that fails (no network), falls back to offline with a
-warning instead of prompting or aborting the run; `wandb sync <run dir>/wandb/offline-run-*`
-uploads an offline run later.
+Online without a key is refused with a one-line error (wandb would prompt for one); an online
+start that fails (no network) falls back to offline with a warning instead of aborting the run;
+`wandb sync <run dir>/wandb/offline-run-*` uploads an offline run later.
 """
 from __future__ import annotations
 
@@ -57,10 +57,11 @@ def wandb_mode(offline: Optional[bool] = None) -> str:
         wants_online = env in ("online", "run") or api_key_configured()
     else:
         wants_online = not offline
-    if wants_online and not api_key_configured():
-        warnings.warn("W&B online was asked for but no API key is configured (`wandb login` or "
-                      "WANDB_API_KEY): logging offline; upload later with `wandb sync`.", stacklevel=2)
-        return "offline"
+    if wants_online and not api_key_configured():  # wandb would prompt for a key: refuse instead
+        from selfsup.errors import UserError
+
+        raise UserError("W&B online logging was requested but no W&B API key is configured: run `wandb login` "
+                        "or set WANDB_API_KEY, or log offline (WANDB_MODE=offline, upload later with `wandb sync`)")
     return "online" if wants_online else "offline"
 
 

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, run_script
 from selfsup.config import register_configs
+from selfsup.errors import UserError
 
 # The brief's tiny budget; the linear probe fits one weight decay (no holdout sweep) to stay quick.
 TINY = [
@@ -259,8 +260,8 @@ def test_wandb_mode_is_offline_unless_opted_in(monkeypatch, tmp_path):
     for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(var, raising=False)
     assert wandb_mode(None) == "offline"
-    with pytest.warns(UserWarning, match="no API key"):
-        assert wandb_mode(False) == "offline"  # online asked, no key: offline, no prompt
+    with pytest.raises(UserError, match="no W&B API key"):
+        wandb_mode(False)  # online asked, no key: one-line error, never wandb's login prompt
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert wandb_mode(None) == "online" and wandb_mode(True) == "offline"
     monkeypatch.setenv("WANDB_MODE", "offline")

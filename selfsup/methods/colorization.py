@@ -33,7 +33,7 @@ class Colorization(ImageGridMixin, PretextMethod):
         every channel) normalised like every other input, so the backbone sees the input statistics
         the kNN / linear evaluations feed it, minus the colour."""
         with torch.autocast(x.device.type, enabled=False):
-            lab = rgb_to_lab(denormalize(x, self.cfg.data.mean, self.cfg.data.std))
+            lab = rgb_to_lab((x.float() * self.pixel_std + self.pixel_mean).clamp(0.0, 1.0))
             lightness, ab = lab[:, :1], lab[:, 1:]
             grey = lab_to_rgb(torch.cat([lightness, torch.zeros_like(ab)], dim=1))
             return (grey - self.pixel_mean) / self.pixel_std, lightness, ab

@@ -76,6 +76,10 @@ class ContextEncoder(ImageGridMixin, PretextMethod):
         opt_main, opt_critic = self.optimizers()
         self.toggle_optimizer(opt_main)  # the critic's parameters take no gradient from the generator loss
         total = super().training_step(batch, batch_idx)  # the base: loss + online probe, logging
+        if total is None:  # a non-finite loss skipped (on_nonfinite=skip): no step for either network
+            self.untoggle_optimizer(opt_main)
+            self._critic_inputs = None
+            return None
         opt_main.zero_grad(set_to_none=True)
         self.manual_backward(total)
         opt_main.step()
