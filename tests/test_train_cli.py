@@ -42,7 +42,7 @@ def test_short_real_image_run_writes_complete_results(tmp_path, cifar_subset):
 
 def test_eval_py_scores_a_training_checkpoint(tmp_path):
     results = train(["data=digits", *TINY_RUN], tmp_path / "train")
-    proc = run_script("eval.py", [f"ckpt_path={results['checkpoint']}", "eval=knn"], tmp_path / "eval")
+    proc = run_script("eval.py", [f"ckpt_path={results['checkpoint']}", "eval=knn", "trainer.precision=32-true"], tmp_path / "eval")
     assert proc.returncode == 0, proc.stderr[-2000:]
     evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert evaluated["method"] == "simclr" and evaluated["pretrain_data"] == "digits"
