@@ -188,7 +188,8 @@ def markdown(root: Path, runs: list[Run]) -> str:
 
 def _plot_label(run: Run, varied: str, width: int = 34) -> str:
     """'#3 simclr' plus what the sweep varied (last key component), wrapped to a few lines."""
-    params = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, _, v in (o.partition("=") for o in varied.split()))
+    params = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, _, v in (o.partition("=") for o in varied.split())
+                      if k != "method")  # the method is named anyway
     text = f"{_short_label(run)} {run.results.get('method', '?')}" + (f" {params}" if params else "")
     lines = textwrap.wrap(text, width) or [text]
     return "\n".join(lines[:3]) + ("..." if len(lines) > 3 else "")
@@ -255,6 +256,7 @@ def plot(path: Path, runs: list[Run]) -> None:
 def write_report(root: Path, out_dir: Optional[Path] = None) -> tuple[Path, Path]:
     root = Path(root).resolve()
     out_dir = Path(out_dir) if out_dir else root
+    out_dir.mkdir(parents=True, exist_ok=True)
     runs = collect(root)
     md_path, png_path = out_dir / "report.md", out_dir / "report.png"
     md_path.write_text(markdown(root, runs))

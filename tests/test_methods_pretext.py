@@ -72,7 +72,8 @@ def test_jigsaw_unavailable_permutation_count_fails_in_one_line(tmp_path):
 @pytest.mark.parametrize("method", ["context_encoder", "colorization"])
 def test_generative_run_writes_results_and_its_image_grid(method, tmp_path):
     # context_encoder runs adversarially by default: two optimizers, manual optimisation.
-    results = train([f"method={method}", "data=digits", *TINY_RUN, "method.image_every_n_epochs=5"], tmp_path)
+    results = train([f"method={method}", "data=digits", *TINY_RUN, "method.image_every_n_epochs=5",
+                     "trainer.log_every_n_steps=1"], tmp_path)
     assert RESULT_KEYS <= results.keys() and results["method"] == method
     assert results["steps"] == 2  # one global step per batch, even with a critic optimizer
     assert 0.0 <= results["knn_top1"] <= 1.0
