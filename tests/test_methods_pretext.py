@@ -11,6 +11,8 @@ from hydra.utils import get_class
 
 from conftest import TINY_RUN, compose_train, run_script, train
 from selfsup.errors import UserError
+from selfsup.losses.colorization import ColorizationLoss
+from selfsup.visualize import denormalize
 
 RESULT_KEYS = {"method", "data", "backbone", "epochs", "steps", "knn_top1_at_init", "knn_top1",
                "train_seconds", "train_images_per_sec", "checkpoint"}
@@ -56,6 +58,38 @@ def test_pretext_methods_use_their_single_view_augmentation(tmp_path):
     cfg = compose_train(["method=rotnet", "augmentation=simclr", "data=cifar10"], tmp_path)
     with pytest.raises(UserError, match="one view"):
         get_class(cfg.method._target_)(cfg)
+
+
+def test_context_encoder_hides_the_configured_area_behind_the_dataset_mean(tmp_path):
+    cfg = compose_train(["method=context_encoder", "data=cifar10", "backbone.cifar_stem=false"], tmp_path)
+    model = get_class(cfg.method._target_)(cfg).eval()
+    x = torch.randn(4, 3, 32, 32)
+    mask = model._mask(x)
+    masked, pred = model._inpaint(x, mask)
+    hole = mask.bool().expand_as(x)
+    assert mask.mean(dim=(1, 2, 3)).tolist() == [0.25] * 4 and pred.shape == x.shape
+    assert torch.equal(masked[~hole], x[~hole]) and (masked[hole] == 0).all()  # 0 = the mean once normalised
+    pixels = denormalize(masked, cfg.data.mean, cfg.data.std)
+    assert torch.allclose(pixels[0, :, 16, 16], torch.tensor(cfg.data.mean))
+
+
+def test_colorization_classification_soft_target_rebalancing_and_decoding():
+    loss_fn = ColorizationLoss(kind="classification")
+    n = loss_fn.bins_per_axis
+    assert loss_fn.num_outputs == n * n == 484
+    common, rare = torch.tensor([5.0, 5.0]), torch.tensor([45.0, -35.0])   # bin centres
+    ab = common.view(1, 2, 1, 1).repeat(1, 1, 4, 4)
+    ab[0, :, 0, 0] = rare                                                    # 1 pixel in 16
+    index = lambda c: int(((c[0] + 110) // 10) * n + (c[1] + 110) // 10)  # noqa: E731
+    right = torch.full((1, n * n, 4, 4), -10.0)
+    right[0, index(common)] = 10.0
+    right[0, index(rare), 0, 0], right[0, index(common), 0, 0] = 10.0, -10.0
+    wrong = torch.roll(right, shifts=1, dims=1)
+    assert loss_fn(right, ab) < loss_fn(wrong, ab)
+    weights = loss_fn.rebalancing_weights()
+    assert weights[index(rare)] > 2 * weights[index(common)]                 # rare colours weigh more
+    decoded = loss_fn.decode(right)
+    assert torch.allclose(decoded[0, :, 1, 1], common, atol=0.5) and torch.allclose(decoded[0, :, 0, 0], rare, atol=0.5)
 
 
 def test_jigsaw_unavailable_permutation_count_fails_in_one_line(tmp_path):

@@ -22,13 +22,17 @@ class ContextEncoderLoss(InpaintingLoss):
         self.reconstruction_weight = reconstruction_weight
         self.adversarial_weight = adversarial_weight
 
-    def generator_loss(self, reconstruction: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def generator_loss(self, reconstruction: torch.Tensor,
+                       fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(joint loss, adversarial term): the inpainted images should be scored real."""
-        adversarial = F.binary_cross_entropy_with_logits(fake_logits.float(), torch.ones_like(fake_logits, dtype=torch.float))
+        adversarial = _bce(fake_logits, 1.0)
         return self.reconstruction_weight * reconstruction + self.adversarial_weight * adversarial, adversarial
 
     @staticmethod
     def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-        real = F.binary_cross_entropy_with_logits(real_logits.float(), torch.ones_like(real_logits, dtype=torch.float))
-        fake = F.binary_cross_entropy_with_logits(fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float))
-        return (real + fake) / 2
+        return (_bce(real_logits, 1.0) + _bce(fake_logits, 0.0)) / 2
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))

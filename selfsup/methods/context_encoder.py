@@ -43,6 +43,17 @@ class ContextEncoder(ImageGridMixin, PretextMethod):
             self.discriminator = PatchDiscriminator(3, resolution, critic.width, critic.max_width)
         self._critic_inputs: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    @classmethod
+    def check_config(cls, cfg, world_size: int) -> None:
+        strategy = cfg.strategy.strategy
+        if (cfg.loss.adversarial and world_size > 1 and isinstance(strategy, str)
+                and "find_unused_parameters_true" not in strategy):
+            spawn = "_spawn" if "spawn" in strategy else ""
+            raise UserError(
+                f"the adversarial context encoder steps the encoder/decoder and the critic in turn, so each "
+                f"backward leaves the other's parameters unused, which strategy.strategy={strategy} refuses: set "
+                f"strategy.strategy=ddp{spawn}_find_unused_parameters_true, or loss.adversarial=false")
+
     def _mask(self, x: torch.Tensor) -> torch.Tensor:
         mask_cfg = self.cfg.method.mask
         batch, _, height, width = x.shape
