@@ -242,7 +242,7 @@ def test_train_py_queue_error_is_one_line(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error: ") and "K=1000" in errors[0], proc.stderr
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "queue_size=1000" in errors[0], proc.stderr
 
 
 def test_users_moco_imagenet_command_composes():
