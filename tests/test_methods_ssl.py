@@ -8,7 +8,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import compose_train, run_script, train
+from conftest import LEARNING_RUN, compose_train, run_script, train
 from hydra.utils import get_class
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, Dataset
@@ -261,32 +261,25 @@ def test_missing_imagenet_root_is_one_line_error(tmp_path):
 
 # ------------------------------------------------------------------------------- learning
 
-# The cheapest configuration found to learn reliably on 2 CPU cores (figures in the report of
-# issue 3): the standard 7x7/2 stem at 32 px (~10x cheaper than the CIFAR stem), small heads,
-# no per-epoch kNN monitor (the test reads the final kNN from results.json), no checkpoint.
-CHEAP_LEARNING_RUN = [
-    "backbone.cifar_stem=false",
-    "data.batch_size=128",
-    "trainer.max_epochs=2",
-    "trainer.limit_val_batches=0",
-    "~callbacks.checkpoint",
-    "eval.linear=null",
-    "trainer.enable_progress_bar=false",
-    "seed=0",
-]
+# Small heads and queue: the backbone, not a 2048-8192-d MLP, should take the CPU time. Momentum 0.99
+# (solo-learn's CIFAR value): at 0.999 the key encoder barely leaves its init in ~80 steps (MoCo v2
+# measured 0.306 -> 0.273 with it, 0.306 -> 0.361 with 0.99 and the symmetric loss).
 LEARNING_OVERRIDES = {
-    "mocov2": ["method.projector.hidden_dim=512", "method.queue_size=1024"],
-    "byol": ["method.projector.hidden_dim=512", "method.projector.output_dim=128",
-             "method.predictor.hidden_dim=512", "method.predictor.output_dim=128"],
-    "barlow_twins": ["method.projector.hidden_dim=512", "method.projector.output_dim=512"],
+    "simclr": ["method.projector.hidden_dim=512"],
+    "mocov2": ["method.projector.hidden_dim=512", "method.queue_size=1024", "method.momentum=0.99",
+               "method.symmetric=true"],
+    "byol": ["method.projector.hidden_dim=512", "method.projector.output_dim=128", "method.predictor.hidden_dim=512",
+             "method.predictor.output_dim=128", "method.momentum=0.99"],
+    "barlow_twins": ["method.projector.hidden_dim=1024", "method.projector.output_dim=1024"],
 }
 MIN_GAIN = 0.02
 
 
-@pytest.mark.parametrize("method", ["mocov2", "byol", "barlow_twins"])
+@pytest.mark.parametrize("method", list(LEARNING_OVERRIDES))
 def test_knn_rises_on_real_images(method, tmp_path, cifar_subset):
-    args = [f"method={method}", "data=folder", f"data.root={cifar_subset}", *CHEAP_LEARNING_RUN,
-            *LEARNING_OVERRIDES[method]]
-    results = train(args, tmp_path)
+    results = train([f"method={method}", f"data.root={cifar_subset}", *LEARNING_RUN, *LEARNING_OVERRIDES[method]],
+                    tmp_path)
     gain = results["knn_top1"] - results["knn_top1_at_init"]
+    print(f"{method}: kNN top-1 {results['knn_top1_at_init']:.3f} -> {results['knn_top1']:.3f}, "
+          f"{results['train_seconds']:.0f} s of training")
     assert gain >= MIN_GAIN, f"{method}: kNN top-1 {results['knn_top1_at_init']:.3f} -> {results['knn_top1']:.3f}"
