@@ -40,13 +40,18 @@ def _device(trainer_cfg) -> torch.device:
     return torch.device("cuda", 0) if wants_gpu and torch.cuda.is_available() else torch.device("cpu")
 
 
-def evaluate_backbone(backbone, datamodule: SSLDataModule, eval_cfg, device, bf16: bool, linear: bool = True) -> dict:
-    """kNN (and the offline linear probe) on frozen, augmentation-free features; fine-tuning
-    (eval=finetune) on a copy of the backbone."""
+def evaluate_backbone(backbone, datamodule: SSLDataModule, eval_cfg, device, bf16: bool, linear: bool = True,
+                      features: tuple[torch.Tensor, ...] | None = None) -> dict:
+    """kNN (and the offline linear probe) on frozen, augmentation-free features (embedded here unless
+    `features` = (train_x, train_y, val_x, val_y) are given); fine-tuning (eval=finetune) on a copy of
+    the backbone."""
     backbone.to(device)
-    train_loader, val_loader = datamodule.evaluation_loaders()
-    train_x, train_y = extract_features(backbone, train_loader, device, bf16, "embedding train split")
-    val_x, val_y = extract_features(backbone, val_loader, device, bf16, "embedding val split")
+    if features is None:
+        train_loader, val_loader = datamodule.evaluation_loaders()
+        train_x, train_y = extract_features(backbone, train_loader, device, bf16, "embedding train split")
+        val_x, val_y = extract_features(backbone, val_loader, device, bf16, "embedding val split")
+    else:
+        train_x, train_y, val_x, val_y = (t.to(device) for t in features)
     num_classes = datamodule.cfg.num_classes
     scores = {}
     if eval_cfg.knn is not None:
@@ -144,7 +149,7 @@ def pretrain(cfg: DictConfig) -> dict:
     if not trainer.is_global_zero:
         return {}
 
-    scores = evaluate_backbone(model.backbone, datamodule, cfg.eval, device, bf16)
+    scores = evaluate_backbone(model.backbone, datamodule, cfg.eval, device, bf16, features=model.final_eval_features)
     throughput = next(c for c in trainer.callbacks if isinstance(c, ThroughputMonitor))
     checkpoint = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else None
     epochs, steps, images_per_sec = trainer.current_epoch, trainer.global_step, throughput.images_per_sec

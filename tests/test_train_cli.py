@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import TINY_RUN, run_script, train
 
 RESULT_KEYS = {"method", "data", "backbone", "epochs", "steps", "seed", "knn_top1_at_init", "knn_top1",
@@ -39,6 +41,8 @@ def test_short_real_image_run_writes_complete_results(tmp_path, cifar_subset):
     assert results["steps"] == 3 and results["data"] == "folder"
     for key in ("knn_top1_at_init", "knn_top1", "linear_top1"):
         assert 0.0 <= results[key] <= 1.0
+    # the final evaluation reuses the last epoch's monitor features: the same kNN score, not a re-embedding
+    assert results["knn_top1"] == pytest.approx(results["metrics"]["val/knn_top1"], abs=1e-6)
     assert (tmp_path / "csv" / "metrics.csv").read_text().startswith("epoch,step")
 
 

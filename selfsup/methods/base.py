@@ -60,6 +60,7 @@ class SSLMethod(pl.LightningModule):
         self._val_features: dict[int, list[torch.Tensor]] = {}
         self._val_labels: dict[int, list[torch.Tensor]] = {}
         self._collapse_warned = False
+        self.final_eval_features: tuple[torch.Tensor, ...] | None = None  # (bank_x, bank_y, val_x, val_y)
 
     # --- what a method implements -----------------------------------------------------------
     @classmethod
@@ -145,12 +146,24 @@ class SSLMethod(pl.LightningModule):
         )
         self._val_features.clear()
         self._val_labels.clear()
+        if self._is_final_full_validation(len(bank[0]), len(val[0])):
+            self.final_eval_features = (*bank, *val)
         knn = self.cfg.eval.knn
         if knn is not None:
             acc = knn_top1(bank[0], bank[1], val[0], val[1], self.cfg.data.num_classes, knn.k, knn.temperature)
             self.log("val/knn_top1", acc, rank_zero_only=True)
         probe_acc = (self.online_probe(val[0]).argmax(1) == val[1]).float().mean().item()
         self.log("val/online_linear_top1", probe_acc, rank_zero_only=True)
+
+    def _is_final_full_validation(self, bank_size: int, val_size: int) -> bool:
+        """The last epoch's monitor embedded exactly what the final evaluation would (every image, one
+        process, final weights): the pipeline reuses those features instead of embedding them again."""
+        trainer = self.trainer
+        if trainer.datamodule is None:
+            return False
+        everything = bank_size == len(trainer.datamodule.labelled) and val_size == len(trainer.datamodule.val)
+        return (everything and trainer.world_size == 1 and not trainer.sanity_checking
+                and self.current_epoch == trainer.max_epochs - 1)
 
     def configure_optimizers(self):
         cfg, trainer = self.cfg.optimizer, self.trainer
