@@ -24,6 +24,9 @@ TINY_RUN = [
     "eval.knn_at_init=false",
     "trainer.enable_progress_bar=false",
     "backbone.cifar_stem=false",
+    # Loader worker processes cost ~2 s per run to start, ~30 s under ddp_spawn (each one re-imports
+    # the project); the learning tests and the short real-image run keep the default workers.
+    "data.num_workers=0",
     # bf16 autocast on this CPU can give a NaN gradient at 1x1 spatial size (tiny images, standard
     # stem): a kernel issue, not ours; plumbing tests run fp32.
     "trainer.precision=32-true",
