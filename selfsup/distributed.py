@@ -25,17 +25,30 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
-def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate `x` from all ranks along dim 0, letting gradients flow back to every rank.
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward returns to each rank the sum, over ranks, of the gradients that
+    reached its slice: with DDP averaging the parameter gradients, exactly the global-batch gradient."""
 
-    `torch.distributed.nn.all_gather`'s backward sums the incoming gradients over ranks, which
-    together with DDP's gradient averaging yields exactly the gradient of the global-batch loss.
-    """
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(out, x.contiguous())
+        ctx.local_size = x.shape[0]
+        return torch.cat(out, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)  # all_reduce is in place
+        dist.all_reduce(grad)
+        return grad.narrow(0, rank() * ctx.local_size, ctx.local_size)
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` (the same shape on every rank) from all ranks along dim 0, in rank order,
+    letting gradients flow back to every rank's own slice."""
     if not is_distributed():
         return x
-    import torch.distributed.nn  # noqa: F401  (registers the autograd-aware collectives)
-
-    return torch.cat(torch.distributed.nn.all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x)
 
 
 @torch.no_grad()
