@@ -27,6 +27,10 @@ from selfsup.reliability import guard_loss
 # The batch-transfer hooks below are the module's on purpose (the device augmentation is part of the
 # step); Lightning would otherwise warn on every run that a datamodule was passed as well.
 warnings.filterwarnings("ignore", message=r".*overridden `on_(before|after)_batch_transfer` in `LightningModule` but")
+# Lightning internals warning on every run about things the user cannot act on: its pytree helper using an
+# API this torch deprecates, and the parameter-size estimate in the model summary under bf16.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
 
 COLLAPSE_Z_STD_FRACTION = 0.1  # warn when train/z_std falls below this fraction of 1/sqrt(d)
 
