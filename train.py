@@ -5,27 +5,26 @@ features) and writes results.json in the run directory."""
 import hydra
 from omegaconf import DictConfig
 
+from selfsup.checks import check_train_config
 from selfsup.config import register_configs
 from selfsup.errors import exit_on_user_error, one_line_config_errors
+from selfsup.sweep import run_job
 
 register_configs()
 one_line_config_errors()  # a typo'd key, unknown option or wrong type: one line, exit 2
 
 
+def checked_pretrain(cfg: DictConfig) -> dict:
+    check_train_config(cfg)  # config mistakes fail in a second, before torch and Lightning load
+    from selfsup.run.pipeline import pretrain
+
+    return pretrain(cfg)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if HydraConfig.get().mode != RunMode.MULTIRUN:  # (a sweep records a job's failure and goes on)
-        from selfsup.checks import check_train_config
-
-        check_train_config(cfg)  # config mistakes fail in a second, before torch and Lightning load
-    from selfsup.pipeline import pretrain
-    from selfsup.sweep import run_job
-
-    return run_job(pretrain, cfg)  # cfg.optimized_metric for a sweeper; a multirun job's failure is recorded
+    return run_job(checked_pretrain, cfg)  # cfg.optimized_metric for a sweeper; a multirun job's failure is recorded
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Callbacks every run gets."""
 from __future__ import annotations
 
+import datetime
+import math
+import sys
 import time
 
 import pytorch_lightning as pl
@@ -8,7 +11,8 @@ import pytorch_lightning as pl
 
 class ThroughputMonitor(pl.Callback):
     """Logs `train/images_per_sec` (source images per second over all ranks, loader waits
-    included, validation excluded) each epoch and keeps the whole-run figure for results.json."""
+    included, validation excluded) each epoch and keeps the whole-run figure for results.json.
+    The epoch's figure stays readable (`epoch_images_per_sec`) until the next epoch starts."""
 
     def __init__(self):
         self.images = 0
@@ -18,6 +22,7 @@ class ThroughputMonitor(pl.Callback):
         self._last = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module):
+        self._epoch_images, self._epoch_seconds = 0, 0.0
         self._last = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -29,10 +34,13 @@ class ThroughputMonitor(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         if self._epoch_seconds > 0:
-            pl_module.log("train/images_per_sec", self._epoch_images / self._epoch_seconds, rank_zero_only=True)
+            pl_module.log("train/images_per_sec", self.epoch_images_per_sec, rank_zero_only=True)
         self.images += self._epoch_images
         self.seconds += self._epoch_seconds
-        self._epoch_images, self._epoch_seconds = 0, 0.0
+
+    @property
+    def epoch_images_per_sec(self) -> float:
+        return self._epoch_images / self._epoch_seconds if self._epoch_seconds else 0.0
 
     @property
     def images_per_sec(self) -> float:
@@ -53,6 +61,64 @@ class RichProgressBar(pl.callbacks.RichProgressBar):
             return self._metrics
         self._metrics = super().get_metrics(trainer, pl_module)
         return self._metrics
+
+
+class EpochLines(pl.callbacks.ProgressBar):
+    """The progress display off a terminal (a log file, SLURM, nohup, `| cat`), where a live bar
+    shows nothing until the end: one plain line per training epoch, on rank 0,
+    `epoch 3/8  step 84  loss 4.8123  kNN 0.4120  images/s 812  ETA 0:01:23`
+    (loss: the last logged step's; kNN: this epoch's monitor, if it ran; ETA: from the mean time per
+    optimizer step so far, validation included)."""
+
+    def __init__(self):
+        super().__init__()
+        self._enabled = True
+        self._start = (0.0, 0)  # (time, global step) when this fit started
+        self._knn: float | None = None
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer, pl_module):
+        self._start = (time.perf_counter(), trainer.global_step)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._knn = None
+
+    def on_validation_end(self, trainer, pl_module):
+        # (after the module's on_validation_epoch_end has logged the monitor)
+        knn = trainer.callback_metrics.get("val/knn_top1")
+        self._knn = float(knn) if knn is not None and not trainer.sanity_checking else None
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self._enabled:
+            self.print(self.line(trainer), flush=True)
+
+    def line(self, trainer) -> str:
+        of = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        parts = [f"epoch {trainer.current_epoch + 1}{of}", f"step {trainer.global_step}"]
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            parts.append(f"loss {float(loss):.4f}")
+        if self._knn is not None:
+            parts.append(f"kNN {self._knn:.4f}")
+        throughput = next((c for c in trainer.callbacks if isinstance(c, ThroughputMonitor)), None)
+        if throughput is not None:
+            parts.append(f"images/s {throughput.epoch_images_per_sec:.0f}")
+        started, first_step = self._start
+        done, total = trainer.global_step - first_step, trainer.estimated_stepping_batches
+        if done > 0 and math.isfinite(total):
+            remaining = (time.perf_counter() - started) / done * max(0, total - trainer.global_step)
+            parts.append(f"ETA {datetime.timedelta(seconds=round(remaining))}")
+        return "  ".join(parts)
+
+
+def progress_bar(**rich_options) -> pl.callbacks.ProgressBar:
+    """Lightning's Rich bar (`RichProgressBar` below) on a terminal; `EpochLines` when stdout is not one."""
+    return RichProgressBar(**rich_options) if sys.stdout.isatty() else EpochLines()
 
 
 class CpuThreadsPerRank(pl.Callback):

@@ -65,6 +65,22 @@ class AugmentationConfig:
                                             # solarize and normalisation run batched on the training device
 
 
+@dataclass
+class CropViewConfig(ViewConfig):
+    resolution: Optional[int] = None        # px side; null: the augmentation's resolution (a global view),
+                                            # set (smaller): a local view (multi-crop)
+
+
+@dataclass
+class MultiCropConfig(AugmentationConfig):
+    """Multi-crop (Caron et al. 2020/2021): global views at `resolution`, then local views at their own,
+    smaller one; each resolution is one batch (one backbone forward)."""
+    views: List[CropViewConfig] = MISSING
+    local_resolution: int = "${local_crop:${data.resolution}}"
+    global_crop_scale: List[float] = field(default_factory=lambda: [0.4, 1.0])
+    local_crop_scale: List[float] = field(default_factory=lambda: [0.05, 0.4])
+
+
 # --- model ----------------------------------------------------------------------------------
 @dataclass
 class BackboneConfig:
@@ -72,6 +88,16 @@ class BackboneConfig:
     cifar_stem: bool = False
     zero_init_residual: bool = False
     channels_last: bool = True
+
+
+@dataclass
+class ViTBackboneConfig(BackboneConfig):
+    channels_last: bool = False             # a ViT's only convolution is the patch embedding: no gain
+    image_size: Optional[int] = "${data.resolution}"
+    patch_size: Optional[int] = None        # null: from the resolution (16 at 224 px, 8 at 96 px, 4 at 32 px)
+    pool: str = "token"                     # feature for kNN / linear / fine-tuning: token (CLS) | mean (of patches)
+    pos_embed: str = "learn"                # learn | sincos (fixed 2-D sine-cosine table, MAE / MoCo v3)
+    drop_path_rate: float = 0.0             # stochastic depth, linearly increasing over the blocks
 
 
 @dataclass
@@ -87,6 +113,7 @@ class HeadConfig:
 class MethodConfig:
     _target_: str = MISSING
     name: str = MISSING
+    primary_eval: str = "linear"            # the evaluation the method's paper leads with (results.json): linear | finetune
 
 
 @dataclass
@@ -125,6 +152,39 @@ class BarlowTwinsConfig(MethodConfig):
 
 
 @dataclass
+class SimSiamConfig(MethodConfig):
+    projector: HeadConfig = field(default_factory=lambda: HeadConfig(
+        hidden_dim=2048, output_dim=2048, num_layers=3, last_batch_norm=True))
+    predictor: HeadConfig = field(default_factory=lambda: HeadConfig(hidden_dim=512, output_dim=2048))
+    fixed_predictor_lr: bool = True         # the predictor keeps the base LR, unscheduled (the paper's 68.1%)
+
+
+@dataclass
+class VICRegConfig(MethodConfig):
+    expander: HeadConfig = field(
+        default_factory=lambda: HeadConfig(hidden_dim=8192, output_dim=8192, num_layers=3)
+    )
+
+
+@dataclass
+class DINOHeadConfig:
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    output_dim: int = 65536                 # K, the prototypes the teacher's softmax is over
+    num_layers: int = 3
+    batch_norm: bool = False
+    norm_last_layer: bool = True            # freeze the weight-normalised last layer's norm at 1 (stabler)
+
+
+@dataclass
+class DINOConfig(MethodConfig):
+    head: DINOHeadConfig = field(default_factory=DINOHeadConfig)
+    momentum: float = 0.996                 # teacher EMA, base of the schedule
+    momentum_cosine: bool = True            # cosine from `momentum` to 1 over training
+    freeze_last_layer_epochs: int = 1       # the head's last layer gets no update for this many epochs
+
+
+@dataclass
 class InfoNCEConfig:
     _target_: str = "selfsup.losses.info_nce.InfoNCELoss"
     temperature: float = 0.2
@@ -140,6 +200,32 @@ class BarlowTwinsLossConfig:
     _target_: str = "selfsup.losses.barlow_twins.BarlowTwinsLoss"
     lambda_offdiag: float = 0.0051
     eps: float = 1.0e-5
+
+
+@dataclass
+class NegativeCosineConfig:
+    _target_: str = "selfsup.losses.negative_cosine.NegativeCosineLoss"
+
+
+@dataclass
+class VICRegLossConfig:
+    _target_: str = "selfsup.losses.vicreg.VICRegLoss"
+    invariance_weight: float = 25.0         # lambda
+    variance_weight: float = 25.0           # mu
+    covariance_weight: float = 1.0          # nu
+    gamma: float = 1.0                      # target std of every dimension
+    eps: float = 1.0e-4
+
+
+@dataclass
+class DINOLossConfig:
+    _target_: str = "selfsup.losses.dino.DINOLoss"
+    output_dim: int = "${method.head.output_dim}"
+    student_temperature: float = 0.1
+    teacher_temperature: float = 0.07
+    warmup_teacher_temperature: float = 0.04
+    warmup_teacher_temperature_epochs: float = 30.0
+    center_momentum: float = 0.9
 
 
 # --- optimisation ---------------------------------------------------------------------------
@@ -229,6 +315,44 @@ class ColorizationConfig(MethodConfig):
 
 
 @dataclass
+class MAEDecoderConfig:
+    width: int = 512
+    depth: int = 8
+    heads: int = 16
+
+
+@dataclass
+class MAEConfig(MethodConfig):
+    primary_eval: str = "finetune"
+    mask_ratio: float = 0.75                # fraction of each image's patches hidden from the encoder
+    decoder: MAEDecoderConfig = field(default_factory=MAEDecoderConfig)
+    image_every_n_epochs: int = 5           # <run dir>/images/epoch_XXX.png: input / masked / reconstruction
+    image_grid_size: int = 8
+
+
+@dataclass
+class MAELossConfig:
+    _target_: str = "selfsup.losses.mae.MAELoss"
+    norm_pix_loss: bool = True              # targets: each patch normalised by its own mean and variance
+
+
+@dataclass
+class MoCoV3Config(MethodConfig):
+    projector: HeadConfig = field(default_factory=lambda: HeadConfig(
+        hidden_dim=4096, output_dim=256, num_layers=3, last_batch_norm=True))
+    predictor: HeadConfig = field(default_factory=lambda: HeadConfig(hidden_dim=4096, output_dim=256))
+    momentum: float = 0.99                  # momentum encoder EMA, base of the schedule
+    momentum_cosine: bool = True            # cosine from `momentum` to 1 over training
+    freeze_patch_embed: bool = False        # ViTs: a fixed random patch projection (stabilises training)
+
+
+@dataclass
+class MoCoV3LossConfig:
+    _target_: str = "selfsup.losses.info_nce.MoCoV3Loss"
+    temperature: float = 0.2
+
+
+@dataclass
 class CrossEntropyConfig:
     _target_: str = "torch.nn.CrossEntropyLoss"
     label_smoothing: float = 0.0
@@ -284,6 +408,7 @@ class FinetuneConfig:
     epochs: int = 5
     lr: float = 0.1                         # head LR per 256 images (scaled by batch / 256)
     backbone_lr_factor: float = 0.1         # backbone LR = factor x head LR
+    layer_decay: float = 1.0                # ViTs: block i of L at factor x decay ** (L + 1 - i) (MAE: 0.65-0.75)
     weight_decay: float = 5.0e-4
     momentum: float = 0.9
     batch_size: Optional[int] = None        # null: data.batch_size
@@ -368,6 +493,7 @@ class TrainConfig:
     hparams_search: Any = None              # conf/hparams_search/<name>.yaml (Optuna), a multirun
     optimized_metric: Optional[str] = None  # what train.py returns to a sweeper, e.g. val/knn_top1
     compile: bool = False                   # torch.compile the backbone (first steps slower, later ones faster)
+    images: bool = True                     # <run dir>/images/: views, neighbours, embedding, curves (selfsup/pictures.py)
     resume: str = "auto"                    # auto: continue this command's unfinished run | never
     on_nonfinite: str = "stop"              # a NaN/inf loss: stop (keep the last good checkpoint) | skip the batch
     inject_nan_at_step: Optional[int] = None  # TEST HOOK (debug=inject_nan): the loss of this global step becomes NaN
@@ -382,9 +508,18 @@ def _register_resolvers() -> None:
         # before the first job too, where a multirun's sweeper resolves hydra.sweep.dir.
         "cwd": lambda: os.getcwd(),
         "auto_precision": _auto_precision,
+        "local_crop": _local_crop_resolution,
     }
     for name, fn in resolvers.items():
         OmegaConf.register_new_resolver(name, fn, replace=True)
+
+
+def _local_crop_resolution(resolution: int) -> int:
+    """Multi-crop's local view side: 3/7 of the global one (96 px at 224, DINO and SwAV), to a multiple
+    of 8 and at least 8 (16 px at 32)."""
+    if resolution is None:
+        raise ValueError("the local crop size needs data.resolution, which is not known yet")
+    return max(8, round(resolution * 3 / 7 / 8) * 8)
 
 
 def _auto_precision() -> str:
@@ -406,6 +541,7 @@ SCHEMAS = {
     "data": DataConfig,
     "augmentation": AugmentationConfig,
     "backbone": BackboneConfig,
+    "backbone/vit": ViTBackboneConfig,
     "method/simclr": SimCLRConfig,
     "loss/nt_xent": NTXentConfig,
     "method/rotnet": RotNetConfig,
@@ -416,12 +552,23 @@ SCHEMAS = {
     "loss/inpainting": InpaintingConfig,
     "loss/colorization": ColorizationLossConfig,
     "loss/pairwise_margin": PairwiseMarginConfig,
+    "method/mae": MAEConfig,
+    "loss/mae": MAELossConfig,
+    "method/mocov3": MoCoV3Config,
+    "loss/mocov3": MoCoV3LossConfig,
     "method/mocov2": MoCoV2Config,
     "method/byol": BYOLConfig,
     "method/barlow_twins": BarlowTwinsConfig,
     "loss/info_nce": InfoNCEConfig,
     "loss/byol_cosine": BYOLLossConfig,
     "loss/barlow_twins": BarlowTwinsLossConfig,
+    "augmentation/multicrop": MultiCropConfig,
+    "method/simsiam": SimSiamConfig,
+    "method/vicreg": VICRegConfig,
+    "method/dino": DINOConfig,
+    "loss/negative_cosine": NegativeCosineConfig,
+    "loss/vicreg": VICRegLossConfig,
+    "loss/dino": DINOLossConfig,
     "optimizer": OptimizerConfig,
     "scheduler": SchedulerConfig,
     "eval": EvalConfig,

@@ -26,6 +26,12 @@ class UserError(Exception):
         super().__init__(message)
 
 
+class NonFiniteError(UserError):
+    """A NaN/inf loss or weights: the run stops with one line; exit status 3 (not a config mistake)."""
+
+    exit_code = 3
+
+
 def _original_message(wrapped: str, cls: type) -> str:
     lines = wrapped.rstrip().splitlines()
     prefixes = (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__qualname__}: ")

@@ -1,7 +1,8 @@
 """Optimizers and LR schedules shared by every method.
 
 Weight decay and LARS adaptation skip biases and normalisation weights (all 1-D parameters), as in
-SimCLR/BYOL/Barlow Twins; the LR is given per 256 images and scaled by the global batch."""
+SimCLR/BYOL/Barlow Twins, and a ViT's position embedding and CLS token (MAE, MoCo v3, DINO); the LR
+is given per 256 images and scaled by the global batch. Fine-tuning can decay the LR layer by layer."""
 from __future__ import annotations
 
 import math
@@ -60,14 +61,45 @@ class LARS(torch.optim.Optimizer):
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool) -> list[dict]:
+    """A decayed group and, with `exclude_bias_and_norm`, a group without weight decay (and LARS
+    adaptation): biases and normalisation weights (1-D) and the parameters a module lists in its
+    `no_weight_decay()` (timm's convention: a ViT's position embedding and CLS token, MAE's mask token)."""
+    listed = {id(getattr(m, name)) for m in model.modules() if callable(getattr(m, "no_weight_decay", None))
+              for name in m.no_weight_decay() if isinstance(getattr(m, name, None), nn.Parameter)}
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
-            (no_decay if exclude_bias_and_norm and param.ndim <= 1 else decay).append(param)
+            exempt = param.ndim <= 1 or id(param) in listed
+            (no_decay if exclude_bias_and_norm and exempt else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True})
     return groups
+
+
+def layer_decay_groups(backbone: nn.Module, decay: float) -> list[tuple[float, list[nn.Parameter]]]:
+    """Layer-wise LR decay (BEiT; MAE fine-tuning): (LR scale, parameters) per depth of a ViT. The
+    patch / position / CLS embeddings are layer 0, block i is layer i + 1, the rest (final norm) is
+    layer L + 1 at scale 1, and layer l is scaled by decay ** (L + 1 - l). decay=1: one group."""
+    if decay == 1.0:
+        return [(1.0, list(backbone.parameters()))]
+    if not 0.0 < decay < 1.0:
+        raise UserError(f"eval.finetune.layer_decay={decay} must be in (0, 1] (1: no decay; MAE uses 0.65-0.75)")
+    blocks = getattr(backbone, "blocks", None)
+    if not isinstance(blocks, nn.Sequential):
+        raise UserError("eval.finetune.layer_decay applies to ViT backbones (backbone=vit_tiny|vit_small|vit_base): "
+                        "set eval.finetune.layer_decay=1.0")
+    top = len(blocks) + 1
+    by_layer: dict[int, list[nn.Parameter]] = {}
+    for name, param in backbone.named_parameters():
+        if name.startswith(("patch_embed.", "pos_embed", "cls_token", "reg_token")):
+            layer = 0
+        elif name.startswith("blocks."):
+            layer = int(name.split(".")[1]) + 1
+        else:
+            layer = top
+        by_layer.setdefault(layer, []).append(param)
+    return [(decay ** (top - layer), params) for layer, params in sorted(by_layer.items())]
 
 
 def scaled_lr(cfg, global_batch: int) -> float:
@@ -99,12 +131,15 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, start_factor: 
 
 
 def build_scheduler(cfg, optimizer, total_steps: int, steps_per_epoch: int):
+    """The LR multiplier per step for every parameter group, except groups marked `constant_lr`
+    (SimSiam's predictor), which keep their initial LR throughout."""
     if cfg.name == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    if cfg.name == "warmup_cosine":
+        schedule = lambda step: 1.0  # noqa: E731
+    elif cfg.name == "warmup_cosine":
         warmup = int(cfg.warmup_epochs * steps_per_epoch)
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda step: warmup_cosine(step, total_steps, warmup, cfg.warmup_start_factor, cfg.min_lr_factor),
-        )
-    raise UserError(f"unknown scheduler '{cfg.name}': use scheduler=warmup_cosine|constant")
+        schedule = lambda step: warmup_cosine(step, total_steps, warmup, cfg.warmup_start_factor,  # noqa: E731
+                                              cfg.min_lr_factor)
+    else:
+        raise UserError(f"unknown scheduler '{cfg.name}': use scheduler=warmup_cosine|constant")
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [(lambda step: 1.0) if group.get("constant_lr") else schedule for group in optimizer.param_groups])

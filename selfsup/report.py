@@ -34,6 +34,22 @@ class Run:
         return self.results.get("status") == "failed"
 
 
+def score_line(results: dict) -> Optional[str]:
+    """The run's final accuracies on one line, kNN with its change since initialisation, e.g.
+    `final: kNN top-1 0.4123 (+0.0512 from init 0.3611), linear top-1 0.5010`; None without any."""
+    parts = []
+    for key, label in ACCURACIES:
+        value = results.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        part = f"{label} {value:.4f}"
+        at_init = results.get(f"{key}_at_init")
+        if isinstance(at_init, (int, float)) and not isinstance(at_init, bool):
+            part += f" ({value - at_init:+.4f} from init {at_init:.4f})"
+        parts.append(part)
+    return "final: " + ", ".join(parts) if parts else None
+
+
 def _natural_key(path: Path):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
 

@@ -15,7 +15,8 @@ from typing import Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from selfsup.tracking import finish_wandb
+from selfsup.run.results import write_results
+from selfsup.wandb_mode import finish_wandb
 
 
 def is_multirun() -> bool:
@@ -52,8 +53,6 @@ def run_job(task: Callable[[DictConfig], dict], cfg: DictConfig) -> Optional[flo
 
 def _record_failure(cfg: DictConfig, err: Exception) -> None:
     from hydra.core.hydra_config import HydraConfig
-
-    from selfsup.pipeline import write_results
 
     hydra_cfg = HydraConfig.get()
     error = f"{type(err).__name__}: {err}"

@@ -1,28 +1,17 @@
-"""Experiment tracking on Weights & Biases, offline unless the user opts in, never a prompt.
-
-`wandb_mode()` is the one place that decides online / offline / disabled:
-  * `logger.wandb.offline: true|false` in the config wins;
-  * else WANDB_MODE (offline, dryrun, online, disabled) if set;
-  * else online only when an API key is configured (WANDB_API_KEY, or `wandb login`'s netrc
-    entry), offline otherwise.
-Online without a key is refused with a one-line error (wandb would prompt for one); an online
-start that fails (no network) falls back to offline with a warning instead of aborting the run;
-`wandb sync <run dir>/wandb/offline-run-*` uploads an offline run later.
-"""
+"""Experiment tracking on Weights & Biases: the logger, its summaries and the final results
+(whether it logs online or offline is decided in selfsup/wandb_mode.py)."""
 from __future__ import annotations
 
 import math
-import netrc
-import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional
-from urllib.parse import urlparse
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
+
+from selfsup.wandb_mode import wandb_mode
 
 # Summaries that keep the best value over the run instead of the last one.
 SUMMARY_MAX = ("val/knn_top1", "val/linear_top1", "val/finetune_top1", "val/online_linear_top1")
@@ -33,36 +22,6 @@ SUMMARY_KEYS = ("knn_top1",) + FINAL_METRICS + (
     "knn_top1_at_init", "linear_weight_decay", "train_seconds", "train_images_per_sec", "gpu_mem_peak_gb",
     "epochs", "steps", "global_batch_size",
 )
-
-
-def api_key_configured() -> bool:
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
-    path = os.environ.get("NETRC") or str(Path.home() / ".netrc")
-    try:
-        return netrc.netrc(path).authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def wandb_mode(offline: Optional[bool] = None) -> str:
-    """'online', 'offline' or 'disabled' (see the module docstring)."""
-    if offline is None:
-        env = os.environ.get("WANDB_MODE", "").strip().lower()
-        if env in ("offline", "dryrun"):
-            return "offline"
-        if env == "disabled":
-            return "disabled"
-        wants_online = env in ("online", "run") or api_key_configured()
-    else:
-        wants_online = not offline
-    if wants_online and not api_key_configured():  # wandb would prompt for a key: refuse instead
-        from selfsup.errors import UserError
-
-        raise UserError("W&B online logging was requested but no W&B API key is configured: run `wandb login` "
-                        "or set WANDB_API_KEY, or log offline (WANDB_MODE=offline, upload later with `wandb sync`)")
-    return "online" if wants_online else "offline"
 
 
 class WandbRunLogger(WandbLogger):
@@ -134,13 +93,6 @@ def log_eval_run(logger_cfg, results: dict, config: dict, name: str, group: Opti
     logger = instantiate(logger_cfg, name=name, group=group, job_type="eval")
     logger.log_hyperparams(config)
     log_final_results([logger], results, step=0, eval_run=True)
-
-
-def finish_wandb(exit_code: int = 0) -> None:
-    """End the current W&B run, if any: each job of a multirun gets its own run."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish(exit_code=exit_code)
 
 
 def gpu_peak_memory_gb() -> Optional[float]:

@@ -35,6 +35,13 @@ def save_image_grid(rows: dict[str, torch.Tensor], path: str | Path) -> Path:
     return path
 
 
+def log_image(loggers, key: str, path: str | Path, step: int, caption: str | None = None) -> None:
+    """A saved picture as a W&B image, for each WandbLogger among `loggers`."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[str(path)], step=step, **({"caption": [caption]} if caption else {}))
+
+
 class ImageGridMixin:
     """For an `SSLMethod` subclass (list it before the base class) implementing `image_rows(images)`:
     images (n, C, H, W) as the loader gives them -> {row name: (n, 3, H, W) in [0, 1]}.
@@ -75,10 +82,7 @@ class ImageGridMixin:
         finally:
             self.train(was_training)
         save_image_grid(rows, path)
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key="train/images", images=[str(path)], step=self.global_step,
-                                 caption=[" / ".join(rows)])
+        log_image(self.loggers, "train/images", path, self.global_step, caption=" / ".join(rows))
 
     def image_rows(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -53,8 +53,9 @@ def test_method_instantiates_and_computes_a_loss(method, tmp_path):
 
 
 @pytest.mark.parametrize("data", choices("data"))
-def test_data_choice_builds_or_names_what_is_missing(data, tmp_path, cifar_subset):
-    root = cifar_subset if data == "folder" else tmp_path / "absent"
+def test_data_choice_builds_or_names_what_is_missing(data, tmp_path, request):
+    # Only data=folder needs the CIFAR sample (skipped where it is absent); the others check the missing-root error.
+    root = request.getfixturevalue("cifar_subset") if data == "folder" else tmp_path / "absent"
     cfg = compose_train([f"data={data}", f"data.root={root}"], tmp_path)
     try:
         datamodule = SSLDataModule(cfg.data, cfg.augmentation)

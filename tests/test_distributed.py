@@ -210,26 +210,31 @@ def test_submitit_slurm_recipe_writes_the_expected_sbatch_script(tmp_path, monke
         assert f"#SBATCH {line}" in script, script
 
 
-def test_resume_path_prefers_the_newer_of_requeue_and_last_checkpoint(tmp_path, monkeypatch):
+def test_a_requeued_slurm_job_resumes_from_the_newer_of_requeue_and_last_checkpoint(tmp_path, monkeypatch):
     import os
 
-    from selfsup.pipeline import resume_path
+    from selfsup.run.resume import resume_point
 
-    cfg = OmegaConf.create({"ckpt_path": None, "paths": {"output_dir": str(tmp_path)}})
-    assert resume_path(cfg) is None  # not under SLURM: a fresh run
+    def checkpoint(path):
+        path.parent.mkdir(exist_ok=True)
+        torch.save({"hyper_parameters": {"cfg": {"method": {"name": "simclr"}}}, "global_step": 1}, path)
+
+    cfg = OmegaConf.create({"ckpt_path": None, "resume": "never", "method": {"name": "simclr"},
+                            "paths": {"output_dir": str(tmp_path)}})
+    last, hpc = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt"
+    checkpoint(last)
+    assert resume_point(cfg) is None  # not under SLURM, resume=never: a fresh run
     monkeypatch.setenv("SLURM_NTASKS", "2")
     monkeypatch.setenv("SLURM_JOB_NAME", "train")
-    assert resume_path(cfg) is None  # first start of a SLURM job: nothing to resume
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    last.parent.mkdir()
-    last.write_bytes(b"")
-    assert resume_path(cfg) == str(last)  # requeued after a preemption without the signal
-    hpc = tmp_path / "hpc_ckpt_1.ckpt"
-    hpc.write_bytes(b"")
+    assert resume_point(cfg).checkpoint == str(last)  # requeued after a preemption without the signal
+    checkpoint(hpc)
     os.utime(last, (1, 1))
-    assert resume_path(cfg) is None  # Lightning resumes from its own, newer, requeue checkpoint
-    cfg.ckpt_path = "/explicit.ckpt"
-    assert resume_path(cfg) == "/explicit.ckpt"
+    assert resume_point(cfg).checkpoint == str(hpc)  # Lightning's own, newer, requeue checkpoint
+    cfg.ckpt_path = str(last)
+    assert resume_point(cfg).checkpoint == str(last)  # an explicit checkpoint wins over resume=never's requeue
+    last.unlink(), hpc.unlink()
+    cfg.ckpt_path = None
+    assert resume_point(cfg) is None  # first start of a SLURM job: nothing to resume
 
 
 # ---------------------------------------------------------------- through train.py

@@ -57,7 +57,7 @@ def test_pretext_methods_use_their_single_view_augmentation(tmp_path):
         assert cfg.augmentation.name == augmentation and len(cfg.augmentation.views) == 1
     cfg = compose_train(["method=rotnet", "augmentation=simclr", "data=cifar10"], tmp_path)
     with pytest.raises(UserError, match="one view"):
-        get_class(cfg.method._target_)(cfg)
+        get_class(cfg.method._target_).check_config(cfg, world_size=1)
 
 
 def test_context_encoder_hides_the_configured_area_behind_the_dataset_mean(tmp_path):
@@ -95,7 +95,7 @@ def test_colorization_classification_soft_target_rebalancing_and_decoding():
 def test_jigsaw_unavailable_permutation_count_fails_in_one_line(tmp_path):
     cfg = compose_train(["method=jigsaw", "method.num_permutations=7", "data=cifar10"], tmp_path)
     with pytest.raises(UserError, match=r"num_permutations=7.*available: \[100, 1000, 2000\]"):
-        get_class(cfg.method._target_)(cfg)
+        get_class(cfg.method._target_).check_config(cfg, world_size=1)
     proc = run_script("train.py", ["method=jigsaw", "method.num_permutations=7", "data=digits",
                                    "eval.knn_at_init=false"], tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
@@ -135,6 +135,7 @@ def logged(run_dir, key: str) -> list[float]:
 PRETEXT_LEARNING_RUN = [*LEARNING_RUN, "trainer.log_every_n_steps=5"]
 
 
+@pytest.mark.learning
 def test_rotnet_learns_rotations_and_improves_knn(tmp_path, cifar_subset):
     results = train(["method=rotnet", f"data.root={cifar_subset}", *PRETEXT_LEARNING_RUN], tmp_path)
     late = sum(logged(tmp_path, "train/rotation_acc")[-3:]) / 3
@@ -144,6 +145,7 @@ def test_rotnet_learns_rotations_and_improves_knn(tmp_path, cifar_subset):
     assert results["knn_top1"] > results["knn_top1_at_init"] + 0.005  # measured 0.293 -> 0.328
 
 
+@pytest.mark.learning
 def test_jigsaw_learns_the_permutation(tmp_path, cifar_subset):
     # fp32: with the standard stem, 8 px tiles reach layer3/layer4 as 1x1 maps, and this PyTorch's CPU bf16
     # weight gradient of a 3x3 stride-2 convolution on a 1x1 input is garbage (inf/NaN in the off-centre taps).

@@ -231,9 +231,10 @@ def test_moco_queue_not_divisible_by_global_batch_fails_at_fit_start(tmp_path):
     assert int(model.queue.ptr) == 0  # nothing was trained
 
 
-def test_moco_queue_not_divisible_fails_at_construction_when_devices_known(tmp_path):
+def test_moco_queue_check_names_batch_and_devices(tmp_path):
+    cfg = compose_train(["method=mocov2", f"data.batch_size={BATCH}", *TINY_HEADS["mocov2"]], tmp_path)
     with pytest.raises(UserError, match=r"global batch size 64 .*batch_size=8 x 8 devices"):
-        _model("mocov2", tmp_path, "trainer.devices=8")  # K=32, 8 per device x 8 devices
+        get_class(cfg.method._target_).check_config(cfg, world_size=8)  # K=32, 8 per device x 8 devices
 
 
 def test_train_py_queue_error_is_one_line(tmp_path):
@@ -282,6 +283,7 @@ MIN_GAIN = 0.015  # measured gains at seed 0: SimCLR +0.047, MoCo v2 +0.055, Bar
 BYOL_TOO_SLOW = pytest.mark.xfail(run=False, reason="BYOL needs more than the suite's CPU budget to pass its init kNN")
 
 
+@pytest.mark.learning
 @pytest.mark.parametrize("method", [pytest.param(m, marks=BYOL_TOO_SLOW) if m == "byol" else m
                                     for m in LEARNING_OVERRIDES])
 def test_knn_rises_on_real_images(method, tmp_path, cifar_subset):

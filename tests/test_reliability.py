@@ -183,7 +183,9 @@ def _composed(overrides: list[str]):
 
 
 def test_resume_auto_picks_the_newest_unfinished_run_of_the_same_command(tmp_path):
-    from selfsup.reliability import resolve_resume
+    from dataclasses import asdict
+
+    from selfsup.run.resume import resume_point
 
     runs = tmp_path / "runs"
     cfg = _composed(["optimizer.lr=0.5"])
@@ -195,36 +197,36 @@ def test_resume_auto_picks_the_newest_unfinished_run_of_the_same_command(tmp_pat
     (runs / "5_this_attempt").mkdir()
 
     cfg.paths.output_dir = str(runs / "5_this_attempt")
-    resumed = resolve_resume(cfg)
+    resumed = asdict(resume_point(cfg))
     assert resumed == {"run_dir": str(runs / "2_new"), "checkpoint": str(newest), "global_step": 8}
     assert cfg.paths.output_dir == str(runs / "2_new")  # the run continues in its own directory
     assert "2_new" in (runs / "5_this_attempt" / "RESUMED.txt").read_text()
 
     cfg.paths.output_dir, cfg.resume = str(runs / "5_this_attempt"), "never"
-    assert resolve_resume(cfg) is None
+    assert resume_point(cfg) is None
 
 
 def test_resume_auto_prefers_its_own_run_dir_and_checks_the_method(tmp_path):
     from selfsup.errors import UserError
-    from selfsup.reliability import resolve_resume
+    from selfsup.run.resume import resume_point
 
     cfg = _composed([])
     own = _fake_run(tmp_path / "pinned", cfg, step=3)
     cfg.paths.output_dir = str(tmp_path / "pinned")  # hydra.run.dir=... given by the user
-    assert resolve_resume(cfg)["checkpoint"] == str(own)
+    assert resume_point(cfg).checkpoint == str(own)
 
     cfg = _composed([])
     _fake_run(tmp_path / "byol_dir", cfg, step=3, method="byol")
     cfg.paths.output_dir = str(tmp_path / "byol_dir")
     with pytest.raises(UserError, match="byol"):
-        resolve_resume(cfg)
+        resume_point(cfg)
 
 
 def test_rng_states_survive_a_weights_only_checkpoint_round_trip():
     import io
     import random
 
-    from selfsup.reliability import RunState
+    from selfsup.run.state import RunState
 
     state = RunState()
     saved = state.state_dict()
@@ -240,7 +242,7 @@ def test_rng_states_survive_a_weights_only_checkpoint_round_trip():
 def test_wandb_run_id_is_kept_in_the_run_dir_so_a_resumed_run_reuses_it(tmp_path):
     from hydra.utils import instantiate
 
-    from selfsup.reliability import logger_kwargs
+    from selfsup.run.history import logger_kwargs
 
     cfg = compose_train(["logger=wandb"], tmp_path)
     first = logger_kwargs(cfg.logger.wandb, str(tmp_path))

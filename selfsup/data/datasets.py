@@ -11,9 +11,9 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision import datasets as tvd
 
+from selfsup.data.layout import FOLDER_LAYOUT
 from selfsup.errors import UserError
 
-FOLDER_LAYOUT = "<root>/train/<class>/<image> and <root>/val/<class>/<image>"
 IMAGE_EXTENSIONS = tvd.folder.IMG_EXTENSIONS
 
 

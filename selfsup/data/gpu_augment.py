@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from selfsup.data.transforms import view_resolution
+
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's convert("L")
 SOLARIZE_THRESHOLD = 128 / 255        # RandomSolarize(threshold=128) on uint8 images
 BLUR_SIGMA = (0.1, 2.0)               # SimCLR's GaussianBlur sigma range
@@ -188,9 +190,8 @@ class DeviceAugment:
 
     def __init__(self, augmentation, decode: bool = False, random_order: bool = True):
         self.views = list(augmentation.views)
-        self.resolution = int(augmentation.resolution)
+        self.resolutions = [int(view_resolution(v, augmentation)) for v in self.views]  # multi-crop: per view
         self.blur = bool(augmentation.blur)
-        self.kernel_size = blur_kernel_size(self.resolution)
         self.mean, self.std = list(augmentation.mean), list(augmentation.std)
         self.decode = decode
         self.random_order = random_order
@@ -216,6 +217,7 @@ class DeviceAugment:
         return (images - mean) / std
 
     def augment_view(self, images: Tensor, view, generator=None) -> Tensor:
+        """The colour steps of one view's configuration on a batch of it (any resolution)."""
         x = to_float(images)
         if view.jitter_p > 0:
             x = color_jitter(x, view.brightness, view.contrast, view.saturation, view.hue, view.jitter_p,
@@ -223,7 +225,7 @@ class DeviceAugment:
         if view.grayscale_p > 0:
             x = random_grayscale(x, view.grayscale_p, generator)
         if self.blur and view.blur_p > 0:
-            x = random_gaussian_blur(x, view.blur_p, self.kernel_size, generator=generator)
+            x = random_gaussian_blur(x, view.blur_p, blur_kernel_size(x.shape[-1]), generator=generator)
         if view.solarize_p > 0:
             x = random_solarize(x, view.solarize_p, generator=generator)
         return self._normalize(x)
@@ -239,9 +241,9 @@ class DeviceAugment:
         `device`: decoded once (nvJPEG for JPEGs on CUDA, else torchvision's CPU decoder), then
         per view a RandomResizedCrop and a horizontal flip drawn per image."""
         images = decode_images(encoded, device)
-        return [self._crop_flip(images, view) for view in self.views]
+        return [self._crop_flip(images, view, size) for view, size in zip(self.views, self.resolutions)]
 
-    def _crop_flip(self, images: list[Tensor], view) -> Tensor:
+    def _crop_flip(self, images: list[Tensor], view, size: int) -> Tensor:
         from torchvision.transforms import RandomResizedCrop
         from torchvision.transforms import functional as TF
 
@@ -249,7 +251,7 @@ class DeviceAugment:
         crops = []
         for image in images:
             i, j, h, w = RandomResizedCrop.get_params(image, scale, ratio)  # host-side, from the known size
-            crops.append(TF.resized_crop(image, i, j, h, w, [self.resolution, self.resolution], antialias=True))
+            crops.append(TF.resized_crop(image, i, j, h, w, [size, size], antialias=True))
         return random_hflip(torch.stack(crops), view.flip_p if self.flip else 0.0)
 
 

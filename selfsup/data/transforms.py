@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from torchvision import transforms as T
 
+from selfsup.errors import UserError
+
 
 def view_transform(view, resolution: int, mean, std, blur: bool, on_device: bool = False,
                    min_crop_scale: float = 0.0, flip: bool = True) -> T.Compose:
@@ -30,13 +32,32 @@ def view_transform(view, resolution: int, mean, std, blur: bool, on_device: bool
     return T.Compose(steps)
 
 
+def view_resolution(view, augmentation) -> int:
+    """A view's side in px: its own `resolution` (a local view of multi-crop) or the augmentation's."""
+    return view.get("resolution") or augmentation.resolution
+
+
+def global_view_count(augmentation) -> int:
+    """How many views are global: those without a resolution of their own (multi-crop: the views a
+    DINO teacher sees). They must come first, and every local view must be smaller than them."""
+    own = [view.get("resolution") for view in augmentation.views]
+    count = next((i for i, size in enumerate(own) if size is not None), len(own))
+    if any(size is None for size in own[count:]):
+        raise UserError("augmentation.views: list the global views (no resolution of their own) before the local ones")
+    for i, size in enumerate(own[count:], start=count):
+        if size >= augmentation.resolution:
+            raise UserError(f"augmentation.views[{i}].resolution={size} is not below the global views' "
+                            f"{augmentation.resolution} px: a local view must be smaller (or drop its resolution)")
+    return count
+
+
 class MultiViewTransform:
     """Returns one tensor per configured view of the same image."""
 
     def __init__(self, augmentation):
         self.views = [
             view_transform(
-                v, augmentation.resolution, augmentation.mean, augmentation.std, augmentation.blur,
+                v, view_resolution(v, augmentation), augmentation.mean, augmentation.std, augmentation.blur,
                 on_device=augmentation.get("on_device", False),
                 min_crop_scale=augmentation.min_crop_scale, flip=augmentation.flip,
             )

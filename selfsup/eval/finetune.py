@@ -18,6 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
+from selfsup.optim import layer_decay_groups
+
 
 def _train_transform(resolution: int, mean, std, crop_scale, flip_p: float) -> T.Compose:
     return T.Compose([
@@ -29,7 +31,7 @@ def _train_transform(resolution: int, mean, std, crop_scale, flip_p: float) -> T
 
 
 def finetune(backbone: nn.Module, datamodule, cfg, device, bf16: bool = False, seed: int = 0) -> dict:
-    """`cfg`: the `eval.finetune` node (epochs, lr, backbone_lr_factor, weight_decay, momentum,
+    """`cfg`: the `eval.finetune` node (epochs, lr, backbone_lr_factor, layer_decay, weight_decay, momentum,
     batch_size, crop_scale, flip_p, label_smoothing). Returns finetune_top1 and its settings."""
     from selfsup.data.datamodule import TransformedDataset
 
@@ -48,10 +50,13 @@ def finetune(backbone: nn.Module, datamodule, cfg, device, bf16: bool = False, s
     )
     _, val_loader = datamodule.evaluation_loaders()
 
-    # LR per 256 images, like the pretraining optimizer; the backbone gets a fraction of it.
+    # LR per 256 images, like the pretraining optimizer; the backbone gets a fraction of it, decayed
+    # layer by layer towards the input with eval.finetune.layer_decay < 1 (ViTs).
     lr = cfg.lr * batch_size / 256
+    model.requires_grad_(True)  # what pretraining held fixed (MoCo v3's patch projection) is fine-tuned too
     optimizer = torch.optim.SGD(
-        [{"params": model.parameters(), "lr": lr * cfg.backbone_lr_factor},
+        [*({"params": params, "lr": lr * cfg.backbone_lr_factor * scale}
+           for scale, params in layer_decay_groups(model, cfg.layer_decay)),
          {"params": head.parameters(), "lr": lr}],
         lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay,
     )

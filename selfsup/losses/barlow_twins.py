@@ -15,7 +15,7 @@ def _standardize(z: torch.Tensor, eps: float) -> torch.Tensor:
     return (z - mean) / torch.sqrt(var + eps)
 
 
-def _off_diagonal(c: torch.Tensor) -> torch.Tensor:
+def off_diagonal(c: torch.Tensor) -> torch.Tensor:
     """The D*(D-1) off-diagonal entries of a square matrix, as a view (no D x D mask)."""
     d = c.shape[0]
     return c.flatten()[:-1].view(d - 1, d + 1)[:, 1:]
@@ -46,5 +46,5 @@ class BarlowTwinsLoss(nn.Module):
         with torch.autocast(z1.device.type, enabled=False):  # else mixed precision runs C's matmul in bf16/fp16
             c = _standardize(z1, self.eps).T @ _standardize(z2, self.eps) / n   # (D, D)
         on_diag = (1.0 - torch.diagonal(c)).pow(2).sum()
-        off_diag = _off_diagonal(c).pow(2).sum()
+        off_diag = off_diagonal(c).pow(2).sum()
         return on_diag + self.lambda_offdiag * off_diag

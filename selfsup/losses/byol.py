@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from selfsup.losses.negative_cosine import negative_cosine
 
 
 class BYOLLoss(nn.Module):
@@ -12,6 +13,4 @@ class BYOLLoss(nn.Module):
     stop-gradient is what keeps BYOL from collapsing. The method calls it for both view orders."""
 
     def forward(self, p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        p = F.normalize(p.float(), dim=-1)
-        z = F.normalize(z.detach().float(), dim=-1)
-        return (2.0 - 2.0 * (p * z).sum(dim=-1)).mean()
+        return (2.0 + 2.0 * negative_cosine(p, z)).mean()

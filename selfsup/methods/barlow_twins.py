@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from selfsup.errors import UserError
 from selfsup.methods.base import SSLMethod, StepOutput
 from selfsup.models.heads import MLPHead
 
 
 class BarlowTwins(SSLMethod):
+    num_views = 2
+
     def __init__(self, cfg):
         super().__init__(cfg)
-        if len(cfg.augmentation.views) != 2:
-            raise UserError(f"Barlow Twins uses 2 views, augmentation.views has {len(cfg.augmentation.views)}")
         self.projector = MLPHead(self.feature_dim, **cfg.method.projector)
 
     def training_loss(self, views: list[torch.Tensor]) -> StepOutput:

@@ -5,6 +5,7 @@ online linear probe on detached features, the per-epoch kNN monitor and the logg
 subclass adds its heads and implements `training_loss(views) -> StepOutput`, nothing else."""
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass, field
 
@@ -20,9 +21,9 @@ from selfsup import distributed
 from selfsup.data.gpu_augment import DeviceAugment
 from selfsup.errors import UserError
 from selfsup.eval.knn import knn_top1
+from selfsup.methods.nonfinite import guard_loss
 from selfsup.models.backbones import build_backbone
 from selfsup.optim import build_optimizer, build_scheduler, parameter_groups, scaled_lr
-from selfsup.reliability import guard_loss
 
 # The batch-transfer hooks below are the module's on purpose (the device augmentation is part of the
 # step); Lightning would otherwise warn on every run that a datamodule was passed as well.
@@ -43,8 +44,20 @@ class StepOutput:
     embeddings: torch.Tensor | None = None  # projector output of the first view: collapse monitor (train/z_std)
 
 
+def forward_by_resolution(module: nn.Module, views: list[torch.Tensor]) -> list[torch.Tensor]:
+    """`module` on every view, one call per run of consecutive same-size views (multi-crop: one forward
+    for the global views, one for the local ones, as DINO's MultiCropWrapper); one output per view."""
+    outputs: list[torch.Tensor] = []
+    for _, same_size in itertools.groupby(views, key=lambda view: view.shape[-2:]):
+        batch = list(same_size)
+        outputs += module(torch.cat(batch)).chunk(len(batch))
+    return outputs
+
+
 class SSLMethod(pl.LightningModule):
+    num_views: int | None = None  # augmented views per image that `training_loss` takes (None: any number)
     separately_optimized: tuple[str, ...] = ()  # children with an optimizer of their own (a GAN critic)
+    constant_lr_modules: tuple[str, ...] = ()   # children whose LR the schedule leaves at the base LR (SimSiam)
 
     def __init__(self, cfg: DictConfig):
         super().__init__()
@@ -69,8 +82,16 @@ class SSLMethod(pl.LightningModule):
     # --- what a method implements -----------------------------------------------------------
     @classmethod
     def check_config(cls, cfg: DictConfig, world_size: int) -> None:
-        """Method-specific start-up checks, raising UserError with a one-line fix: the pipeline
-        calls this once the world size is known, before the model is built or anything trains."""
+        """The method's own rules, raising UserError with a one-line fix. The pipeline calls this
+        once, with the data known (data.resolution) and the world size the Trainer will have, before
+        the model is built; `on_fit_start` calls it again for a module fitted by a Trainer of its own.
+        A subclass adds its rules and calls super()."""
+        views = len(cfg.augmentation.views)
+        if cls.num_views is not None and views != cls.num_views:
+            wanted = {1: "one view", 2: "two views"}.get(cls.num_views, f"{cls.num_views} views")
+            raise UserError(f"method={cfg.method.name} takes {wanted} per image, but augmentation="
+                            f"{cfg.augmentation.name} makes {views}: drop the augmentation override (each "
+                            "method picks its own) or use one that makes " + wanted)
 
     def training_loss(self, views: list[torch.Tensor]) -> StepOutput:
         raise NotImplementedError
@@ -99,6 +120,9 @@ class SSLMethod(pl.LightningModule):
         if out.embeddings is not None:
             self._monitor_collapse(out.embeddings.detach())
         return loss
+
+    def on_fit_start(self) -> None:
+        self.check_config(self.cfg, self.trainer.world_size)
 
     def configure_model(self) -> None:
         if self.cfg.get("compile") and getattr(self.backbone, "_compiled_call_impl", None) is None:
@@ -178,9 +202,12 @@ class SSLMethod(pl.LightningModule):
             f"nodes x {trainer.accumulate_grad_batches} accumulation = {global_batch} global; "
             + (f"lr = {cfg.lr} x {global_batch}/256 = {lr:.4g}" if cfg.scale_lr else f"lr = {lr:.4g} (not scaled)")
         )
-        ssl_modules = nn.ModuleList(m for name, m in self.named_children()
-                                    if name != "online_probe" and name not in self.separately_optimized)
+        ssl_modules = nn.ModuleList(m for name, m in self.named_children() if name != "online_probe"
+                                    and name not in (*self.separately_optimized, *self.constant_lr_modules))
         groups = parameter_groups(ssl_modules, cfg.weight_decay, cfg.exclude_bias_and_norm)
+        for name in self.constant_lr_modules:
+            groups += [{**group, "constant_lr": True}
+                       for group in parameter_groups(getattr(self, name), cfg.weight_decay, cfg.exclude_bias_and_norm)]
         groups.append({"params": list(self.online_probe.parameters()), "weight_decay": 0.0,
                        "lr": cfg.probe_lr, "lars_exclude": True})
         optimizer = build_optimizer(cfg, groups, lr)

@@ -4,31 +4,21 @@ projector whose momentum follows a cosine schedule from 0.996 to 1. Symmetric lo
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from selfsup.errors import UserError
 from selfsup.methods.base import StepOutput
-from selfsup.methods.momentum import make_target
 from selfsup.methods.momentum_method import MomentumMethod
 from selfsup.models.heads import MLPHead
 
 
 class BYOL(MomentumMethod):
+    num_views = 2
+
     def __init__(self, cfg):
         super().__init__(cfg)
         method = cfg.method
-        if len(cfg.augmentation.views) != 2:
-            raise UserError(f"BYOL uses 2 views, augmentation.views has {len(cfg.augmentation.views)}")
         self.projector = MLPHead(self.feature_dim, **method.projector)
         self.predictor = MLPHead(method.projector.output_dim, **method.predictor)
-        self.target_encoder = make_target(self._online_encoder())
-
-    def _online_encoder(self) -> nn.Module:
-        # Built on the fly, not stored: an attribute would register backbone twice in state_dict.
-        return nn.Sequential(self.backbone, self.projector)
-
-    def momentum_pairs(self):
-        return [(self._online_encoder(), self.target_encoder)]
+        self.make_momentum_target()  # self.target_encoder: EMA of backbone + projector
 
     def training_loss(self, views: list[torch.Tensor]) -> StepOutput:
         # Each view is its own forward (own BatchNorm batch), as in the reference implementation.

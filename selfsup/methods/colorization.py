@@ -16,15 +16,20 @@ from selfsup.visualize import ImageGridMixin, denormalize
 class Colorization(ImageGridMixin, PretextMethod):
     def __init__(self, cfg):
         super().__init__(cfg)
-        method, resolution = cfg.method, cfg.data.resolution
-        out_size = resolution // method.output_stride
-        if method.output_stride < 1 or out_size <= method.decoder.start_size:
-            raise UserError(f"method.output_stride={method.output_stride} leaves {out_size}px of a "
-                            f"{resolution}px image: the decoder needs more than method.decoder.start_size="
-                            f"{method.decoder.start_size}; lower the stride")
+        method = cfg.method
+        out_size = cfg.data.resolution // method.output_stride
         self.decoder = UpConvDecoder(self.feature_dim, self.loss_fn.num_outputs, out_size, **method.decoder)
         self.register_buffer("pixel_mean", torch.tensor(cfg.data.mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.data.std).view(1, -1, 1, 1), persistent=False)
+
+    @classmethod
+    def check_config(cls, cfg, world_size: int) -> None:
+        super().check_config(cfg, world_size)
+        stride, resolution, start = cfg.method.output_stride, cfg.data.resolution, cfg.method.decoder.start_size
+        if stride < 1 or resolution // stride <= start:
+            raise UserError(f"method.output_stride={stride} leaves {resolution // max(stride, 1)}px of a "
+                            f"{resolution}px image: the decoder needs more than method.decoder.start_size="
+                            f"{start}; lower the stride")
 
     def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised RGB -> (backbone input, L (B, 1, H, W), ab (B, 2, H, W)), in float32.

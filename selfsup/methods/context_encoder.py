@@ -23,21 +23,12 @@ class ContextEncoder(ImageGridMixin, PretextMethod):
     def __init__(self, cfg):
         super().__init__(cfg)
         method, resolution = cfg.method, cfg.data.resolution
-        if method.mask.kind not in MASKS:
-            raise UserError(f"method.mask.kind={method.mask.kind} is not a mask: use {' | '.join(MASKS)}")
-        if not 0.0 < method.mask.area < 1.0:
-            raise UserError(f"method.mask.area={method.mask.area} must be in (0, 1)")
         self.decoder = UpConvDecoder(self.feature_dim, 3, resolution, **method.decoder)
         # The hole is filled with the dataset mean; the loader normalises by (x - mean) / std, so in
         # the space the images live in here the mean is 0 in every channel.
         self.register_buffer("fill", torch.zeros(3), persistent=False)
         self.adversarial = bool(self.loss_fn.adversarial)
         if self.adversarial:
-            trainer = cfg.trainer
-            if trainer.accumulate_grad_batches != 1 or trainer.gradient_clip_val:
-                raise UserError("the adversarial context encoder optimises manually (two optimizers): leave "
-                                "trainer.accumulate_grad_batches=1 and trainer.gradient_clip_val=null, or set "
-                                "loss.adversarial=false")
             self.automatic_optimization = False
             critic = method.discriminator
             self.discriminator = PatchDiscriminator(3, resolution, critic.width, critic.max_width)
@@ -45,9 +36,28 @@ class ContextEncoder(ImageGridMixin, PretextMethod):
 
     @classmethod
     def check_config(cls, cfg, world_size: int) -> None:
+        super().check_config(cfg, world_size)
+        mask, resolution = cfg.method.mask, cfg.data.resolution
+        if mask.kind not in MASKS:
+            raise UserError(f"method.mask.kind={mask.kind} is not a mask: use {' | '.join(MASKS)}")
+        if not 0.0 < mask.area < 1.0:
+            raise UserError(f"method.mask.area={mask.area} must be in (0, 1), the fraction of the image the mask "
+                            "hides (the paper: 0.25)")
+        side = round((mask.area * resolution * resolution) ** 0.5)
+        if mask.kind in ("central", "random_block") and not 1 <= side <= resolution:
+            raise UserError(f"a {mask.kind} mask of method.mask.area={mask.area} (side {side}px) does not fit the "
+                            f"{resolution}px image: lower method.mask.area or raise data.resolution")
+        if mask.kind == "random_region" and mask.block_size is not None and not 1 <= mask.block_size <= resolution:
+            raise UserError(f"method.mask.block_size={mask.block_size} is larger than the {resolution}px image: "
+                            f"use 1..{resolution} or null")
+        if not cfg.loss.adversarial:
+            return
+        if cfg.trainer.accumulate_grad_batches != 1 or cfg.trainer.gradient_clip_val:
+            raise UserError("the adversarial context encoder optimises manually (two optimizers): leave "
+                            "trainer.accumulate_grad_batches=1 and trainer.gradient_clip_val=null, or set "
+                            "loss.adversarial=false")
         strategy = cfg.strategy.strategy
-        if (cfg.loss.adversarial and world_size > 1 and isinstance(strategy, str)
-                and "find_unused_parameters_true" not in strategy):
+        if world_size > 1 and isinstance(strategy, str) and "find_unused_parameters_true" not in strategy:
             spawn = "_spawn" if "spawn" in strategy else ""
             raise UserError(
                 f"the adversarial context encoder steps the encoder/decoder and the critic in turn, so each "

@@ -19,20 +19,26 @@ class Jigsaw(PretextMethod):
     def __init__(self, cfg):
         super().__init__(cfg)
         method = cfg.method
-        try:
-            permutations = load_permutations(method.num_permutations)
-        except FileNotFoundError as err:
-            raise UserError(f"method.num_permutations={method.num_permutations}: {err}") from None
-        cell = (cfg.data.resolution or 0) // 3
-        if method.tile_size is not None and cfg.data.resolution and not 1 <= method.tile_size <= cell:
-            raise UserError(f"method.tile_size={method.tile_size} must fit the {cell}px grid cell of a "
-                            f"{cfg.data.resolution}px crop: set method.tile_size<={cell} or null")
+        permutations = load_permutations(method.num_permutations)
         self.register_buffer("permutations", permutations, persistent=False)  # (N, 9), read from the repo
         self.tile_projection = nn.Sequential(nn.Linear(self.feature_dim, method.tile_dim, bias=False),
                                              nn.BatchNorm1d(method.tile_dim), nn.ReLU(inplace=True))
         head = method.head
         self.head = MLPHead(TILES * method.tile_dim, head.hidden_dim, len(permutations), head.num_layers,
                             head.batch_norm)
+
+    @classmethod
+    def check_config(cls, cfg, world_size: int) -> None:
+        super().check_config(cfg, world_size)
+        method, resolution = cfg.method, cfg.data.resolution
+        try:
+            load_permutations(method.num_permutations)
+        except FileNotFoundError as err:
+            raise UserError(f"method.num_permutations={method.num_permutations}: {err}") from None
+        cell = resolution // 3
+        if method.tile_size is not None and not 1 <= method.tile_size <= cell:
+            raise UserError(f"method.tile_size={method.tile_size} must fit the {cell}px grid cell of a "
+                            f"{resolution}px crop: set method.tile_size<={cell} or null")
 
     def training_loss(self, views: list[torch.Tensor]) -> StepOutput:
         x = views[0]

@@ -5,53 +5,39 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from selfsup import distributed
 from selfsup.errors import UserError
 from selfsup.methods.base import StepOutput
-from selfsup.methods.momentum import make_target
 from selfsup.methods.momentum_method import MomentumMethod
 from selfsup.methods.queue import FeatureQueue, check_queue_divisible
 from selfsup.models.heads import MLPHead
 
 
 class MoCoV2(MomentumMethod):
+    num_views = 2
+    target_name = "key_encoder"
+
     def __init__(self, cfg):
         super().__init__(cfg)
         method = cfg.method
-        if len(cfg.augmentation.views) != 2:
-            raise UserError(f"MoCo uses 2 views, augmentation.views has {len(cfg.augmentation.views)}")
         self.projector = MLPHead(self.feature_dim, **method.projector)
-        self.key_encoder = make_target(self._query_encoder())
+        self.make_momentum_target()  # self.key_encoder: EMA of backbone + projector
         self.queue = FeatureQueue(method.queue_size, method.projector.output_dim)  # buffers: checkpointed
         self.symmetric = method.symmetric
-        # Fail before the (possibly long) kNN-at-init when the device count is known from the
-        # config; on_fit_start checks again with the world size the trainer actually has.
-        devices = cfg.trainer.get("devices") if cfg.get("trainer") is not None else None
-        if isinstance(devices, int) and devices > 0:
-            self._check_queue(devices * cfg.trainer.get("num_nodes", 1))
 
-    def _query_encoder(self) -> nn.Module:
-        # Built on the fly, not stored: an attribute would register backbone twice in state_dict.
-        return nn.Sequential(self.backbone, self.projector)
-
-    def momentum_pairs(self):
-        return [(self._query_encoder(), self.key_encoder)]
-
-    def _check_queue(self, world_size: int) -> None:
-        keys_per_step = self.cfg.data.batch_size * world_size * (2 if self.symmetric else 1)
+    @classmethod
+    def check_config(cls, cfg, world_size: int) -> None:
+        super().check_config(cfg, world_size)
+        queue, batch, symmetric = cfg.method.queue_size, cfg.data.batch_size, cfg.method.symmetric
+        if queue <= 0:
+            raise UserError(f"method.queue_size must be > 0, got {queue}")
         try:
-            check_queue_divisible(self.cfg.method.queue_size, keys_per_step)
+            check_queue_divisible(queue, batch * world_size * (2 if symmetric else 1))
         except ValueError as err:
-            views = " x 2 key views (method.symmetric)" if self.symmetric else ""
-            raise UserError(
-                f"{err} (method.queue_size={self.cfg.method.queue_size}, "
-                f"data.batch_size={self.cfg.data.batch_size} x {world_size} devices{views})"
-            ) from None
-
-    def on_fit_start(self) -> None:
-        self._check_queue(self.trainer.world_size)
+            views = " x 2 key views (method.symmetric)" if symmetric else ""
+            raise UserError(f"{err} (method.queue_size={queue}, data.batch_size={batch} x {world_size} "
+                            f"devices{views})") from None
 
     @torch.no_grad()
     def _encode_keys(self, images: torch.Tensor) -> torch.Tensor:

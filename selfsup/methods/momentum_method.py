@@ -1,5 +1,6 @@
-"""What MoCo and BYOL share on top of `SSLMethod`: EMA target networks pulled towards the online
-network once after every optimiser step, with a constant or cosine (base -> 1) momentum."""
+"""What the momentum methods (MoCo, BYOL, ...) share on top of `SSLMethod`: an EMA target copy of the
+online encoder, pulled towards it once after every optimiser step, with a constant or cosine
+(base -> 1) momentum."""
 from __future__ import annotations
 
 import math
@@ -9,23 +10,38 @@ from torch import nn
 
 from selfsup.errors import UserError
 from selfsup.methods.base import SSLMethod
-from selfsup.methods.momentum import cosine_momentum, update
+from selfsup.methods.momentum import cosine_momentum, make_target, update
 
 
 class MomentumMethod(SSLMethod):
     """Reads `method.momentum` (the base momentum) and `method.momentum_cosine` (schedule it from
     base to 1 over `trainer.estimated_stepping_batches`, BYOL; else constant, MoCo). A subclass
-    builds its targets with `momentum.make_target` and lists them in `momentum_pairs`."""
+    builds its online heads, then calls `make_momentum_target()`: the frozen copy of
+    `online_encoder()` (backbone and projector unless overridden) under the name `target_name`."""
+
+    target_name = "target_encoder"  # the target's attribute, hence its state_dict prefix
 
     def __init__(self, cfg):
         super().__init__(cfg)
+        self._ema_step = 0  # trainer.global_step at the last EMA update
+
+    @classmethod
+    def check_config(cls, cfg, world_size: int) -> None:
+        super().check_config(cfg, world_size)
         if not 0.0 <= cfg.method.momentum <= 1.0:
             raise UserError(f"method.momentum must be in [0, 1], got {cfg.method.momentum}")
-        self._ema_step = 0  # trainer.global_step at the last EMA update
+
+    def online_encoder(self) -> nn.Module:
+        """What the target copies and follows. Built on the fly, not stored: an attribute would
+        register the backbone twice in state_dict."""
+        return nn.Sequential(self.backbone, self.projector)
+
+    def make_momentum_target(self) -> None:
+        self.add_module(self.target_name, make_target(self.online_encoder()))
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(online, target) pairs, in matching structure, to update after each optimiser step."""
-        raise NotImplementedError
+        return [(self.online_encoder(), getattr(self, self.target_name))]
 
     def momentum_at(self, step: int) -> float:
         """The momentum of the EMA update that follows optimiser step `step` (0-based)."""

@@ -1,23 +1,14 @@
-"""What the pretext-task methods (RotNet, Jigsaw, context encoder, colorization) share beyond the base:
+"""What the pretext-task methods (RotNet, Jigsaw, context encoder, colorization, MAE) share beyond the base:
 they take ONE augmented view and build their inputs and labels from it on the device."""
 from __future__ import annotations
 
 import torch
 
-from selfsup.errors import UserError
 from selfsup.methods.base import SSLMethod
 
 
 class PretextMethod(SSLMethod):
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        views = len(cfg.augmentation.views)
-        if views != 1:
-            raise UserError(
-                f"method={cfg.method.name} builds its pretext inputs from one view, but "
-                f"augmentation={cfg.augmentation.name} makes {views}: use a single-view augmentation "
-                f"(augmentation=rotation|jigsaw|inpainting)"
-            )
+    num_views = 1
 
     def full_image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features of the unaltered images for the online probe: a forward without autograd

@@ -8,6 +8,8 @@ from selfsup.models.heads import MLPHead
 
 
 class SimCLR(SSLMethod):
+    num_views = 2
+
     def __init__(self, cfg):
         super().__init__(cfg)
         self.projector = MLPHead(self.feature_dim, **cfg.method.projector)

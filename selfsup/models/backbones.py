@@ -1,6 +1,16 @@
-"""Backbones built from config: torchvision ResNets (optionally with a CIFAR stem) or any timm
-model by name (`timm/<model>`). Every backbone maps images to a flat feature vector and exposes
-its width as `output_dim`."""
+"""Backbones built from config: torchvision ResNets (optionally with a CIFAR stem), Vision
+Transformers (ViT-Tiny/Small/Base) and any timm model by name (`timm/<model>`). Every backbone maps
+images to a flat feature vector and exposes its width as `output_dim`.
+
+ViTs are timm's `VisionTransformer` (timm is pinned in requirements.txt), not torchvision's, because:
+- MAE, MoCo v3 and DINO were written on timm's ViT (`patch_embed`, `pos_embed`, `cls_token`, `blocks`,
+  `norm`), so their encoders can be followed line by line: MAE runs the blocks on the visible tokens
+  only, MoCo v3 freezes `patch_embed`; torchvision's ViT hides the token sequence inside one forward;
+- timm's ViT takes any patch size, pooling (CLS or mean) and image size, and lists its no-decay
+  parameters (`no_weight_decay()`), which `selfsup.optim.parameter_groups` honours;
+- it runs attention through PyTorch's fused scaled-dot-product kernel under bf16.
+Weights are always randomly initialised (no network at run time, and pretraining is the point).
+"""
 from __future__ import annotations
 
 import torch
@@ -14,11 +24,26 @@ RESNETS = {
     "resnet34": torchvision.models.resnet34,
     "resnet50": torchvision.models.resnet50,
 }
+# (width, depth, heads): DeiT's Tiny/Small and ViT's Base (Touvron et al. 2021, Table 1; Dosovitskiy et al. 2021)
+VITS = {
+    "vit_tiny": (192, 12, 3),
+    "vit_small": (384, 12, 6),
+    "vit_base": (768, 12, 12),
+}
+POOLS = {"token": "token", "mean": "avg"}  # backbone.pool -> timm's global_pool
+POS_EMBEDS = ("learn", "sincos")
 
 
 def build_backbone(
-    name: str, cifar_stem: bool = False, zero_init_residual: bool = False, channels_last: bool = True
+    name: str, cifar_stem: bool = False, zero_init_residual: bool = False, channels_last: bool = True,
+    image_size: int | None = None, patch_size: int | None = None, pool: str = "token",
+    pos_embed: str = "learn", drop_path_rate: float = 0.0,
 ) -> nn.Module:
+    if name in VITS:
+        if cifar_stem or channels_last:
+            raise UserError(f"backbone={name} is a ViT: backbone.cifar_stem and backbone.channels_last apply to "
+                            "ResNets only, set them to false (the patch size is backbone.patch_size)")
+        return build_vit(name, image_size, patch_size, pool, pos_embed, drop_path_rate)
     if name.startswith("timm/"):
         backbone = _timm_backbone(name.removeprefix("timm/"))
     elif name in RESNETS:
@@ -31,7 +56,7 @@ def build_backbone(
             backbone.maxpool = nn.Identity()
     else:
         raise UserError(
-            f"unknown backbone '{name}': choose one of {', '.join(RESNETS)} or 'timm/<model name>'"
+            f"unknown backbone '{name}': choose one of {', '.join([*RESNETS, *VITS])} or 'timm/<model name>'"
         )
     if channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
@@ -48,3 +73,50 @@ def _timm_backbone(model_name: str) -> nn.Module:
     backbone = timm.create_model(model_name, pretrained=False, num_classes=0)
     backbone.output_dim = backbone.num_features
     return backbone
+
+
+def vit_patch_size(resolution: int) -> int:
+    """The patch side when `backbone.patch_size` is null: 16 at ImageNet sizes (14 x 14 tokens at
+    224 px, as in ViT, MAE, MoCo v3, DINO), 8 at STL-10 sizes (12 x 12 at 96 px), 4 at CIFAR sizes
+    (8 x 8 at 32 px, the CIFAR ViTs of solo-learn and MAE reimplementations)."""
+    if resolution >= 160:
+        return 16
+    return 8 if resolution >= 80 else 4
+
+
+def build_vit(name: str, image_size: int | None, patch_size: int | None, pool: str = "token",
+              pos_embed: str = "learn", drop_path_rate: float = 0.0) -> nn.Module:
+    """A randomly initialised timm ViT without classifier; its forward returns the final-norm CLS
+    token (pool=token) or the mean of the patch tokens (pool=mean), `output_dim` wide.
+
+    pos_embed=sincos: the fixed 2-D sine-cosine table of MAE and MoCo v3 (not trained; zeros at the
+    CLS position) instead of a learned one. Other input sizes than `image_size` (a transfer
+    evaluation) interpolate the position table (timm's dynamic_img_size)."""
+    from timm.layers import build_sincos2d_pos_embed
+    from timm.models.vision_transformer import VisionTransformer
+
+    if image_size is None:
+        raise UserError(f"backbone={name} needs the image size: set data.resolution")
+    patch_size = patch_size or vit_patch_size(image_size)
+    if image_size % patch_size:
+        raise UserError(f"backbone.patch_size={patch_size} does not divide data.resolution={image_size}: "
+                        f"use a divisor of {image_size} (null picks {vit_patch_size(image_size)})")
+    if pool not in POOLS:
+        raise UserError(f"backbone.pool={pool} is not a pooling: use {' | '.join(POOLS)}")
+    if pos_embed not in POS_EMBEDS:
+        raise UserError(f"backbone.pos_embed={pos_embed} is not a position embedding: use {' | '.join(POS_EMBEDS)}")
+    width, depth, heads = VITS[name]
+    # fc_norm=False keeps the final LayerNorm before pooling whatever the pooling: both poolings then
+    # have the same parameters, so one checkpoint serves CLS (linear probe) and mean (fine-tuning).
+    vit = VisionTransformer(img_size=image_size, patch_size=patch_size, num_classes=0, embed_dim=width,
+                            depth=depth, num_heads=heads, global_pool=POOLS[pool], fc_norm=False,
+                            dynamic_img_size=True, drop_path_rate=drop_path_rate)
+    if pos_embed == "sincos":
+        grid = vit.patch_embed.grid_size
+        table = build_sincos2d_pos_embed(list(grid), width)
+        with torch.no_grad():
+            vit.pos_embed.copy_(torch.cat([torch.zeros(1, width), table])[None])
+        vit.pos_embed.requires_grad_(False)
+    vit.output_dim = width
+    vit.patch_size = patch_size
+    return vit

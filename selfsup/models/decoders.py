@@ -1,7 +1,7 @@
 """Image decoders and the adversarial critic for the generative pretext tasks.
 
 One `UpConvDecoder` serves the context encoder (RGB output) and colorization (ab or RGB output);
-only `out_channels` differs.
+only `out_channels` differs. `MAEDecoder` is MAE's small transformer that predicts masked patches.
 """
 from __future__ import annotations
 
@@ -89,3 +89,48 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images).mean(dim=(1, 2, 3))
+
+
+class MAEDecoder(nn.Module):
+    """MAE's lightweight decoder (He et al. 2022, Sec. 3): the encoder's tokens (CLS, then the visible
+    patches) are projected to `width`, one shared learned mask token stands in for every hidden patch,
+    a fixed 2-D sine-cosine position table (its own, at the decoder's width) says where each token is,
+    and `depth` transformer blocks predict every patch's pixels. Only used in pretraining: the encoder
+    has to carry the representation, which is what gets evaluated."""
+
+    def __init__(self, in_dim: int, grid_size: tuple[int, int], patch_pixels: int, width: int = 512,
+                 depth: int = 8, heads: int = 16):
+        super().__init__()
+        from timm.layers import build_sincos2d_pos_embed
+        from timm.models.vision_transformer import Block
+
+        if width % heads:
+            raise ValueError(f"decoder width {width} is not a multiple of its {heads} heads")
+        self.embed = nn.Linear(in_dim, width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+        table = build_sincos2d_pos_embed(list(grid_size), width)
+        self.register_buffer("pos_embed", torch.cat([torch.zeros(1, width), table])[None], persistent=False)
+        self.blocks = nn.Sequential(*(Block(width, heads, mlp_ratio=4.0, qkv_bias=True) for _ in range(depth)))
+        self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.pred = nn.Linear(width, patch_pixels)
+        # MAE's initialisation: Xavier-uniform linear layers, zero biases, a small random mask token.
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"mask_token"}
+
+    def forward(self, tokens: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
+        """tokens: (B, 1 + K, in_dim), CLS then the K visible patches in the order they were kept;
+        restore: (B, L), for each image position the index of its token in [visible..., masked...].
+        Returns (B, L, patch_pixels), in image order."""
+        x = self.embed(tokens)
+        batch, num_patches = restore.shape
+        hidden = self.mask_token.to(x.dtype).expand(batch, num_patches + 1 - x.shape[1], -1)
+        patches = torch.cat([x[:, 1:], hidden], dim=1)
+        patches = patches.gather(1, restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        x = torch.cat([x[:, :1], patches], dim=1) + self.pos_embed
+        return self.pred(self.norm(self.blocks(x)))[:, 1:]

@@ -1,0 +1,214 @@
+"""The peer side of the peer table (benchmarks/peer_table.py): SimCLR, MoCo v2, BYOL and Barlow Twins as
+a plain PyTorch loop from lightly's components (requirements-peers.txt), with the recipe of lightly's
+own CIFAR-10 benchmark (docs/source/getting_started/benchmarks/cifar10_benchmark.py in lightly's
+repository: ResNet-18, batch 128, kNN k=200 T=0.1):
+
+- all four: SGD lr 0.06 x batch/128, momentum 0.9, weight decay 5e-4 on every trainable parameter,
+  CosineAnnealingLR over the epochs stepped once per epoch; each view through the backbone alone.
+- SimCLR: SimCLRTransform(cj_strength=0.5, gaussian_blur=0), SimCLRProjectionHead(512, 512, 128),
+  NTXentLoss() (temperature 0.5).
+- MoCo v2: the same transform, MoCoProjectionHead(512, 512, 128), update_momentum 0.99 on backbone
+  and head before each step, NTXentLoss(temperature=0.1, memory_bank_size=(4096, 128)), symmetric
+  loss 0.5 (L(x0, x1) + L(x1, x0)).
+- BYOL: BYOLTransform of BYOLView1/2Transform(gaussian_blur=0), BYOLProjectionHead(512, 1024, 256),
+  BYOLPredictionHead(256, 1024, 256), update_momentum 0.99 (fixed), NegativeCosineSimilarity,
+  0.5 (L(p0, z1) + L(p1, z0)).
+- Barlow Twins: the BYOL transform, the benchmark's 2-layer ProjectionHead 512-2048(BN, ReLU)-2048,
+  BarlowTwinsLoss() (lambda 5e-3).
+
+Adapted, the same for both sides of the table:
+- backbone: the project's `build_backbone` from the recipe (torchvision ResNet-18, fc = Identity, the
+  recipe's stem) instead of lightly's ResNetGenerator (CIFAR stem), built first after seeding with the
+  run's seed, so both sides start from the same weights. MoCo: no batch_shuffle, which the benchmark
+  pairs with its 8-way SplitBatchNorm; with one ordinary BatchNorm batch shuffling changes nothing.
+- resolution, batch, precision (bf16 autocast where the project's trainer uses it), channels_last
+  inputs, data (torchvision ImageFolder of <data_root>/train), loader workers (persistent, as the
+  project's), and the number of epochs the cosine schedule spans: the recipe's
+  (conf/experiment/<method>_cpu_short.yaml); training stops at the wall-clock budget or after
+  those epochs, whichever comes first.
+- evaluation: the project's `Evaluator` and `TrainingClock` (peer_table.py), not lightly's
+  BenchmarkModule kNN callback.
+
+    python benchmarks/lightly_peers.py method=byol seed=0 budget_s=300 eval_every_s=60 out=clock.json
+"""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torchvision
+from lightly.loss import BarlowTwinsLoss, NegativeCosineSimilarity, NTXentLoss
+from lightly.models.modules import heads
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, SimCLRTransform
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.peer_table import DEFAULTS, Evaluator, TrainingClock  # noqa: E402
+from selfsup.data.datamodule import SSLDataModule  # noqa: E402
+from selfsup.models.backbones import build_backbone  # noqa: E402
+
+BASE_LR, BASE_BATCH, MOMENTUM, WEIGHT_DECAY = 0.06, 128, 0.9, 5e-4  # the benchmark's SGD
+
+
+def simclr_transform(resolution: int):
+    return SimCLRTransform(input_size=resolution, cj_strength=0.5, gaussian_blur=0.0)
+
+
+def byol_transform(resolution: int):
+    return BYOLTransform(view_1_transform=BYOLView1Transform(input_size=resolution, gaussian_blur=0.0),
+                         view_2_transform=BYOLView2Transform(input_size=resolution, gaussian_blur=0.0))
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    target = copy.deepcopy(module)
+    deactivate_requires_grad(target)
+    return target
+
+
+class SimCLR(nn.Module):
+    def __init__(self, backbone: nn.Module, resolution: int):
+        super().__init__()
+        self.transform = simclr_transform(resolution)
+        self.backbone = backbone
+        self.projection_head = heads.SimCLRProjectionHead(backbone.output_dim, 512, 128)
+        self.criterion = NTXentLoss()
+
+    def training_loss(self, x0, x1):
+        return self.criterion(self.projection_head(self.backbone(x0)), self.projection_head(self.backbone(x1)))
+
+
+class MoCoV2(nn.Module):
+    def __init__(self, backbone: nn.Module, resolution: int):
+        super().__init__()
+        self.transform = simclr_transform(resolution)
+        self.backbone = backbone
+        self.projection_head = heads.MoCoProjectionHead(backbone.output_dim, 512, 128)
+        self.backbone_momentum, self.projection_head_momentum = frozen_copy(backbone), frozen_copy(self.projection_head)
+        self.criterion = NTXentLoss(temperature=0.1, memory_bank_size=(4096, 128))
+
+    def training_loss(self, x0, x1):
+        update_momentum(self.backbone, self.backbone_momentum, 0.99)
+        update_momentum(self.projection_head, self.projection_head_momentum, 0.99)
+
+        def loss(query, key):
+            return self.criterion(self.projection_head(self.backbone(query)),
+                                  self.projection_head_momentum(self.backbone_momentum(key)))
+
+        return 0.5 * (loss(x0, x1) + loss(x1, x0))
+
+
+class BYOL(nn.Module):
+    def __init__(self, backbone: nn.Module, resolution: int):
+        super().__init__()
+        self.transform = byol_transform(resolution)
+        self.backbone = backbone
+        self.projection_head = heads.BYOLProjectionHead(backbone.output_dim, 1024, 256)
+        self.prediction_head = heads.BYOLPredictionHead(256, 1024, 256)
+        self.backbone_momentum, self.projection_head_momentum = frozen_copy(backbone), frozen_copy(self.projection_head)
+        self.criterion = NegativeCosineSimilarity()
+
+    def training_loss(self, x0, x1):
+        update_momentum(self.backbone, self.backbone_momentum, 0.99)
+        update_momentum(self.projection_head, self.projection_head_momentum, 0.99)
+        p0, p1 = (self.prediction_head(self.projection_head(self.backbone(x))) for x in (x0, x1))
+        z0, z1 = (self.projection_head_momentum(self.backbone_momentum(x)).detach() for x in (x0, x1))
+        return 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
+
+
+class BarlowTwins(nn.Module):
+    def __init__(self, backbone: nn.Module, resolution: int):
+        super().__init__()
+        self.transform = byol_transform(resolution)
+        self.backbone = backbone
+        self.projection_head = heads.ProjectionHead([(backbone.output_dim, 2048, nn.BatchNorm1d(2048), nn.ReLU(inplace=True)),
+                                                     (2048, 2048, None, None)])
+        self.criterion = BarlowTwinsLoss()
+
+    def training_loss(self, x0, x1):
+        return self.criterion(self.projection_head(self.backbone(x0)), self.projection_head(self.backbone(x1)))
+
+
+PEERS = {"simclr": SimCLR, "mocov2": MoCoV2, "byol": BYOL, "barlow_twins": BarlowTwins}
+
+
+def compose_recipe(method: str, data_root: str, seed: int):
+    """The project's config for `train.py experiment=<method>_cpu_short data.root=... seed=...`."""
+    from hydra import compose, initialize_config_dir
+
+    from selfsup.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="train",
+                       overrides=[f"experiment={method}_cpu_short", f"data.root={data_root}", f"seed={seed}"])
+
+
+def train(method: str, seed: int, budget_s: float, eval_every_s: float, data_root: str) -> dict:
+    cfg = compose_recipe(method, data_root, seed)
+    pl.seed_everything(seed, workers=True, verbose=False)  # as train.py: then the data, then the backbone
+    datamodule = SSLDataModule(cfg.data, None)
+    datamodule.complete_config()
+    backbone = build_backbone(**cfg.backbone)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = PEERS[method](backbone, cfg.data.resolution).to(device)
+    dataset = torchvision.datasets.ImageFolder(str(Path(data_root) / "train"), transform=model.transform)
+    workers = datamodule.num_workers
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=workers, persistent_workers=workers > 0)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
+                                lr=BASE_LR * cfg.data.batch_size / BASE_BATCH, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    epochs = cfg.trainer.max_epochs
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
+    bf16 = "bf16" in str(cfg.trainer.precision)
+    memory_format = torch.channels_last if cfg.backbone.channels_last else torch.contiguous_format
+    evaluator = Evaluator(datamodule, cfg.eval.knn, bf16)
+    clock = TrainingClock(evaluator, budget_s, eval_every_s)
+
+    model.train()
+    clock.start(backbone)
+    step, spent = 0, False
+    for _ in range(epochs):
+        for (x0, x1), _ in loader:
+            x0, x1 = (x.to(device, non_blocking=True).contiguous(memory_format=memory_format) for x in (x0, x1))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = model.training_loss(x0, x1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if spent := clock.step_done(step, backbone):
+                break
+        if spent:
+            break
+        scheduler.step()
+    clock.finish(step, backbone)
+    return {**clock.summary(), "linear_top1": evaluator.linear_top1()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = {"method": None, "seed": "0", "budget_s": DEFAULTS["budget_s"], "eval_every_s": DEFAULTS["eval_every_s"],
+               "data_root": DEFAULTS["data_root"], "out": None}
+    for arg in sys.argv[1:] if argv is None else argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in options:
+            raise SystemExit(f"unknown option {arg!r}: use key=value with key one of {', '.join(options)}")
+        options[key] = value
+    if options["method"] not in PEERS or not options["out"]:
+        raise SystemExit(f"method= one of {', '.join(PEERS)} and out=<json path> are required")
+    summary = train(options["method"], int(options["seed"]), float(options["budget_s"]),
+                    float(options["eval_every_s"]), options["data_root"])
+    Path(options["out"]).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"kNN top-1 {summary['knn_top1_at_init']:.4f} -> {summary['knn_top1']:.4f} in {summary['steps']} steps, "
+          f"{summary['train_seconds']:.0f} s; summary: {options['out']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""MAE, masked autoencoders (He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners").
+
+Hide a random 75% of each image's patches, run the ViT encoder on the visible quarter only (the
+saving that makes long schedules affordable), and let a small decoder with mask tokens predict the
+pixels of the hidden patches; the loss scores the hidden patches only. The context encoder's idea,
+inpainting from context, made to scale: many small random holes instead of one central one, the
+encoder never sees a placeholder, and no adversary. MAE features are meant to be fine-tuned
+(`primary_eval: finetune`, eval=finetune with eval.finetune.layer_decay); linear probing comes second.
+"""
+from __future__ import annotations
+
+import torch
+
+from selfsup.errors import UserError
+from selfsup.methods.base import StepOutput
+from selfsup.methods.pretext_base import PretextMethod
+from selfsup.models.decoders import MAEDecoder
+from selfsup.visualize import ImageGridMixin, denormalize
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, L, patch_size * patch_size * C), patches in row-major order (the ViT's token order)."""
+    batch, channels, height, width = images.shape
+    p = patch_size
+    x = images.reshape(batch, channels, height // p, p, width // p, p)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(batch, (height // p) * (width // p), p * p * channels)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, grid: tuple[int, int], channels: int = 3) -> torch.Tensor:
+    """The inverse of `patchify` for a `grid` = (rows, columns) of patches."""
+    (rows, cols), p = grid, patch_size
+    x = patches.reshape(len(patches), rows, cols, p, p, channels).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(len(patches), channels, rows * p, cols * p)
+
+
+def random_masking(batch: int, num_patches: int, ratio: float, device) -> tuple[torch.Tensor, ...]:
+    """Per image, an independent uniformly random set of exactly int(L * (1 - ratio)) visible patches.
+
+    Returns (keep (B, K): the visible patches' positions, restore (B, L): for each position the index
+    of its token in [visible..., hidden...], mask (B, L): 1 hidden, 0 visible), MAE's argsort-of-noise way."""
+    visible = int(num_patches * (1 - ratio))
+    shuffle = torch.rand(batch, num_patches, device=device).argsort(dim=1)
+    restore = shuffle.argsort(dim=1)
+    mask = torch.ones(batch, num_patches, device=device)
+    mask[:, :visible] = 0
+    return shuffle[:, :visible], restore, mask.gather(1, restore)
+
+
+class MAE(ImageGridMixin, PretextMethod):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        method = cfg.method
+        if not hasattr(self.backbone, "blocks") or not hasattr(self.backbone, "patch_size"):
+            raise UserError(f"method=mae encodes the visible patches with a ViT, not backbone={cfg.backbone.name}: "
+                            "use backbone=vit_tiny|vit_small|vit_base")
+        self.patch_size = self.backbone.patch_size
+        self.grid = tuple(self.backbone.patch_embed.grid_size)
+        num_patches = self.grid[0] * self.grid[1]
+        if not 0.0 < method.mask_ratio < 1.0 or int(num_patches * (1 - method.mask_ratio)) < 1:
+            raise UserError(f"method.mask_ratio={method.mask_ratio} must leave at least one of the {num_patches} "
+                            "patches visible and hide at least one: use a value in (0, 1), the paper's 0.75")
+        self.decoder = MAEDecoder(self.feature_dim, self.grid, self.patch_size ** 2 * 3, **method.decoder)
+
+    def encode_visible(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """The ViT on the `keep` patches only: (B, 1 + K, D), the final-norm CLS token then the visible
+        tokens. Positions are added before dropping the hidden patches, so each token knows its place."""
+        vit = self.backbone
+        x = vit.patch_embed(images).flatten(1, -2) + vit.pos_embed[:, 1:]  # (B, L, D): NHWC grid or sequence
+        x = x.gather(1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(len(x), -1, -1)
+        return vit.norm(vit.blocks(torch.cat([cls, x], dim=1)))
+
+    def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(predicted patches (B, L, p * p * 3), mask (B, L)) for a fresh random mask per image."""
+        keep, restore, mask = random_masking(len(images), self.grid[0] * self.grid[1],
+                                             self.cfg.method.mask_ratio, images.device)
+        return self.decoder(self.encode_visible(images, keep), restore), mask
+
+    def training_loss(self, views: list[torch.Tensor]) -> StepOutput:
+        x = views[0]
+        pred, mask = self.reconstruct(x)
+        loss = self.loss_fn(pred, patchify(x, self.patch_size), mask)
+        return StepOutput(loss=loss, features=self.full_image_features(x))
+
+    def image_rows(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        pred, mask = self.reconstruct(images)
+        patches = patchify(images, self.patch_size)
+        hidden = mask.unsqueeze(-1).to(patches.dtype)
+        # Hidden patches shown as the dataset mean: 0 in the normalised space the images are in here.
+        masked = unpatchify(patches * (1 - hidden), self.patch_size, self.grid)
+        pred = self.loss_fn.to_pixels(pred, patches).to(patches.dtype)
+        filled = unpatchify(patches * (1 - hidden) + pred * hidden, self.patch_size, self.grid)
+        mean, std = self.cfg.data.mean, self.cfg.data.std
+        return {"input": denormalize(images, mean, std), "masked": denormalize(masked, mean, std),
+                "reconstruction": denormalize(filled, mean, std)}

@@ -1,0 +1,188 @@
+"""What train.py and eval.py run: pretraining, then the downstream evaluation, then results.json."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities import rank_zero_only
+
+from selfsup import distributed
+from selfsup.checks import requested_devices
+from selfsup.data.datamodule import SSLDataModule
+from selfsup.data.datasets import SKIPPED_IMAGES_FILE, read_skipped_images
+from selfsup.errors import UserError
+from selfsup.eval.features import extract_features
+from selfsup.eval.finetune import finetune
+from selfsup.eval.knn import knn_top1
+from selfsup.eval.linear import linear_probe
+from selfsup.models.backbones import build_backbone
+from selfsup.pictures import save_final_pictures
+from selfsup.run.checkpoint import ResumeCheckpoint, read_checkpoint
+from selfsup.run.history import CsvHistory
+from selfsup.run.launch import (build_trainer, check_launch, check_run, check_strategy, planned_world_size,
+                                training_device)
+from selfsup.run.progress import PREFIX as PROGRESS, run_progress
+from selfsup.run.results import write_results
+from selfsup.run.resume import resume_point
+from selfsup.sweep import is_multirun
+from selfsup.tracking import gpu_peak_memory_gb, log_eval_run, log_final_results
+
+# Lightning advertises a cloud logger on every run; it is noise in a terminal that matters.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
+
+
+def pretrain(cfg: DictConfig) -> dict:
+    """Train `cfg` (already through `checks.check_train_config`, as train.py does before torch loads),
+    evaluate the backbone, write results.json; returns the results ({} on ranks other than 0).
+
+    Everything that can be checked is checked once, before anything is built that takes time: the
+    devices and strategy, the checkpoint to continue from, then, with the data known, the batch
+    against the data and the method's own rules at the world size the Trainer will have."""
+    method = get_class(cfg.method._target_)
+    check_strategy(cfg, method)
+    resume = resume_point(cfg)  # may point paths.output_dir at the run it continues
+    if cfg.seed is not None:
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)  # (the seed is in the config and results.json)
+    world = planned_world_size(cfg.trainer)
+    datamodule = SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=requested_devices(cfg.trainer.devices) or 1)
+    skipped_list = Path(cfg.paths.output_dir) / SKIPPED_IMAGES_FILE
+    for dataset in {id(d): d for d in (datamodule.pretrain, datamodule.labelled, datamodule.val)}.values():
+        if hasattr(dataset, "log_skipped_to"):  # data.skip_corrupt: one list for all loader workers and ranks
+            dataset.log_skipped_to(skipped_list)
+    datamodule.complete_config()  # data.resolution / num_classes from the data: other groups interpolate them
+    check_run(cfg, world, datamodule, method)
+    OmegaConf.resolve(cfg)  # ranks spawned by ddp_spawn have no Hydra context to resolve ${hydra:...} in
+    model = method(cfg)
+    if cfg.strategy.split_bn_groups > 1:  # strategy=single_shufflebn: per-device BN of that many devices
+        distributed.convert_split_batchnorm(model, cfg.strategy.split_bn_groups)
+    trainer = build_trainer(cfg)
+    check_launch(cfg, trainer, world, multirun=is_multirun())
+    csv_history = CsvHistory(trainer.loggers, resume.global_step if resume else None)
+
+    device, bf16 = training_device(cfg.trainer), "bf16" in str(cfg.trainer.precision)
+    at_init = {}
+    if cfg.eval.knn_at_init and cfg.eval.knn is not None and rank_zero_only.rank == 0:
+        at_init = evaluate_backbone(model.backbone, datamodule, cfg.eval, device, bf16, linear=False)
+        print(f"kNN top-1 at init: {at_init['knn_top1']:.4f}", flush=True)
+
+    start = time.perf_counter()
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume.checkpoint if resume else None)
+    finally:
+        csv_history.merge()
+    train_seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return {}
+
+    features = model.final_eval_features or embed_evaluation_splits(model.backbone, datamodule, device, bf16)
+    scores = evaluate_backbone(model.backbone, datamodule, cfg.eval, device, bf16, features=features)
+    progress = run_progress(trainer)  # rank 0's, also when it trained in a spawned process
+    last = next((c.path for c in trainer.callbacks if isinstance(c, ResumeCheckpoint)), None)
+    skipped = read_skipped_images(skipped_list)
+    results = {
+        "method": cfg.method.name,
+        "primary_eval": cfg.method.primary_eval,  # the evaluation the method's paper leads with (MAE: finetune)
+        "data": cfg.data.name,
+        "backbone": cfg.backbone.name,
+        "epochs": progress["epochs"],
+        "steps": progress["steps"],
+        "seed": cfg.seed,
+        "batch_size": cfg.data.batch_size,
+        "global_batch_size": cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
+        "precision": str(cfg.trainer.precision),
+        "knn_top1_at_init": at_init.get("knn_top1"),
+        **scores,
+        "train_seconds": round(train_seconds, 2),
+        "train_images_per_sec": round(progress["images_per_sec"], 2),
+        "gpu_mem_peak_gb": gpu_peak_memory_gb(),
+        "checkpoint": str(last) if last is not None and last.is_file() else None,
+        "run_dir": cfg.paths.output_dir,
+        "metrics": {k: v.item() for k, v in trainer.callback_metrics.items()  # the last logged
+                    if v.numel() == 1 and not k.startswith(PROGRESS)},
+        "skipped_images": len(skipped),  # data.skip_corrupt=true: unreadable images skipped (all workers, ranks)
+        "skipped_image_paths": skipped[:100],
+        "nonfinite_skipped_batches": progress["nonfinite_skipped_batches"],  # on_nonfinite=skip
+        "resumed_from": dataclasses.asdict(resume) if resume else None,
+    }
+    if cfg.images:
+        save_final_pictures(cfg.paths.output_dir, datamodule, features, trainer.loggers, results)
+    write_results(results, cfg.paths.output_dir)
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f", ... ({len(skipped) - 5} more)" if len(skipped) > 5 else "")
+        print(f"skipped {len(skipped)} unreadable images: {shown} (data.skip_corrupt=true; all listed in "
+              f"{skipped_list})", flush=True)
+    log_final_results(trainer.loggers, results, step=progress["steps"])
+    return results
+
+
+def embed_evaluation_splits(backbone, datamodule: SSLDataModule, device, bf16: bool) -> tuple[torch.Tensor, ...]:
+    """(train_x, train_y, val_x, val_y): frozen, augmentation-free features of `evaluation_loaders()`, in order."""
+    backbone.to(device)
+    train_loader, val_loader = datamodule.evaluation_loaders()
+    train_x, train_y = extract_features(backbone, train_loader, device, bf16, "embedding train split")
+    val_x, val_y = extract_features(backbone, val_loader, device, bf16, "embedding val split")
+    return train_x, train_y, val_x, val_y
+
+
+def evaluate_backbone(backbone, datamodule: SSLDataModule, eval_cfg, device, bf16: bool, linear: bool = True,
+                      features: tuple[torch.Tensor, ...] | None = None) -> dict:
+    """kNN (and the offline linear probe) on frozen, augmentation-free features (embedded here unless
+    `features` = (train_x, train_y, val_x, val_y) are given); fine-tuning (eval=finetune) on a copy of
+    the backbone."""
+    backbone.to(device)
+    if features is None:
+        features = embed_evaluation_splits(backbone, datamodule, device, bf16)
+    train_x, train_y, val_x, val_y = (t.to(device) for t in features)
+    num_classes = datamodule.cfg.num_classes
+    scores = {}
+    if eval_cfg.knn is not None:
+        scores["knn_top1"] = knn_top1(train_x, train_y, val_x, val_y, num_classes, eval_cfg.knn.k, eval_cfg.knn.temperature)
+    if linear and eval_cfg.linear is not None:
+        scores.update(linear_probe(train_x, train_y, val_x, val_y, num_classes, **eval_cfg.linear))
+    if linear and eval_cfg.get("finetune") is not None:
+        scores.update(finetune(backbone, datamodule, eval_cfg.finetune, device, bf16))
+    return scores
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict:
+    """Frozen-feature evaluation of a checkpoint's backbone, on its own data or another (transfer)."""
+    if not cfg.ckpt_path:
+        raise UserError("eval.py needs a checkpoint: ckpt_path=<run dir>/checkpoints/last.ckpt")
+    saved = read_checkpoint(cfg.ckpt_path)
+    train_cfg = OmegaConf.create(saved.cfg)
+    transfer = cfg.get("data")  # absent (data: null): the checkpoint's own pretraining data
+    data_cfg = transfer if transfer is not None else train_cfg.data
+    with open_dict(data_cfg):
+        if transfer is not None and transfer.resolution is None:
+            data_cfg.resolution = train_cfg.data.resolution
+    datamodule = SSLDataModule(data_cfg, None)
+    datamodule.complete_config()
+
+    backbone = build_backbone(**train_cfg.backbone)
+    prefix = "backbone."
+    backbone.load_state_dict({k[len(prefix):]: v for k, v in saved.state_dict.items() if k.startswith(prefix)})
+    device = training_device(cfg.trainer)
+    bf16 = "bf16" in str(cfg.trainer.precision)
+    scores = evaluate_backbone(backbone, datamodule, cfg.eval, device, bf16)
+    results = {
+        "checkpoint": str(cfg.ckpt_path),
+        "method": train_cfg.method.name,
+        "pretrain_data": train_cfg.data.name,
+        "data": data_cfg.name,
+        "backbone": train_cfg.backbone.name,
+        "eval": cfg.eval.name,
+        **scores,
+        "run_dir": cfg.paths.output_dir,
+    }
+    write_results(results, cfg.paths.output_dir)
+    if (cfg.get("logger") or {}).get("wandb") is not None:
+        config = {**OmegaConf.to_container(cfg, resolve=True), "pretrain": OmegaConf.to_container(train_cfg)}
+        log_eval_run(cfg.logger.wandb, results, config, group=train_cfg.method.name,
+                     name=f"{train_cfg.method.name}-{data_cfg.name}-{train_cfg.backbone.name}-s{train_cfg.seed}")
+    return results

@@ -1,0 +1,82 @@
+"""Measure every learning test's run over seeds, plus its no-learning control (lr ~ 0), and write the
+thresholds the learning tests assert (tests/learning_calibration.json, with the raw figures).
+
+    .venv/bin/python tests/calibrate_learning.py [--cases simclr,rotnet] [--seeds 0,1,2]
+
+One run at a time (never time or train in parallel on a small CPU). The threshold of a gain is
+mean - 3 sd over the seeds, but never below MIN_KNN_GAIN (the noise of top-1 on 1,017 images) nor
+below the control's gain + MIN_KNN_GAIN; a case whose seeds cannot clear that is reported as such."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import CIFAR_SUBSET, train  # noqa: E402
+from learning_cases import CALIBRATION, CASES, MIN_KNN_GAIN, calibration, command  # noqa: E402
+
+
+def last_logged(run_dir: Path, key: str, count: int = 3) -> float:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        values = [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+    return sum(values[-count:]) / len(values[-count:])
+
+
+def measure(name: str, seed: int, control: bool) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp)
+        results = train(command(name, CIFAR_SUBSET, seed, control), run_dir, timeout=1800)
+        task = CASES[name].task_metric
+        return {"seed": seed, "knn_at_init": results["knn_top1_at_init"], "knn": results["knn_top1"],
+                "knn_gain": results["knn_top1"] - results["knn_top1_at_init"],
+                "task": last_logged(run_dir, task) if task else None, "train_seconds": results["train_seconds"]}
+
+
+def summarise(runs: list[dict], control: dict) -> dict:
+    gains = [r["knn_gain"] for r in runs]
+    mean, sd = statistics.mean(gains), statistics.stdev(gains) if len(gains) > 1 else 0.0
+    floor = max(MIN_KNN_GAIN, control["knn_gain"] + MIN_KNN_GAIN)
+    summary = {"runs": runs, "control": control, "knn_gain_mean": mean, "knn_gain_sd": sd,
+               "knn_gain_threshold": max(floor, mean - 3 * sd), "knn_gain_clears_floor": mean - 3 * sd >= floor}
+    tasks = [r["task"] for r in runs if r["task"] is not None]
+    if tasks:
+        t_mean, t_sd = statistics.mean(tasks), statistics.stdev(tasks) if len(tasks) > 1 else 0.0
+        summary.update({"task_mean": t_mean, "task_sd": t_sd, "task_control": control["task"],
+                        "task_threshold": t_mean - 3 * t_sd})
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    table = calibration()
+    for name in args.cases.split(","):
+        start = time.perf_counter()
+        runs = []
+        for seed in seeds:
+            runs.append(measure(name, seed, control=False))
+            print(f"{name} seed {seed}: kNN {runs[-1]['knn_at_init']:.4f} -> {runs[-1]['knn']:.4f} "
+                  f"({runs[-1]['knn_gain']:+.4f})" + (f", task {runs[-1]['task']:.4f}" if runs[-1]["task"] is not None else ""),
+                  flush=True)
+        control = measure(name, seeds[0], control=True)
+        table[name] = {**summarise(runs, control), "command": command(name, "<cifar10-subset>", seeds[0]),
+                       "measured": time.strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - start)}
+        s = table[name]
+        print(f"{name}: gain {s['knn_gain_mean']:+.4f} +- {s['knn_gain_sd']:.4f} over {len(seeds)} seeds, "
+              f"control (lr~0) {control['knn_gain']:+.4f} -> threshold {s['knn_gain_threshold']:+.4f}"
+              + ("" if s["knn_gain_clears_floor"] else "  (mean - 3 sd does NOT clear the floor)"), flush=True)
+        CALIBRATION.write_text(json.dumps(table, indent=2) + "\n")
+    print(f"calibration: {CALIBRATION}")
+
+
+if __name__ == "__main__":
+    main()
