@@ -7,7 +7,7 @@ SWEEP  ?= simclr_optuna
 DIR    ?= outputs
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test clean bench sweep report
+.PHONY: help install train test clean bench sweep report export
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ sweep: $(STAMP)  ## Optuna search, then report.md/.png in its dir (default: SimC
 
 report: $(STAMP)  ## compare the runs below DIR (default: outputs) in DIR/report.md + report.png
 	$(PY) scripts/compare.py $(DIR)
+
+export: $(STAMP)  ## backbone alone, loadable into stock torchvision/timm: make export CKPT=<run>/checkpoints/last.ckpt [ARGS=format=timm]
+	$(PY) scripts/export.py ckpt_path=$(CKPT) $(ARGS)
 
 bench: $(STAMP)  ## time a training step: module vs bare PyTorch, loader (outputs/bench/<time>/bench.json)
 	$(PY) scripts/bench.py $(ARGS)

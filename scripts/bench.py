@@ -1,23 +1,27 @@
-"""`make bench`: how fast a training step is through the project's LightningModule + Trainer, how
-fast the same step is as a hand-written PyTorch loop, and how fast the loader makes batches.
+"""`make bench`: how fast training runs, measured two ways.
 
-    python scripts/bench.py                                    # SimCLR, ResNet-18, batch 256, digits
-    python scripts/bench.py --method byol --resolution 32      # CIFAR-sized views
-    python scripts/bench.py --precision 32-true --no-channels-last
-    python scripts/bench.py --baseline                         # + fp32 NCHW module throughput, same run
+    python scripts/bench.py --e2e                               # end to end, SimCLR/MoCo v2/BYOL, CIFAR sample
+    python scripts/bench.py --e2e --methods byol --steps 20     # one method, a shorter window
+    python scripts/bench.py                                     # one step: SimCLR, ResNet-18, batch 256, digits
+    python scripts/bench.py --method byol --resolution 32 --baseline
     python scripts/bench.py data=folder data.root=../shared/data/cifar10-subset   # any Hydra override
 
-The model, optimizer, scheduler, precision and memory format come from `conf/train.yaml` composed
-exactly as train.py composes it. In ONE process, after warm-up, module and bare measurements
-alternate (module first on even repeats, bare first on odd) so that drift in machine load hits
-both alike; medians are reported.
+--e2e (scripts/bench_e2e.py): `train.py`'s whole pipeline (its DataModule, augmentation, loader
+workers, callbacks, loggers, Lightning) against a plain loop over a plain torchvision ImageFolder +
+DataLoader with the same model, loss, optimizer, batch, precision and worker count, one after the
+other per method, each in a fresh process: images/s of N optimizer steps after a warm-up, the ratio,
+and where each step's time goes (data wait, forward, backward, update, EMA targets, framework).
 
+Step mode (default): in ONE process, after warm-up, module and bare measurements alternate (module
+first on even repeats, bare first on odd) on a fixed, already-on-device batch, so only the step is
+timed; medians are reported. The model, optimizer, scheduler, precision and memory format come from
+`conf/train.yaml` composed exactly as train.py composes it.
 - module: `trainer.fit` of the project's LightningModule with the project's Trainer (its callbacks,
-  CSV logger, precision plugin) over a fixed, already-on-device batch (the loader is not measured
-  there); the Trainer logs every min(log_every_n_steps, --steps) steps so each timed window includes
-  a logging step. Time runs from the end of the first batch of a fit to the end of its last.
-- bare: the same step written out in plain PyTorch (same modules, loss, optimizer + scheduler,
-  autocast, memory format, batch, EMA / queue updates) with no framework.
+  CSV logger, precision plugin); the Trainer logs every min(log_every_n_steps, --steps) steps so each
+  timed window includes a logging step. Time runs from the end of the first batch of a fit to the end
+  of its last.
+- bare: `BareLoop`, the module's own step (`step_losses`: its training_loss, heads, queue update and
+  online probe; its optimizer and schedule; its hooks, e.g. the EMA update) with no framework around it.
 - loader: the two-view augmentation pipeline alone with the configured workers (CPU augmentation,
   and workers-crop-only + on-device colour ops), source images per second.
 """
@@ -33,40 +37,56 @@ import statistics
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+CIFAR_SAMPLE = REPO.parent / "shared" / "data" / "cifar10-subset"
+E2E_METHODS = ("simclr", "mocov2", "byol")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", default="simclr", help="conf/method/<name> (simclr, mocov2, byol, barlow_twins, ...)")
+    p.add_argument("--e2e", action="store_true", help="end to end: train.py's pipeline vs a plain loop (bench_e2e.py)")
+    p.add_argument("--methods", default=",".join(E2E_METHODS), help="--e2e: comma-separated conf/method names")
+    p.add_argument("--root", default=str(CIFAR_SAMPLE), help="--e2e: image folder (<root>/train/<class>/<image>)")
+    p.add_argument("--method", default="simclr", help="step mode: conf/method/<name> (simclr, mocov2, byol, ...)")
     p.add_argument("--backbone", default="resnet18", help="conf/backbone/<name>")
-    p.add_argument("--data", default=None, help="conf/data/<name> (default: train.yaml's, the bundled digits)")
-    p.add_argument("--batch-size", type=int, default=256, help="per-device batch (default 256)")
-    p.add_argument("--resolution", type=int, default=None, help="view side in px (default: the data's, 16 for digits)")
+    p.add_argument("--data", default=None, help="step mode: conf/data/<name> (default: train.yaml's, the digits)")
+    p.add_argument("--batch-size", type=int, default=None, help="per-device batch (default 256; --e2e 128)")
+    p.add_argument("--resolution", type=int, default=None, help="view side in px (default: the data's; --e2e 32)")
     p.add_argument("--precision", default=None, help="trainer.precision (default: this machine's, ${auto_precision:})")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="training device")
     p.add_argument("--no-channels-last", action="store_true", help="NCHW instead of channels_last")
     p.add_argument("--on-device", action="store_true", help="augmentation.on_device=true for the training steps")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone (compile=true)")
-    p.add_argument("--workers", type=int, default=None, help="data.num_workers (default: derived from the CPUs)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per repeat (default 5)")
-    p.add_argument("--repeats", type=int, default=3, help="alternating module/bare repeats (default 3)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps of each before the repeats")
-    p.add_argument("--loader-batches", type=int, default=8, help="timed loader batches per loader variant")
+    p.add_argument("--workers", type=int, default=None, help="data.num_workers (default: from the CPUs; --e2e 1)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps (step mode: per repeat, default 5; --e2e: default one epoch of --root)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed warm-up steps first (default 2; --e2e 5)")
+    p.add_argument("--repeats", type=int, default=3, help="step mode: alternating module/bare repeats (default 3)")
+    p.add_argument("--loader-batches", type=int, default=8, help="step mode: timed batches per loader variant")
     p.add_argument("--baseline", action="store_true",
-                   help="also time the module in fp32 + NCHW (32-true, no channels_last), alternating: speed-up")
-    p.add_argument("--no-loader", action="store_true", help="skip the loader measurements")
+                   help="step mode: also time the module in fp32 + NCHW (32-true, no channels_last): speed-up")
+    p.add_argument("--no-loader", action="store_true", help="step mode: skip the loader measurements")
     p.add_argument("--out", default=None, help="directory for bench.json (default outputs/bench/<time>)")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. optimizer=lars")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.batch_size = args.batch_size or (128 if args.e2e else 256)
+    args.warmup = args.warmup if args.warmup is not None else (5 if args.e2e else 2)
+    if args.e2e:
+        args.resolution = args.resolution or 32
+        args.workers = 1 if args.workers is None else args.workers
+    elif args.steps is None:
+        args.steps = 5
+    return args
 
 
-# --- config and model, as train.py / pipeline.pretrain build them ----------------------------------
-def compose(args, out_dir: Path, precision=None, channels_last=None):
+# --- config and model, as train.py / the run pipeline build them -----------------------------------
+def compose(overrides: list[str], out_dir: Path):
+    """conf/train.yaml with `overrides`, as train.py composes it, its paths pointed at `out_dir`."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import open_dict
@@ -74,25 +94,6 @@ def compose(args, out_dir: Path, precision=None, channels_last=None):
     from selfsup.config import register_configs
 
     register_configs()
-    overrides = [f"method={args.method}", f"backbone={args.backbone}", f"data.batch_size={args.batch_size}"]
-    if args.data:
-        overrides.append(f"data={args.data}")
-    if args.resolution:
-        overrides.append(f"data.resolution={args.resolution}")
-    if precision or args.precision:
-        overrides.append(f"trainer.precision={precision or args.precision}")
-    if args.device != "auto":
-        overrides += [f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", "trainer.devices=1"]
-    if channels_last is not None or args.no_channels_last:
-        overrides.append(f"backbone.channels_last={str(bool(channels_last)).lower() if channels_last is not None else 'false'}")
-    if args.on_device:
-        overrides.append("augmentation.on_device=true")
-    if args.compile:
-        overrides.append("compile=true")
-    if args.workers is not None:
-        overrides.append(f"data.num_workers={args.workers}")
-    overrides += ["trainer.max_epochs=1", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
-                  "eval.knn_at_init=false", *args.overrides]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = hydra_compose(config_name="train", overrides=overrides)
     with open_dict(cfg):
@@ -101,6 +102,34 @@ def compose(args, out_dir: Path, precision=None, channels_last=None):
         cfg.paths.data_dir = str(REPO / "data")
         cfg.paths.log_dir = str(REPO / "outputs")
     return cfg
+
+
+def common_overrides(args, method: str, precision=None, channels_last=None) -> list[str]:
+    """The Hydra overrides the command line asks for, shared by both modes and both sides."""
+    overrides = [f"method={method}", f"backbone={args.backbone}", f"data.batch_size={args.batch_size}"]
+    if args.resolution:
+        overrides.append(f"data.resolution={args.resolution}")
+    if precision or args.precision:
+        overrides.append(f"trainer.precision={precision or args.precision}")
+    if args.device != "auto":
+        overrides += [f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", "trainer.devices=1"]
+    if channels_last is not None or args.no_channels_last:
+        overrides.append(f"backbone.channels_last={str(bool(channels_last)).lower()}")
+    if args.on_device:
+        overrides.append("augmentation.on_device=true")
+    if args.compile:
+        overrides.append("compile=true")
+    if args.workers is not None:
+        overrides.append(f"data.num_workers={args.workers}")
+    return overrides
+
+
+def step_config(args, out_dir: Path, precision=None, channels_last=None):
+    overrides = common_overrides(args, args.method, precision, channels_last)
+    if args.data:
+        overrides.append(f"data={args.data}")
+    return compose(overrides + ["trainer.max_epochs=1", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
+                                "eval.knn_at_init=false", *args.overrides], out_dir)
 
 
 def build(cfg):
@@ -121,7 +150,7 @@ def build(cfg):
     return datamodule, model
 
 
-# --- measurement helpers -------------------------------------------------------------------------
+# --- the bare loop: the module's own step, no framework -------------------------------------------
 def sync(device) -> None:
     import torch
 
@@ -129,6 +158,79 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass
+class LoopPosition:
+    """What the module's hooks read from `trainer` (where the schedules are), kept by the bare loop."""
+
+    estimated_stepping_batches: int
+    num_training_batches: int
+    global_step: int = 0
+    current_epoch: int = 0
+    accumulate_grad_batches: int = 1
+    world_size: int = 1
+
+
+class BareLoop:
+    """Lightning's automatic optimisation of `model` written out, nothing else: the module's
+    `step_losses` (training_loss, heads, queue update, online probe) under the precision's autocast,
+    backward, the module's optimizer and LR schedule, and its `on_train_start` /
+    `on_before_optimizer_step` / `on_train_batch_end` hooks (EMA targets) in Lightning's order."""
+
+    PHASES = ("forward", "backward", "update", "targets")
+
+    def __init__(self, cfg, model, device, total_steps: int, steps_per_epoch: int):
+        import torch
+
+        from selfsup.optim import scaled_lr
+
+        self.model, self.device = model.to(device), device
+        self.optimizer, self.scheduler = model.optimizer_and_schedule(
+            scaled_lr(cfg.optimizer, cfg.data.batch_size), total_steps, steps_per_epoch)
+        precision = str(cfg.trainer.precision)
+        if precision.endswith("-true") and not precision.startswith("32"):
+            raise SystemExit(f"bench: the bare loop does not implement precision={precision}")
+        dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision.split("-")[0])
+        self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+        self.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+        self.position = LoopPosition(total_steps, steps_per_epoch)
+
+    def start(self) -> None:
+        """Attach the loop's position where the hooks look for the trainer; call before stepping (a
+        Lightning fit of the same module in between re-attaches its Trainer)."""
+        self.model.train()
+        self.model.trainer = self.position
+        self.model.on_train_start()
+
+    def step(self, views, labels) -> dict[str, float]:
+        """One optimizer step on a batch already on the device; the host seconds of each phase."""
+        from time import perf_counter
+
+        m = self.model
+        t0 = perf_counter()
+        if m.device_augment is not None:
+            views = m.device_augment(views)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            out, probe_loss = m.step_losses(views, labels)
+        loss = out.loss + probe_loss
+        t1 = perf_counter()
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        t2 = perf_counter()
+        m.on_before_optimizer_step(self.optimizer)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        t3 = perf_counter()
+        self.position.global_step += 1
+        m.on_train_batch_end(None, (views, labels), self.position.global_step - 1)
+        t4 = perf_counter()
+        return dict(zip(self.PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
+
+
+# --- step mode: module vs bare on a fixed batch ------------------------------------------------------
 class PeakMemory:
     """Peak RSS of this process over a block (Linux: VmHWM after resetting it via clear_refs), and
     the CUDA max-allocated over it on GPU."""
@@ -198,12 +300,12 @@ def _move(batch, device):
     return batch
 
 
-# --- module: the project's LightningModule through the project's Trainer --------------------------
 def run_module(cfg, model, batch, steps: int, device) -> tuple[float, PeakMemory]:
+    """The project's LightningModule through the project's Trainer on `batch`, `steps` + 1 times."""
     import pytorch_lightning as pl
     from omegaconf import open_dict
 
-    from selfsup.pipeline import _trainer
+    from selfsup.run.launch import build_trainer
 
     class StepClock(pl.Callback):
         def __init__(self):
@@ -217,7 +319,7 @@ def run_module(cfg, model, batch, steps: int, device) -> tuple[float, PeakMemory
     with open_dict(cfg):
         cfg.trainer.limit_train_batches = steps + 1
         cfg.trainer.log_every_n_steps = max(1, min(int(cfg.trainer.log_every_n_steps), steps))
-    trainer = _trainer(cfg)
+    trainer = build_trainer(cfg)
     # No checkpoint at the end of every timed fit (it falls outside the timed window anyway).
     # nor a model summary at the start of each (before it, idem).
     trainer.callbacks = [c for c in trainer.callbacks
@@ -231,144 +333,28 @@ def run_module(cfg, model, batch, steps: int, device) -> tuple[float, PeakMemory
     return steps * len(batch[1]) / (wall1 - wall0), memory
 
 
-# --- bare: the same step in plain PyTorch ---------------------------------------------------------
-class BareLoop:
-    """The method's training step written out with the model's own modules, loss, optimizer and
-    scheduler, autocast and memory format; no Lightning, no logging, no monitors."""
-
-    def __init__(self, cfg, model, device):
-        import torch
-        from torch import nn
-
-        from selfsup.optim import build_optimizer, build_scheduler, parameter_groups, scaled_lr
-
-        self.cfg, self.model, self.device = cfg, model, device
-        self.name = cfg.method.name
-        precision = str(cfg.trainer.precision)
-        self.scaler = None
-        if precision.startswith("bf16"):
-            self.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-        elif precision.startswith("16"):
-            self.autocast = lambda: torch.autocast(device.type, dtype=torch.float16)
-            self.scaler = torch.amp.GradScaler(device.type)
-        else:
-            self.autocast = contextlib.nullcontext
-        if precision.endswith("-true") and not precision.startswith("32"):
-            raise SystemExit(f"bench: the bare loop does not implement precision={precision}")
-        opt = cfg.optimizer
-        ssl = nn.ModuleList(m for name, m in model.named_children()
-                            if name != "online_probe" and name not in model.separately_optimized)
-        groups = parameter_groups(ssl, opt.weight_decay, opt.exclude_bias_and_norm)
-        groups.append({"params": list(model.online_probe.parameters()), "weight_decay": 0.0,
-                       "lr": opt.probe_lr, "lars_exclude": True})
-        self.optimizer = build_optimizer(opt, groups, scaled_lr(opt, cfg.data.batch_size))
-        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, 10_000, 1_000)
-        self.step_index = 0
-        if self.name in ("mocov2", "moco"):
-            self.queue = model.queue.queue.detach().clone()
-            self.ptr = 0
-
-    def _memory_format(self, x):
-        import torch
-
-        return x.contiguous(memory_format=torch.channels_last) if self.model.channels_last else x
-
-    def loss(self, views, labels):
-        import torch
-        import torch.nn.functional as F
-
-        m = self.model
-        if self.name == "simclr":
-            features = m.backbone(torch.cat(views))
-            z1, z2 = m.projector(features).chunk(2)
-            loss, features = m.loss_fn(z1, z2), features[: len(labels)]
-        elif self.name == "barlow_twins":
-            features = [m.backbone(v) for v in views]
-            loss, features = m.loss_fn(m.projector(features[0]), m.projector(features[1])), features[0]
-        elif self.name == "byol":
-            features = [m.backbone(v) for v in views]
-            predictions = [m.predictor(m.projector(f)) for f in features]
-            with torch.no_grad():
-                targets = [m.target_encoder(v) for v in views]
-            loss = m.loss_fn(predictions[0], targets[1]) + m.loss_fn(predictions[1], targets[0])
-            features = features[0]
-        elif self.name in ("mocov2", "moco"):
-            pairs = [(views[0], views[1]), (views[1], views[0])] if m.symmetric else [(views[0], views[1])]
-            negatives = self.queue.clone()
-            losses, keys, feats = [], [], []
-            for q_view, k_view in pairs:
-                feats.append(m.backbone(q_view))
-                with torch.no_grad():
-                    keys.append(F.normalize(m.key_encoder(k_view), dim=1))
-                losses.append(m.loss_fn(m.projector(feats[-1]), keys[-1], negatives))
-            loss, features = torch.stack(losses).mean(), feats[0]
-            k = torch.cat(keys)
-            self.queue[self.ptr:self.ptr + len(k)] = k.to(self.queue.dtype)  # host-side pointer: no sync
-            self.ptr = (self.ptr + len(k)) % len(self.queue)
-        else:  # any other method: its own training_loss (pure PyTorch), the rest written out here
-            out = m.training_loss(views)
-            loss, features = out.loss, out.features
-        probe = F.cross_entropy(m.online_probe(features.detach()), labels, ignore_index=-1)
-        return loss + probe
-
-    def ema(self):
-        from torch import nn
-
-        from selfsup.methods.momentum import cosine_momentum, update
-
-        m, method = self.model, self.cfg.method
-        if self.name == "byol":
-            momentum = cosine_momentum(method.momentum, self.step_index, 10_000) if method.momentum_cosine else method.momentum
-            update(nn.Sequential(m.backbone, m.projector), m.target_encoder, momentum)
-        elif self.name in ("mocov2", "moco"):
-            update(nn.Sequential(m.backbone, m.projector), m.key_encoder, method.momentum)
-        elif hasattr(m, "momentum_pairs"):
-            for online, target in m.momentum_pairs():
-                update(online, target, method.momentum)
-
-    def step(self, batch):
-        views, labels = batch
-        if self.model.device_augment is not None:
-            views = self.model.device_augment(views)
-        views = [self._memory_format(v) for v in views]
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
-            loss = self.loss(views, labels)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
-        self.scheduler.step()
-        self.ema()
-        self.step_index += 1
-
-    def run(self, batch, steps: int) -> tuple[float, PeakMemory]:
-        self.model.train()
-        with PeakMemory(self.device) as memory:
-            self.step(batch)  # the untimed first step, as the module's first batch
-            sync(self.device)
-            start, cpu_start = time.perf_counter(), time.process_time()
-            for _ in range(steps):
-                self.step(batch)
-            sync(self.device)
-            seconds = time.perf_counter() - start
-        memory.cpu_ms_per_step = 1000 * (time.process_time() - cpu_start) / steps
-        return steps * len(batch[1]) / seconds, memory
+def run_bare(bare: BareLoop, batch, steps: int) -> tuple[float, PeakMemory]:
+    bare.start()
+    with PeakMemory(bare.device) as memory:
+        bare.step(*batch)  # the untimed first step, as the module's first batch
+        sync(bare.device)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            bare.step(*batch)
+        sync(bare.device)
+        seconds = time.perf_counter() - start
+    memory.cpu_ms_per_step = 1000 * (time.process_time() - cpu_start) / steps
+    return steps * len(batch[1]) / seconds, memory
 
 
-# --- loader ---------------------------------------------------------------------------------------
 def run_loader(datamodule, batches: int, device, device_augment=None) -> float:
     """Source images per second out of the train loader (+ the on-device colour ops, when given),
     after two untimed batches (worker start-up)."""
     loader = datamodule.train_dataloader()
     it = iter(loader)
     n_images = 0
-    needed = batches + 2
     start = None
-    for i in range(needed):
+    for i in range(batches + 2):
         if i == 2:
             sync(device)
             start = time.perf_counter()
@@ -390,14 +376,14 @@ def run_loader(datamodule, batches: int, device, device_augment=None) -> float:
 
 
 def loader_figures(args, out_dir: Path, device) -> dict:
+    from omegaconf import OmegaConf, open_dict
+
     from selfsup.data.datamodule import SSLDataModule
     from selfsup.data.gpu_augment import DeviceAugment
 
-    from omegaconf import OmegaConf, open_dict
-
     figures = {}
     for name, on_device in (("cpu_augment", False), ("on_device", True)):
-        cfg = compose(args, out_dir)
+        cfg = step_config(args, out_dir)
         with open_dict(cfg):
             cfg.augmentation.on_device = on_device
             cfg.data.decode_on_gpu = False
@@ -417,39 +403,15 @@ def loader_figures(args, out_dir: Path, device) -> dict:
     return figures
 
 
-# --- main -----------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def quiet() -> None:
-    warnings.filterwarnings("ignore")
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def run_step_mode(args, out_dir: Path) -> dict:
     import pytorch_lightning as pl
-    import torch
 
-    quiet()
+    from selfsup.run.launch import training_device
 
-    from selfsup.pipeline import _device
-
-    out_dir = Path(args.out) if args.out else REPO / "outputs" / "bench" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    load_start = os.getloadavg()[0]
-    t_start = time.perf_counter()
-
-    cfg = compose(args, out_dir)
+    cfg = step_config(args, out_dir)
     pl.seed_everything(cfg.seed or 0, verbose=False)
     datamodule, model = build(cfg)
-    device = _device(cfg.trainer)
+    device = training_device(cfg.trainer)
     decode = model.device_augment is not None and model.device_augment.decode
     first = next(iter(datamodule.train_dataloader()))
     if decode:  # the steps are timed on decoded, cropped views; decoding is the loader's figure
@@ -458,15 +420,15 @@ def main(argv=None) -> dict:
     batch = _move(first, device)
     contenders = {"module": (cfg, model)}
     if args.baseline:
-        base_cfg = compose(args, out_dir / "baseline", precision="32-true", channels_last=False)
+        base_cfg = step_config(args, out_dir / "baseline", precision="32-true", channels_last=False)
         pl.seed_everything(cfg.seed or 0, verbose=False)
         _, base_model = build(base_cfg)
         contenders["baseline"] = (base_cfg, base_model)
-    bare = BareLoop(cfg, model.to(device), device)
+    bare = BareLoop(cfg, model, device, total_steps=10_000, steps_per_epoch=1_000)
 
     def measure(name: str, steps: int):
         if name == "bare":
-            return bare.run(batch, steps)
+            return run_bare(bare, batch, steps)
         c_cfg, c_model = contenders[name]
         return run_module(c_cfg, c_model, batch, steps, device)
 
@@ -511,43 +473,82 @@ def main(argv=None) -> dict:
     if args.baseline:
         report["baseline_fp32_nchw_images_per_sec"] = round(median["baseline"], 2)
         report["speedup_vs_fp32_nchw"] = round(median["module"] / median["baseline"], 3)
-    report.update({
-        "repeats": {name: [round(v, 2) for v in vals] for name, vals in results.items()},
-        "config": {
-            "method": cfg.method.name, "backbone": cfg.backbone.name, "cifar_stem": bool(cfg.backbone.cifar_stem),
-            "data": cfg.data.name, "resolution": int(cfg.data.resolution), "batch_size": int(cfg.data.batch_size),
-            "views": len(cfg.augmentation.views), "precision": str(cfg.trainer.precision),
-            "channels_last": bool(cfg.backbone.channels_last), "compile": bool(cfg.get("compile", False)),
-            "on_device": bool(cfg.augmentation.get("on_device", False)), "decode_on_gpu": bool(decode),
-            "optimizer": cfg.optimizer.name, "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
-            "overrides": list(args.overrides),
-        },
-        "machine": {
-            "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
-            "cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "lightning": pl.__version__, "python": platform.python_version(),
-            "load_average_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
-        },
-        "seconds": round(time.perf_counter() - t_start, 1),
-    })
+    report["repeats"] = {name: [round(v, 2) for v in vals] for name, vals in results.items()}
+    report["config"] = {**run_config(cfg, args), "decode_on_gpu": bool(decode), "repeats": args.repeats}
+    report["machine"] = machine(device)
+    return report
+
+
+# --- shared: what ran where, the report ---------------------------------------------------------------
+def run_config(cfg, args) -> dict:
+    return {
+        "method": cfg.method.name, "backbone": cfg.backbone.name, "cifar_stem": bool(cfg.backbone.cifar_stem),
+        "data": cfg.data.name, "resolution": int(cfg.data.resolution), "batch_size": int(cfg.data.batch_size),
+        "views": len(cfg.augmentation.views), "precision": str(cfg.trainer.precision),
+        "channels_last": bool(cfg.backbone.channels_last), "compile": bool(cfg.get("compile", False)),
+        "on_device": bool(cfg.augmentation.get("on_device", False)), "optimizer": cfg.optimizer.name,
+        "workers": cfg.data.num_workers, "steps": args.steps, "warmup": args.warmup, "overrides": list(args.overrides),
+    }
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine(device) -> dict:
+    import pytorch_lightning as pl
+    import torch
+
+    return {
+        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "lightning": pl.__version__, "python": platform.python_version(),
+    }
+
+
+def quiet() -> None:
+    warnings.filterwarnings("ignore")
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    quiet()
+    out_dir = Path(args.out) if args.out else REPO / "outputs" / "bench" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    load_start, t_start = os.getloadavg()[0], time.perf_counter()
+    if args.e2e:
+        import bench_e2e
+
+        report, table = bench_e2e.run(args, out_dir)
+    else:
+        report = run_step_mode(args, out_dir)
+        table = step_table(report)
+    report["machine"]["load_average_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
+    report["seconds"] = round(time.perf_counter() - t_start, 1)
     path = out_dir / "bench.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
-    print_table(report)
+    print(table + f"\n  load average (1 min) before/after: {report['machine']['load_average_1min']}", flush=True)
     print(f"bench: {path}", flush=True)
     return report
 
 
-def print_table(report: dict) -> None:
+def step_table(report: dict) -> str:
     c = report["config"]
-    print(f"\n{c['method']} {c['backbone']}{' (CIFAR stem)' if c['cifar_stem'] else ''}, {c['data']} at {c['resolution']} px, "
-          f"batch {c['batch_size']} x {c['views']} views, {c['precision']}, "
-          f"{'channels_last' if c['channels_last'] else 'NCHW'}{', compiled' if c['compile'] else ''}"
-          f"{', on-device augmentation' if c['on_device'] else ''} on {report['machine']['device_name']} "
-          f"({report['machine']['device']}); load average {report['machine']['load_average_1min']}")
+    lines = [f"\n{c['method']} {c['backbone']}{' (CIFAR stem)' if c['cifar_stem'] else ''}, {c['data']} at "
+             f"{c['resolution']} px, batch {c['batch_size']} x {c['views']} views, {c['precision']}, "
+             f"{'channels_last' if c['channels_last'] else 'NCHW'}{', compiled' if c['compile'] else ''}"
+             f"{', on-device augmentation' if c['on_device'] else ''} on {report['machine']['device_name']} "
+             f"({report['machine']['device']})"]
     rows = [(k, v) for k, v in report.items() if k not in ("repeats", "config", "machine", "seconds")]
     width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"  {key:<{width}}  {'n/a' if value is None else value}")
+    lines += [f"  {key:<{width}}  {'n/a' if value is None else value}" for key, value in rows]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

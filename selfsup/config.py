@@ -220,7 +220,7 @@ class VICRegLossConfig:
 @dataclass
 class DINOLossConfig:
     _target_: str = "selfsup.losses.dino.DINOLoss"
-    output_dim: int = "${method.head.output_dim}"
+    output_dim: int = "${oc.select:method.head.output_dim,65536}"  # K of DINO's head
     student_temperature: float = 0.1
     teacher_temperature: float = 0.07
     warmup_teacher_temperature: float = 0.04

@@ -165,14 +165,18 @@ def save_neighbours(features, bank_images, val_images, mean, std, class_names, p
 
 # --- embedding.png -----------------------------------------------------------------------------
 def embed_2d(features: torch.Tensor) -> np.ndarray:
-    """(N, D) -> (N, 2): PCA to at most 50 dimensions, then t-SNE (seeded)."""
+    """(N, D) -> (N, 2): PCA to at most 50 dimensions, then t-SNE (seeded); ~1 s of one core per
+    1,000 points. One thread: t-SNE's OpenMP threads spin-wait, and on cores that are busy (loader
+    workers, other jobs) that made it 20x slower."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     x = F.normalize(features.float(), dim=1).cpu().numpy()
-    x = PCA(n_components=min(50, *x.shape), random_state=0).fit_transform(x)
-    perplexity = min(30.0, (len(x) - 1) / 3)
-    return TSNE(n_components=2, init="pca", perplexity=perplexity, max_iter=500, random_state=0).fit_transform(x)
+    with threadpool_limits(limits=1):
+        x = PCA(n_components=min(50, *x.shape), random_state=0).fit_transform(x)
+        perplexity = min(30.0, (len(x) - 1) / 3)
+        return TSNE(n_components=2, init="pca", perplexity=perplexity, max_iter=500, random_state=0).fit_transform(x)
 
 
 def save_embedding(val_x, val_y, class_names, path: Path, note: str = "") -> Path:
@@ -228,11 +232,12 @@ CURVE_PANELS = (  # (title, metrics drawn in it)
 )
 
 
-def save_curves(metrics_csv: Path, path: Path, knn_at_init: float | None = None,
-                final_knn: float | None = None, final_step: int | None = None) -> Path:
+def save_curves(metrics_csv: Path, path: Path, knn_at_init: float | None = None, final_knn: float | None = None) -> Path:
+    """Loss, accuracies and LR over steps; kNN at init at step 0 and the final kNN (all images) at the last step."""
     from matplotlib.figure import Figure
 
     series = read_metrics(metrics_csv)
+    last_step = max((step for points in series.values() for step, _ in points), default=0)
     fig = Figure(figsize=(13, 3.6))
     axes = fig.subplots(1, len(CURVE_PANELS))
     for ax, (title, names) in zip(axes, CURVE_PANELS):
@@ -244,8 +249,8 @@ def save_curves(metrics_csv: Path, path: Path, knn_at_init: float | None = None,
         if title == "top-1 accuracy":
             if knn_at_init is not None:
                 ax.scatter([0], [knn_at_init], marker="s", color="grey", zorder=3, label="kNN at init")
-            if final_knn is not None and final_step is not None:
-                ax.scatter([final_step], [final_knn], marker="*", s=90, color="black", zorder=3,
+            if final_knn is not None:
+                ax.scatter([last_step], [final_knn], marker="*", s=90, color="black", zorder=3,
                            label="final kNN (all images)")
         if ax.has_data():
             ax.legend(fontsize=7)
@@ -288,5 +293,5 @@ def save_final_pictures(run_dir: str, datamodule, features, loggers, results: di
     csv_logger = next((lg for lg in loggers if isinstance(lg, pl.loggers.CSVLogger)), None)
     if csv_logger is not None:
         _drawn("curves.png", lambda: _publish(
-            save_curves(Path(csv_logger.log_dir) / "metrics.csv", out / "curves.png", results.get("knn_top1_at_init"),
-                        knn, step), loggers, step))
+            save_curves(Path(csv_logger.log_dir) / "metrics.csv", out / "curves.png", results.get("knn_top1_at_init"), knn),
+            loggers, step))

@@ -190,14 +190,16 @@ def _reference_lars_step(params, state, lr, momentum, weight_decay, trust_coeffi
         p.sub_(lr * state[p])
 
 
-def test_fused_lars_matches_the_per_tensor_definition():
+@pytest.mark.parametrize("excluded_weight_decay", [0.0, 0.05])  # an excluded group decays, without the trust ratio
+def test_fused_lars_matches_the_per_tensor_definition(excluded_weight_decay):
     from selfsup.optim import LARS
 
     torch.manual_seed(0)
     weights = [torch.randn(5, 4), torch.randn(7)]
     norms = [torch.randn(4)]
     ours_w, ours_n = [w.clone() for w in weights], [n.clone() for n in norms]
-    opt = LARS([{"params": ours_w, "weight_decay": 1e-3}, {"params": ours_n, "weight_decay": 0.0, "lars_exclude": True}],
+    opt = LARS([{"params": ours_w, "weight_decay": 1e-3},
+                {"params": ours_n, "weight_decay": excluded_weight_decay, "lars_exclude": True}],
                lr=0.5, momentum=0.9, trust_coefficient=0.02)
     state = {}
     for step in range(4):
@@ -209,6 +211,6 @@ def test_fused_lars_matches_the_per_tensor_definition():
             for p, g in zip(weights + norms, grads):
                 p.grad = g.clone()
             _reference_lars_step(weights, state, 0.5, 0.9, 1e-3, 0.02, exclude=False)
-            _reference_lars_step(norms, state, 0.5, 0.9, 0.0, 0.02, exclude=True)
+            _reference_lars_step(norms, state, 0.5, 0.9, excluded_weight_decay, 0.02, exclude=True)
     for a, b in zip(ours_w + ours_n, weights + norms):
         assert torch.allclose(a, b, atol=1e-6)

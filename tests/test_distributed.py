@@ -167,7 +167,7 @@ def test_strategy_configs_compose(name, strategy, syncbn, shuffle, groups):
 
 
 def test_gpu_requests_beyond_the_machine_fail_in_one_line(monkeypatch):
-    from selfsup.checks import check_strategy
+    from selfsup.run.launch import check_strategy
     from selfsup.errors import UserError
     from selfsup.methods.simclr import SimCLR
 

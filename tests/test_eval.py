@@ -108,10 +108,11 @@ class FixedBatch(Dataset):
 
 
 class GradientsBeforeTheStep(Callback):
-    """The gradients of every parameter before the update, and a copy of the probe they belong to."""
+    """The gradients of every parameter before the update, a copy of the probe they belong to, and
+    (recorded by `_one_step`) the features the probe was given."""
 
     def __init__(self):
-        self.grads, self.probe = None, None
+        self.grads, self.probe, self.features = None, None, None
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         self.grads = {name: p.grad.clone() for name, p in pl_module.named_parameters() if p.grad is not None}
@@ -151,7 +152,7 @@ def test_online_probe_loss_leaves_the_backbone_gradients_unchanged(tmp_path, one
     stepped = _one_step(_simclr(tmp_path), labels, tmp_path)
     reference = _simclr(tmp_path)
     views = FixedBatch(labels).views
-    reference.training_loss([reference._memory_format(views[:, 0]), reference._memory_format(views[:, 1])]).loss.backward()
+    reference.training_loss([views[:, 0], views[:, 1]]).loss.backward()
     ssl = {name: p.grad for name, p in reference.named_parameters() if not name.startswith("online_probe.")}
     assert ssl.keys() == {name for name in stepped.grads if not name.startswith("online_probe.")}
     for name, grad in ssl.items():

@@ -143,9 +143,10 @@ def test_eval_finetune_and_transfer_to_another_data_config(pretrained, tmp_path)
     _ok(proc, "eval.py eval=finetune data=folder")
     results = json.loads((run_dir / "results.json").read_text())
     assert results["pretrain_data"] == "digits" and results["data"] == "folder" and results["eval"] == "finetune"
-    print("TRANSFER", results)
-    assert 0.0 <= results["finetune_top1"] <= 1.0 and results["finetune_epochs"] == 2
-    assert "linear_top1" not in results and 0.0 <= results["knn_top1"] <= 1.0
+    # Scored on the folder's 16 validation images (not the digits'); that fine-tuning learns is tests/test_eval.py's.
+    assert results["finetune_epochs"] == 2 and (results["finetune_top1"] * 16).is_integer()
+    assert "linear_top1" not in results
+    assert results["knn_top1"] >= 0.9  # red vs blue: separable by colour even on barely trained features (1.0 measured)
 
 
 # --- multirun: a method comparison with a failing job, then the report ----------------------------
@@ -210,7 +211,8 @@ SEARCHES = sorted(p.stem for p in (REPO / "conf" / "hparams_search").glob("*.yam
 
 def test_every_family_has_an_optuna_search():
     families = {"contrastive": {"simclr", "mocov2", "moco"}, "non-contrastive": {"byol", "barlow_twins"},
-                "pretext": {"rotnet", "jigsaw", "context_encoder", "colorization"}}
+                "pretext": {"rotnet", "jigsaw", "context_encoder", "colorization"},
+                "collapse-free": {"simsiam", "vicreg", "dino"}}
     methods = {yaml.safe_load((REPO / "conf/hparams_search" / f"{s}.yaml").read_text())["defaults"][0]["override /method"]
                for s in SEARCHES}
     assert "simclr_optuna" in SEARCHES

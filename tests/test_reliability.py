@@ -341,6 +341,15 @@ def test_kill_9_then_the_same_command_resumes_where_it_stopped(tiny_folder, seed
     assert torch.equal(final["queue.queue"][kept], queue[kept])
     assert not torch.equal(final["queue.queue"][written], queue[written])
 
+    # And it is the uninterrupted seeded run: the same losses from the checkpoint on, the same final
+    # weights, EMA target and queue.
+    uninterrupted, resumed = dict(_train_loss(seeded_runs[0])), dict(_train_loss(first))
+    assert [resumed[s] for s in range(step, TOTAL_STEPS)] == [uninterrupted[s] for s in range(step, TOTAL_STEPS)]
+    reference_state = torch.load(seeded_runs[0] / "checkpoints" / "last.ckpt", map_location="cpu",
+                                 weights_only=False)["state_dict"]
+    assert final.keys() == reference_state.keys()
+    assert [k for k, v in reference_state.items() if not torch.equal(final[k], v)] == []
+
     # One metrics.csv, each step at most once: the rows flushed before the checkpoint (the row of
     # the checkpoint's own last batch is logged just after it is saved, and a kill may beat it),
     # then every resumed step.

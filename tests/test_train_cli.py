@@ -39,6 +39,7 @@ def test_short_real_image_run_writes_complete_results(tmp_path, cifar_subset):
                      "backbone.cifar_stem=false"], tmp_path)
     assert RESULT_KEYS <= results.keys()
     assert results["steps"] == 3 and results["data"] == "folder"
+    print("RESULTS", {k: results[k] for k in ("knn_top1_at_init", "knn_top1", "linear_top1")})
     for key in ("knn_top1_at_init", "knn_top1", "linear_top1"):
         assert 0.0 <= results[key] <= 1.0
     # the final evaluation reuses the last epoch's monitor features: the same kNN score, not a re-embedding

@@ -103,10 +103,15 @@ class SSLMethod(pl.LightningModule):
     def _memory_format(self, images: torch.Tensor) -> torch.Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
-    def training_step(self, batch, batch_idx):
-        views, labels = batch
+    def step_losses(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[StepOutput, torch.Tensor]:
+        """The step's computation without the framework: the method's `training_loss` on the views (in
+        the configured memory format) and the online probe's loss on its detached features. The
+        bench's bare loop calls this too, so it times exactly what is trained."""
         out = self.training_loss([self._memory_format(v) for v in views])
-        probe_loss = F.cross_entropy(self.online_probe(out.features.detach()), labels, ignore_index=-1)
+        return out, F.cross_entropy(self.online_probe(out.features.detach()), labels, ignore_index=-1)
+
+    def training_step(self, batch, batch_idx):
+        out, probe_loss = self.step_losses(*batch)
         loss = guard_loss(self, out.loss + probe_loss, {"loss": out.loss, "online_linear_loss": probe_loss, **out.logs})
         if loss is None:  # non-finite, on_nonfinite=skip: no backward and no update for this batch
             return None
@@ -202,6 +207,15 @@ class SSLMethod(pl.LightningModule):
             f"nodes x {trainer.accumulate_grad_batches} accumulation = {global_batch} global; "
             + (f"lr = {cfg.lr} x {global_batch}/256 = {lr:.4g}" if cfg.scale_lr else f"lr = {lr:.4g} (not scaled)")
         )
+        total_steps = trainer.estimated_stepping_batches
+        optimizer, scheduler = self.optimizer_and_schedule(lr, total_steps, max(1, total_steps // max(1, trainer.max_epochs)))
+        self._check_lr_on_ranks(cfg.lr, optimizer.param_groups[0]["initial_lr"])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def optimizer_and_schedule(self, lr: float, total_steps: int, steps_per_epoch: int):
+        """The optimizer at `lr` over the SSL modules (weight decay as `optimizer.*` says) and the online
+        probe (its own LR, no decay), and its per-step LR schedule. The bench's bare loop uses it too."""
+        cfg = self.cfg.optimizer
         ssl_modules = nn.ModuleList(m for name, m in self.named_children() if name != "online_probe"
                                     and name not in (*self.separately_optimized, *self.constant_lr_modules))
         groups = parameter_groups(ssl_modules, cfg.weight_decay, cfg.exclude_bias_and_norm)
@@ -211,11 +225,7 @@ class SSLMethod(pl.LightningModule):
         groups.append({"params": list(self.online_probe.parameters()), "weight_decay": 0.0,
                        "lr": cfg.probe_lr, "lars_exclude": True})
         optimizer = build_optimizer(cfg, groups, lr)
-        self._check_lr_on_ranks(cfg.lr, optimizer.param_groups[0]["lr"])
-        total_steps = trainer.estimated_stepping_batches
-        steps_per_epoch = max(1, total_steps // max(1, trainer.max_epochs))
-        scheduler = build_scheduler(self.cfg.scheduler, optimizer, total_steps, steps_per_epoch)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer, build_scheduler(self.cfg.scheduler, optimizer, total_steps, steps_per_epoch)
 
     def _check_lr_on_ranks(self, base_lr: float, lr: float) -> None:
         """Under DDP, print every rank's optimizer LR and fail if they differ: ranks that composed

@@ -54,27 +54,31 @@ class MAE(ImageGridMixin, PretextMethod):
             raise UserError(f"method=mae encodes the visible patches with a ViT, not backbone={cfg.backbone.name}: "
                             "use backbone=vit_tiny|vit_small|vit_base")
         self.patch_size = self.backbone.patch_size
-        self.grid = tuple(self.backbone.patch_embed.grid_size)
-        num_patches = self.grid[0] * self.grid[1]
+        grid = tuple(self.backbone.patch_embed.grid_size)
+        num_patches = grid[0] * grid[1]
         if not 0.0 < method.mask_ratio < 1.0 or int(num_patches * (1 - method.mask_ratio)) < 1:
             raise UserError(f"method.mask_ratio={method.mask_ratio} must leave at least one of the {num_patches} "
                             "patches visible and hide at least one: use a value in (0, 1), the paper's 0.75")
-        self.decoder = MAEDecoder(self.feature_dim, self.grid, self.patch_size ** 2 * 3, **method.decoder)
+        self.decoder = MAEDecoder(self.feature_dim, grid, self.patch_size ** 2 * 3, **method.decoder)
+
+    def grid(self, images: torch.Tensor) -> tuple[int, int]:
+        """(rows, columns) of patches: data.resolution's grid, or another crop size's."""
+        return images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
 
     def encode_visible(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """The ViT on the `keep` patches only: (B, 1 + K, D), the final-norm CLS token then the visible
-        tokens. Positions are added before dropping the hidden patches, so each token knows its place."""
+        tokens. Positions are added (timm's own step, which also resizes the table for another crop size)
+        before the hidden patches are dropped, so each token knows its place."""
         vit = self.backbone
-        x = vit.patch_embed(images).flatten(1, -2) + vit.pos_embed[:, 1:]  # (B, L, D): NHWC grid or sequence
-        x = x.gather(1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(len(x), -1, -1)
-        return vit.norm(vit.blocks(torch.cat([cls, x], dim=1)))
+        x = vit._pos_embed(vit.patch_embed(images))  # (B, 1 + L, D): CLS, then the patches in image order
+        patches = x[:, 1:].gather(1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        return vit.norm(vit.blocks(torch.cat([x[:, :1], patches], dim=1)))
 
     def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(predicted patches (B, L, p * p * 3), mask (B, L)) for a fresh random mask per image."""
-        keep, restore, mask = random_masking(len(images), self.grid[0] * self.grid[1],
-                                             self.cfg.method.mask_ratio, images.device)
-        return self.decoder(self.encode_visible(images, keep), restore), mask
+        grid = self.grid(images)
+        keep, restore, mask = random_masking(len(images), grid[0] * grid[1], self.cfg.method.mask_ratio, images.device)
+        return self.decoder(self.encode_visible(images, keep), restore, grid), mask
 
     def training_loss(self, views: list[torch.Tensor]) -> StepOutput:
         x = views[0]
@@ -87,9 +91,10 @@ class MAE(ImageGridMixin, PretextMethod):
         patches = patchify(images, self.patch_size)
         hidden = mask.unsqueeze(-1).to(patches.dtype)
         # Hidden patches shown as the dataset mean: 0 in the normalised space the images are in here.
-        masked = unpatchify(patches * (1 - hidden), self.patch_size, self.grid)
+        grid = self.grid(images)
+        masked = unpatchify(patches * (1 - hidden), self.patch_size, grid)
         pred = self.loss_fn.to_pixels(pred, patches).to(patches.dtype)
-        filled = unpatchify(patches * (1 - hidden) + pred * hidden, self.patch_size, self.grid)
+        filled = unpatchify(patches * (1 - hidden) + pred * hidden, self.patch_size, grid)
         mean, std = self.cfg.data.mean, self.cfg.data.std
         return {"input": denormalize(images, mean, std), "masked": denormalize(masked, mean, std),
                 "reconstruction": denormalize(filled, mean, std)}

@@ -63,6 +63,12 @@ def build_backbone(
     return backbone
 
 
+def backbone_state(state_dict: dict) -> dict:
+    """The backbone's own weights in a training module's state dict, keyed as the bare backbone has them."""
+    prefix = "backbone."
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
 def _timm_backbone(model_name: str) -> nn.Module:
     try:
         import timm

@@ -101,15 +101,14 @@ class MAEDecoder(nn.Module):
     def __init__(self, in_dim: int, grid_size: tuple[int, int], patch_pixels: int, width: int = 512,
                  depth: int = 8, heads: int = 16):
         super().__init__()
-        from timm.layers import build_sincos2d_pos_embed
         from timm.models.vision_transformer import Block
 
         if width % heads:
             raise ValueError(f"decoder width {width} is not a multiple of its {heads} heads")
         self.embed = nn.Linear(in_dim, width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
-        table = build_sincos2d_pos_embed(list(grid_size), width)
-        self.register_buffer("pos_embed", torch.cat([torch.zeros(1, width), table])[None], persistent=False)
+        self.grid_size = tuple(grid_size)
+        self.register_buffer("pos_embed", self.position_table(self.grid_size, width), persistent=False)
         self.blocks = nn.Sequential(*(Block(width, heads, mlp_ratio=4.0, qkv_bias=True) for _ in range(depth)))
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self.pred = nn.Linear(width, patch_pixels)
@@ -120,17 +119,26 @@ class MAEDecoder(nn.Module):
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.mask_token, std=0.02)
 
+    @staticmethod
+    def position_table(grid_size: tuple[int, int], width: int) -> torch.Tensor:
+        """(1, 1 + rows * columns, width): zeros for the CLS token, then MAE's 2-D sine-cosine table."""
+        from timm.layers import build_sincos2d_pos_embed
+
+        return torch.cat([torch.zeros(1, width), build_sincos2d_pos_embed(list(grid_size), width)])[None]
+
     def no_weight_decay(self) -> set[str]:
         return {"mask_token"}
 
-    def forward(self, tokens: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, restore: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
         """tokens: (B, 1 + K, in_dim), CLS then the K visible patches in the order they were kept;
-        restore: (B, L), for each image position the index of its token in [visible..., masked...].
-        Returns (B, L, patch_pixels), in image order."""
+        restore: (B, L), for each image position the index of its token in [visible..., masked...];
+        grid_size: the images' (rows, columns) of patches. Returns (B, L, patch_pixels), in image order."""
         x = self.embed(tokens)
         batch, num_patches = restore.shape
         hidden = self.mask_token.to(x.dtype).expand(batch, num_patches + 1 - x.shape[1], -1)
         patches = torch.cat([x[:, 1:], hidden], dim=1)
         patches = patches.gather(1, restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        x = torch.cat([x[:, :1], patches], dim=1) + self.pos_embed
+        table = self.pos_embed if tuple(grid_size) == self.grid_size else (
+            self.position_table(grid_size, x.shape[-1]).to(x.device))  # crops at another size than data.resolution
+        x = torch.cat([x[:, :1], patches], dim=1) + table
         return self.pred(self.norm(self.blocks(x)))[:, 1:]

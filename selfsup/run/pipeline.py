@@ -21,7 +21,7 @@ from selfsup.eval.features import extract_features
 from selfsup.eval.finetune import finetune
 from selfsup.eval.knn import knn_top1
 from selfsup.eval.linear import linear_probe
-from selfsup.models.backbones import build_backbone
+from selfsup.models.backbones import backbone_state, build_backbone
 from selfsup.pictures import save_final_pictures
 from selfsup.run.checkpoint import ResumeCheckpoint, read_checkpoint
 from selfsup.run.history import CsvHistory
@@ -165,8 +165,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     datamodule.complete_config()
 
     backbone = build_backbone(**train_cfg.backbone)
-    prefix = "backbone."
-    backbone.load_state_dict({k[len(prefix):]: v for k, v in saved.state_dict.items() if k.startswith(prefix)})
+    backbone.load_state_dict(backbone_state(saved.state_dict))
     device = training_device(cfg.trainer)
     bf16 = "bf16" in str(cfg.trainer.precision)
     scores = evaluate_backbone(backbone, datamodule, cfg.eval, device, bf16)

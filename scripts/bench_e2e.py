@@ -1,0 +1,264 @@
+"""`scripts/bench.py --e2e`: train.py's whole pipeline against a plain PyTorch loop, end to end.
+
+Per method, one after the other, each side in a fresh process, the same config (model, loss,
+optimizer, batch, precision, memory format, loader workers, seed):
+- pipeline: `python train.py` itself (its DataModule and augmentation, loader workers, callbacks,
+  loggers, progress display, checkpoints, Lightning) with `trainer.max_steps` = warm-up + N, without
+  the kNN monitor and the kNN at init (the plain loop evaluates nothing), with Lightning's
+  SimpleProfiler (trainer.profiler=simple) and `PipelineClock`, a callback added by Hydra override
+  that times the window from inside the run and writes it to a file; the bench then ends the run
+  (its final evaluation is no part of training).
+- plain: a torchvision ImageFolder of <root>/train with torchvision's transforms written out per
+  view from the same augmentation config (`PlainViews`), a DataLoader (shuffle, drop_last,
+  persistent workers) and `bench.BareLoop`: the module's own step with no framework around it.
+Each window starts after the last warm-up step and holds N optimizer steps (and N EMA updates); with
+the default N, one epoch of the data, it also holds one epoch boundary and what happens there.
+
+Per step, in ms: data (waiting for the loader), forward (the module's step: losses and probe, plus,
+in the pipeline, the non-finite guard and the logging calls of training_step), backward, update
+(the optimizer step), targets (the module's on_train_batch_end: EMA), framework (everything else:
+Lightning's loop, callbacks, loggers, progress display, checkpoints; the plain loop's own few lines).
+On a GPU these are host times: the device runs ahead of them; the window's edges are synchronised.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+import bench
+
+SCRIPTS = Path(__file__).resolve().parent
+PHASES = ("data", "forward", "backward", "update", "targets")
+
+
+# --- the pipeline side: train.py, timed from inside -----------------------------------------------
+class PipelineClock(pl.Callback):
+    """Times optimizer steps warmup+1 .. warmup+steps of the run it is added to and writes them to
+    `path` (JSON), with the per-step breakdown from the run's SimpleProfiler."""
+
+    CONTAINERS = ("run_training_epoch", "run_training_batch", ".optimizer_step")  # hold other actions
+
+    def __init__(self, warmup: int, steps: int, path: str):
+        self.warmup, self.steps, self.path = warmup, steps, Path(path)
+        self._update_start = self._update = 0.0
+        self._start = None
+
+    def on_train_start(self, trainer, pl_module):
+        from pytorch_lightning.profilers import SimpleProfiler
+
+        if not isinstance(trainer.profiler, SimpleProfiler):
+            raise RuntimeError("PipelineClock reads the per-step breakdown from trainer.profiler=simple")
+        trainer.optimizers[0].register_step_post_hook(self._after_update)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self._update_start = time.perf_counter()  # the closure (forward, backward) has run: the update starts
+
+    def _after_update(self, optimizer, args, kwargs):
+        self._update += time.perf_counter() - self._update_start
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # (before the module's own on_train_batch_end: each window holds the EMA updates of N steps)
+        if trainer.global_step == self.warmup:
+            bench.sync(pl_module.device)
+            self._counts = {action: len(d) for action, d in trainer.profiler.recorded_durations.items()}
+            self._update = 0.0
+            self._start = (time.perf_counter(), time.process_time())
+        elif trainer.global_step == self.warmup + self.steps and self._start is not None:
+            bench.sync(pl_module.device)
+            wall, cpu = time.perf_counter() - self._start[0], time.process_time() - self._start[1]
+            spent = {action: sum(d[self._counts.get(action, 0):])
+                     for action, d in trainer.profiler.recorded_durations.items()}
+            module = f"[LightningModule]{type(pl_module).__name__}"
+            phases = {
+                "data": sum(s for a, s in spent.items() if a.endswith(".train_dataloader_next")),
+                "forward": sum(s for a, s in spent.items() if a.startswith("[Strategy]") and a.endswith(".training_step")),
+                "backward": sum(s for a, s in spent.items() if a.startswith("[Strategy]") and a.endswith(".backward")),
+                "update": self._update,
+                "targets": spent.get(f"{module}.on_train_batch_end", 0.0),
+            }
+            actions = {a: s for a, s in spent.items() if s > 0 and not a.endswith(self.CONTAINERS)}
+            top = sorted(actions.items(), key=lambda item: -item[1])[:15]
+            result = window(self.steps, len(batch[1]) * trainer.world_size, wall, cpu, phases)
+            result["actions_ms_per_step"] = {a: round(1000 * s / self.steps, 2) for a, s in top}
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+            os.replace(tmp, self.path)  # whole or absent: the bench polls for it
+
+
+def window(steps: int, batch: int, wall: float, cpu: float, phases: dict) -> dict:
+    """images/s and ms per step of a timed window; what the phases leave of the wall time is framework."""
+    ms = {name: 1000 * phases[name] / steps for name in PHASES}
+    ms["framework"] = 1000 * wall / steps - sum(ms.values())
+    return {"images_per_sec": steps * batch / wall, "seconds": wall, "steps": steps,
+            "ms_per_step": {name: round(v, 1) for name, v in ms.items()},
+            "main_process_cpu_ms_per_step": round(1000 * cpu / steps, 1)}
+
+
+def time_pipeline(overrides: list[str], warmup: int, steps: int, run_dir: Path) -> dict:
+    """train.py with `overrides` until PipelineClock has written its window; then the run is ended."""
+    result, log_path = run_dir / "clock.json", run_dir / "train.log"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(bench.REPO / "train.py"), *overrides,
+               f"trainer.max_steps={warmup + steps}", "trainer.limit_val_batches=0", "eval.knn_at_init=false",
+               "trainer.profiler=simple", "resume=never", f"hydra.run.dir={run_dir}",
+               "+callbacks.bench_clock._target_=bench_e2e.PipelineClock", f"+callbacks.bench_clock.warmup={warmup}",
+               f"+callbacks.bench_clock.steps={steps}", f"+callbacks.bench_clock.path={result}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")]))}
+    with open(log_path, "w") as log:
+        run = subprocess.Popen(command, cwd=bench.REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
+                               start_new_session=True)  # its own process group: the run and its loader workers
+    try:
+        while not result.exists():
+            if run.poll() is not None:
+                tail = "\n".join(log_path.read_text().splitlines()[-15:])
+                raise SystemExit(f"bench: train.py exited ({run.returncode}) before its timed window ended; "
+                                 f"{log_path}:\n{tail}")
+            time.sleep(0.2)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    return json.loads(result.read_text())
+
+
+# --- the plain side: ImageFolder + DataLoader + the bare loop ---------------------------------------
+class PlainViews:
+    """torchvision's transforms for each configured view, written out as a plain script (or lightly's
+    transforms) would: crop, flip, colour jitter, grayscale, blur, solarize, to tensor, normalise."""
+
+    def __init__(self, augmentation):
+        from torchvision import transforms as T
+
+        def view(v):
+            size = v.get("resolution") or augmentation.resolution
+            blur = T.GaussianBlur(int(0.1 * size) // 2 * 2 + 1, sigma=(0.1, 2.0))
+            return T.Compose([
+                T.RandomResizedCrop(size, scale=tuple(v.crop_scale)), T.RandomHorizontalFlip(v.flip_p),
+                T.RandomApply([T.ColorJitter(v.brightness, v.contrast, v.saturation, v.hue)], p=v.jitter_p),
+                T.RandomGrayscale(v.grayscale_p), T.RandomApply([blur], p=v.blur_p if augmentation.blur else 0.0),
+                T.RandomSolarize(128, p=v.solarize_p), T.ToTensor(), T.Normalize(augmentation.mean, augmentation.std),
+            ])
+
+        self.views = [view(v) for v in augmentation.views]
+
+    def __call__(self, image):
+        return [view(image) for view in self.views]
+
+
+def plain_loop(overrides: list[str], root: str, warmup: int, steps: int, run_dir: Path) -> None:
+    """(In a fresh process.) The plain side's window, written to <run_dir>/clock.json."""
+    import torch
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf, open_dict
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+
+    from selfsup.run.launch import training_device
+
+    bench.quiet()
+    cfg = bench.compose(overrides, run_dir)
+    torch.manual_seed(cfg.seed)
+    images = ImageFolder(str(Path(root) / "train"), transform=PlainViews(cfg.augmentation))
+    with open_dict(cfg):
+        cfg.data.num_classes = len(images.classes)
+    OmegaConf.resolve(cfg)
+    model = get_class(cfg.method._target_)(cfg)
+    device = training_device(cfg.trainer)
+    workers = cfg.data.num_workers
+    loader = DataLoader(images, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    loop = bench.BareLoop(cfg, model, device, total_steps=warmup + steps, steps_per_epoch=len(loader))
+    loop.start()
+    phases, done, start = dict.fromkeys(PHASES, 0.0), 0, None
+    while done < warmup + steps:
+        batches = iter(loader)
+        while done < warmup + steps:
+            waiting = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                break
+            waited = time.perf_counter() - waiting
+            views, labels = batch
+            spent = loop.step([v.to(device, non_blocking=True) for v in views], labels.to(device, non_blocking=True))
+            done += 1
+            if start is not None:
+                for name, seconds in (("data", waited), *spent.items()):
+                    phases[name] += seconds
+            elif done == warmup:
+                bench.sync(device)
+                start = (time.perf_counter(), time.process_time())
+        loop.position.current_epoch += 1
+    bench.sync(device)
+    result = window(steps, cfg.data.batch_size, time.perf_counter() - start[0], time.process_time() - start[1], phases)
+    (run_dir / "clock.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def time_plain(overrides: list[str], root: str, warmup: int, steps: int, run_dir: Path) -> dict:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    process = multiprocessing.get_context("spawn").Process(target=plain_loop, args=(overrides, root, warmup, steps, run_dir))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise SystemExit(f"bench: the plain loop failed (exit {process.exitcode}); see its traceback above")
+    return json.loads((run_dir / "clock.json").read_text())
+
+
+# --- both, per method ---------------------------------------------------------------------------------
+def run(args, out_dir: Path) -> tuple[dict, str]:
+    from torchvision.datasets import ImageFolder
+
+    root = Path(args.root).expanduser()
+    if not (root / "train").is_dir():
+        raise SystemExit(f"bench: no image folder at {root}: pass --root <dir with train/<class>/<image>>")
+    if args.warmup < 1:
+        raise SystemExit("bench --e2e: --warmup must be >= 1 (the window starts after a warm-up step)")
+    steps = args.steps or len(ImageFolder(str(root / "train"))) // args.batch_size  # default: one epoch
+    report = {"mode": "e2e", "methods": {}}
+    lines = []
+    for method in args.methods.split(","):
+        overrides = bench.common_overrides(args, method) + ["data=folder", f"data.root={root}",
+                                                            "backbone.cifar_stem=false", "optimizer=sgd"]
+        overrides = last_wins(overrides + list(args.overrides))
+        pipeline = time_pipeline(overrides, args.warmup, steps, out_dir / method / "pipeline")
+        plain = time_plain(overrides, str(root), args.warmup, steps, out_dir / method / "plain")
+        ratio = pipeline["images_per_sec"] / plain["images_per_sec"]
+        report["methods"][method] = {"pipeline": pipeline, "plain": plain, "ratio": round(ratio, 4)}
+        lines += method_lines(method, pipeline, plain, ratio)
+        print("\n".join(lines[-3:]), flush=True)
+    cfg = bench.compose(overrides, out_dir)
+    report["config"] = {**bench.run_config(cfg, args), "steps": steps, "root": str(root)}
+    report["machine"] = bench.machine(bench_device(cfg))
+    header = (f"\nend to end, {args.warmup} warm-up + {steps} timed steps per side; {cfg.backbone.name} "
+              f"{'CIFAR' if cfg.backbone.cifar_stem else 'standard'} stem at {cfg.data.resolution} px, batch "
+              f"{cfg.data.batch_size}, {cfg.trainer.precision}, {'channels_last' if cfg.backbone.channels_last else 'NCHW'}, "
+              f"{cfg.data.num_workers} loader worker(s), {cfg.optimizer.name}; {report['machine']['device_name']}\n"
+              f"  {'':8} {'':9} {'images/s':>9}   ms/step: " + " ".join(f"{p:>9}" for p in (*PHASES, "framework")))
+    return report, header + "\n" + "\n".join(lines)
+
+
+def last_wins(overrides: list[str]) -> list[str]:
+    """Overrides with one entry per key, the last given (Hydra refuses a key twice)."""
+    by_key = {o.split("=", 1)[0].lstrip("+~"): o for o in overrides}
+    return list(by_key.values())
+
+
+def bench_device(cfg):
+    from selfsup.run.launch import training_device
+
+    return training_device(cfg.trainer)
+
+
+def method_lines(method: str, pipeline: dict, plain: dict, ratio: float) -> list[str]:
+    def row(name, side):
+        ms = side["ms_per_step"]
+        return f"  {name:<18} {side['images_per_sec']:9.1f}            " + " ".join(f"{ms[p]:9.1f}" for p in (*PHASES, "framework"))
+
+    return [row(f"{method} pipeline", pipeline), row(f"{method} plain", plain), f"  {method} ratio {ratio:.3f}"]

@@ -1,0 +1,223 @@
+"""What keeps a run safe and on schedule, in-process: the non-finite loss guard's limit on batches
+skipped in a row, the refusal to save non-finite weights, atomic checkpoint writes that fail midway,
+resume=auto declining a run whose config changed since, and the warm-up + cosine LR at known steps."""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from conftest import REPO, compose_train
+from selfsup.config import register_configs
+from selfsup.errors import UserError
+from selfsup.methods.nonfinite import MAX_CONSECUTIVE_SKIPS, skipped_batches
+from selfsup.optim import build_scheduler
+from selfsup.run.checkpoint import AtomicCheckpointIO
+from selfsup.run.resume import resume_point
+from selfsup.run.state import RunState
+
+BATCH = 4
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class RandomViews(Dataset):
+    def __init__(self, length: int):
+        generator = torch.Generator().manual_seed(0)
+        self.views = torch.randn(length, 2, 3, 16, 16, generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitem__(self, i):
+        return [self.views[i, 0], self.views[i, 1]], 0
+
+
+def _simclr(tmp_path, *overrides: str):
+    cfg = compose_train(["method=simclr", "data=digits", f"data.batch_size={BATCH}", "backbone.cifar_stem=false",
+                         "method.projector.hidden_dim=16", "method.projector.output_dim=8", *overrides], tmp_path)
+    torch.manual_seed(0)
+    return get_class(cfg.method._target_)(cfg)
+
+
+def _fit(model, tmp_path, batches: int, **kwargs) -> pl.Trainer:
+    options = dict(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                   num_sanity_val_steps=0, precision="32-true", default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(**{**options, **kwargs})
+    trainer.fit(model, train_dataloaders=DataLoader(RandomViews(batches * BATCH), batch_size=BATCH))
+    return trainer
+
+
+def _nan_on(model, nonfinite: list[bool]) -> None:
+    """Make the SSL loss of batch i NaN where nonfinite[i]."""
+    training_loss, batch = model.training_loss, iter(nonfinite)
+
+    def loss(views):
+        out = training_loss(views)
+        if next(batch):
+            out.loss = out.loss * float("nan")
+        return out
+
+    model.training_loss = loss
+
+
+# --- non-finite losses and weights ----------------------------------------------------------------
+
+def test_skip_tolerates_the_limit_in_a_row_and_a_finite_batch_resets_the_count(tmp_path):
+    model = _simclr(tmp_path, "on_nonfinite=skip")
+    schedule = [True] * MAX_CONSECUTIVE_SKIPS + [False] + [True] * MAX_CONSECUTIVE_SKIPS + [False]
+    _nan_on(model, schedule)
+    trainer = _fit(model, tmp_path, batches=len(schedule))
+    assert skipped_batches(model) == 2 * MAX_CONSECUTIVE_SKIPS and trainer.global_step == len(schedule)
+
+
+def test_a_skipped_batch_changes_no_weight(tmp_path):
+    model = _simclr(tmp_path, "on_nonfinite=skip")
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    _nan_on(model, [True, True])
+    _fit(model, tmp_path, batches=2)
+    assert skipped_batches(model) == 2
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+
+
+def test_skip_stops_one_past_the_limit_in_a_row(tmp_path):
+    model = _simclr(tmp_path, "on_nonfinite=skip")
+    _nan_on(model, [False] + [True] * (MAX_CONSECUTIVE_SKIPS + 1) + [False])
+    with pytest.raises(UserError, match=rf"non-finite loss at step {MAX_CONSECUTIVE_SKIPS + 1} .*\({MAX_CONSECUTIVE_SKIPS + 1} in a row\)"):
+        _fit(model, tmp_path, batches=MAX_CONSECUTIVE_SKIPS + 3)
+    assert skipped_batches(model) == MAX_CONSECUTIVE_SKIPS + 1
+
+
+def test_stop_is_the_default_and_stops_at_the_first_non_finite_loss(tmp_path):
+    model = _simclr(tmp_path)
+    _nan_on(model, [False, False, True, False])
+    with pytest.raises(UserError, match=r"non-finite loss at step 2 .*loss=nan.*on_nonfinite=skip"):
+        _fit(model, tmp_path, batches=4)
+
+
+def test_non_finite_weights_are_never_saved_over_the_last_good_checkpoint(tmp_path):
+    model = _simclr(tmp_path)
+    trainer = _fit(model, tmp_path, batches=1, callbacks=[RunState()], plugins=[AtomicCheckpointIO()])
+    last = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(last)
+    good = last.read_bytes()
+    with torch.no_grad():
+        model.backbone.layer4[1].conv2.weight[0, 0, 0, 0] = float("inf")
+    with pytest.raises(UserError, match=r"the weights became non-finite \(backbone\.layer4\.1\.conv2\.weight\)"):
+        trainer.save_checkpoint(last)
+    assert last.read_bytes() == good
+    model.backbone.layer4[1].conv2.weight.data.nan_to_num_(posinf=0.0)
+    trainer.save_checkpoint(last)  # finite again: saved
+    assert last.read_bytes() != good
+
+
+# --- atomic checkpoint writes ---------------------------------------------------------------------
+
+def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    io, path = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": 1, "weights": torch.arange(1000.0)}, path)
+    previous = path.read_bytes()
+
+    # Serialisation fails after the tensor data is queued: an unpicklable object deep in the checkpoint.
+    with pytest.raises(Exception):
+        io.save_checkpoint({"step": 2, "weights": torch.zeros(1000), "callbacks": {"bad": lambda: None}}, path)
+    assert path.read_bytes() == previous and os.listdir(path.parent) == ["last.ckpt"]
+
+    # The write completes but flushing it to disk fails (a full disk, an I/O error) before the rename.
+    def fsync_fails(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fsync_fails)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"step": 3, "weights": torch.ones(1000)}, path)
+    assert path.read_bytes() == previous and os.listdir(path.parent) == ["last.ckpt"]
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["step"] == 1
+
+
+# --- resume=auto: a run of the same command line whose config changed since ------------------------
+
+@pytest.fixture
+def hydra_overrides():
+    """Stands in for the Hydra run of `train.py <overrides>` that resume=auto reads its command line from."""
+    def set_overrides(overrides: list[str]):
+        register_configs()
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            HydraConfig.instance().set_config(compose(config_name="train", overrides=overrides,
+                                                      return_hydra_config=True))
+    yield set_overrides
+    HydraConfig.instance().cfg = None
+
+
+def _saved_run(run_dir, cfg, overrides: list[str]):
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
+    (run_dir / "checkpoints").mkdir()
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    torch.save({"hyper_parameters": {"cfg": {"method": {"name": "simclr"}}}, "global_step": 4, "epoch": 0}, checkpoint)
+    return checkpoint
+
+
+def _as_saved(overrides: list[str]):
+    cfg = compose_train(overrides, "unused")
+    cfg.paths.output_dir = "${hydra:runtime.output_dir}"  # as Hydra saves it in .hydra/config.yaml
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+
+
+def test_resume_auto_names_but_does_not_continue_a_run_whose_config_changed(tmp_path, hydra_overrides, capsys):
+    command = ["optimizer.lr=0.5"]
+    runs = tmp_path / "runs"
+    edited = _as_saved(command)
+    edited.optimizer.weight_decay = 0.123  # the YAML was edited since that run
+    checkpoint = _saved_run(runs / "1_before_the_edit", edited, command)
+    other = _as_saved(["optimizer.lr=0.7"])
+    _saved_run(runs / "2_another_command", other, ["optimizer.lr=0.7"])
+    (runs / "3_now").mkdir()
+
+    hydra_overrides([*command, "resume=auto"])  # resume= is not part of what makes a command the same
+    cfg = _as_saved(command)
+    cfg.paths.output_dir = str(runs / "3_now")
+    assert resume_point(cfg) is None and cfg.paths.output_dir == str(runs / "3_now")
+    printed = capsys.readouterr().out
+    assert (f"not resuming {runs / '1_before_the_edit'}: made by this command line, but its config has changed "
+            f"since (optimizer.weight_decay); starting afresh (ckpt_path={checkpoint} continues it") in printed
+    assert "2_another_command" not in printed
+
+
+# --- learning-rate schedule -----------------------------------------------------------------------
+
+def test_warmup_cosine_lr_at_known_steps():
+    """2 warm-up epochs of 5 steps from 0.1x, then cosine over the other 10 steps down to 0.01x;
+    every parameter group scaled alike, a constant_lr group left alone."""
+    cfg = OmegaConf.merge(compose_train(["scheduler=warmup_cosine"]).scheduler,
+                          {"warmup_epochs": 2, "warmup_start_factor": 0.1, "min_lr_factor": 0.01})
+    weights = [torch.nn.Parameter(torch.zeros(1)) for _ in range(3)]
+    optimizer = torch.optim.SGD([{"params": [weights[0]], "lr": 1.0}, {"params": [weights[1]], "lr": 0.2},
+                                 {"params": [weights[2]], "lr": 0.5, "constant_lr": True}], lr=1.0)
+    scheduler = build_scheduler(cfg, optimizer, total_steps=20, steps_per_epoch=5)
+    lrs = []
+    for _ in range(23):
+        lrs.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    expected = {0: 0.1, 5: 0.55, 9: 0.91, 10: 1.0, 15: 0.505, 20: 0.01, 22: 0.01}
+    for step, factor in expected.items():
+        assert lrs[step] == pytest.approx([factor, 0.2 * factor, 0.5]), step
+    assert lrs[12][0] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.2)))
+    assert all(a[0] > b[0] for a, b in zip(lrs[10:20], lrs[11:21]))  # decreasing after the warm-up
