@@ -94,6 +94,37 @@ def test_layer_decay_scales_each_block_by_its_depth_from_the_top():
         layer_decay_groups(_backbone("resnet18", "data=cifar10"), 0.75)
 
 
+def test_finetune_gives_each_vit_block_its_decayed_lr(monkeypatch):
+    from types import SimpleNamespace
+
+    from selfsup.eval import finetune as finetune_module
+
+    class Stop(Exception):
+        pass
+
+    def capture(groups, **kwargs):
+        captured.extend(groups)
+        raise Stop  # the optimizer's groups are all this test needs
+
+    captured: list[dict] = []
+    monkeypatch.setattr(finetune_module.torch.optim, "SGD", capture)
+    cfg = compose_train(["data=cifar10", "eval=finetune", "eval.finetune.layer_decay=0.5",
+                         "eval.finetune.backbone_lr_factor=0.1", "eval.finetune.lr=0.256", "eval.finetune.batch_size=1000"])
+    vit = _backbone("vit_tiny", "data=cifar10")
+    vit.patch_embed.requires_grad_(False)  # as MoCo v3 leaves it: fine-tuning trains it again
+    data = SimpleNamespace(cfg=SimpleNamespace(**{**OmegaConf.to_container(cfg.data, resolve=True), "num_classes": 10}),
+                           labelled=[(None, 0)], num_workers=0, evaluation_loaders=lambda: (None, None))
+    with pytest.raises(Stop):
+        finetune_module.finetune(vit, data, cfg.eval.finetune, "cpu")
+    head_lr = 0.256 * 1000 / 256
+    assert len(captured) == 15  # embeddings, 12 blocks, final norm, then the head
+    expected = [head_lr * 0.1 * 0.5 ** (13 - layer) for layer in range(14)] + [head_lr]
+    for group, lr in zip(captured, expected, strict=True):
+        assert group["lr"] == pytest.approx(lr)
+    params = [p for g in captured for p in g["params"]]
+    assert len(params) == len(list(vit.parameters())) + 2 and all(p.requires_grad for p in params)
+
+
 # ------------------------------------------------------------------------------- MAE
 def test_patchify_is_row_major_patches_and_unpatchify_inverts_it():
     x = torch.randn(2, 3, 32, 48)
@@ -202,9 +233,10 @@ def test_mocov3_frozen_patch_projection_is_out_of_training(tmp_path):
 
 # ------------------------------------------------------------------------------- through train.py
 def test_mae_tiny_run_writes_results_with_finetune_first_and_a_reconstruction_grid(tmp_path):
-    results = train(["method=mae", "backbone=vit_tiny", "data=digits", *TINY_RUN, *TINY_MAE], tmp_path)
+    results = train(["method=mae", "data=digits", *TINY_RUN, *TINY_MAE, "eval=finetune", "eval.finetune.epochs=1",
+                     "eval.finetune.layer_decay=0.75"], tmp_path)
     assert results["method"] == "mae" and results["backbone"] == "vit_tiny" and results["steps"] == 2
-    assert results["primary_eval"] == "finetune" and 0.0 <= results["knn_top1"] <= 1.0
+    assert results["primary_eval"] == "finetune" and 0.0 <= results["finetune_top1"] <= 1.0
     assert [p.name for p in (tmp_path / "images").glob("epoch_*.png")] == ["epoch_000.png"]
 
 
