@@ -257,6 +257,8 @@ def save_curves(metrics_csv: Path, path: Path, knn_at_init: float | None = None,
         else:
             ax.text(0.5, 0.5, "nothing logged\n(fewer steps than trainer.log_every_n_steps?)",
                     ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)

@@ -110,7 +110,7 @@ def test_generative_run_writes_results_and_its_image_grid(method, tmp_path):
                      "trainer.log_every_n_steps=1"], tmp_path)
     assert RESULT_KEYS <= results.keys() and results["method"] == method
     assert results["steps"] == 2  # one global step per batch, even with a critic optimizer
-    grids = sorted(p.name for p in (tmp_path / "images").glob("*.png"))
+    grids = sorted(p.name for p in (tmp_path / "images").glob("epoch_*.png"))
     assert grids == ["epoch_000.png"]  # the last epoch always draws, whatever image_every_n_epochs
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
     if method == "context_encoder":

@@ -39,9 +39,10 @@ def test_short_real_image_run_writes_complete_results(tmp_path, cifar_subset):
                      "backbone.cifar_stem=false"], tmp_path)
     assert RESULT_KEYS <= results.keys()
     assert results["steps"] == 3 and results["data"] == "folder"
-    print("RESULTS", {k: results[k] for k in ("knn_top1_at_init", "knn_top1", "linear_top1")})
+    # Scored on the 1,017 real validation images against their own labels: well above the 0.1 of chance even
+    # for barely trained features (measured 0.29 kNN at init, 0.27 kNN, 0.37 linear); misaligned labels give ~0.1.
     for key in ("knn_top1_at_init", "knn_top1", "linear_top1"):
-        assert 0.0 <= results[key] <= 1.0
+        assert results[key] > 0.2, (key, results[key])
     # the final evaluation reuses the last epoch's monitor features: the same kNN score, not a re-embedding
     assert results["knn_top1"] == pytest.approx(results["metrics"]["val/knn_top1"], abs=1e-6)
     assert (tmp_path / "csv" / "metrics.csv").read_text().startswith("epoch,step")

@@ -149,11 +149,11 @@ def test_mae_encoder_sees_only_the_visible_tokens(tmp_path):
     model = _model("mae", tmp_path, "backbone=vit_tiny", *TINY_MAE)
     lengths = []
     model.backbone.blocks[0].register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
-    pred, mask = model.reconstruct(torch.randn(3, 3, 32, 32))
+    pred, mask, cls = model.reconstruct(torch.randn(3, 3, 32, 32))
     assert lengths == [1 + 16]  # CLS + 25% of the 8 x 8 patches
-    assert pred.shape == (3, 64, 4 * 4 * 3) and mask.sum(dim=1).tolist() == [48.0] * 3
+    assert pred.shape == (3, 64, 4 * 4 * 3) and mask.sum(dim=1).tolist() == [48.0] * 3 and cls.shape == (3, 192)
     out = model.training_loss([torch.randn(3, 3, 32, 32)])
-    assert lengths[1:] == [1 + 16, 1 + 64]  # then the whole images, without gradient, for the online probe
+    assert lengths[1:] == [1 + 16]  # one encoder forward per step: the online probe reads its CLS token
     out.loss.backward()
     assert model.decoder.mask_token.grad.abs().sum() > 0 and model.backbone.cls_token.grad.abs().sum() > 0
 

@@ -10,32 +10,30 @@ from torch import nn
 from selfsup.data.transforms import global_view_count
 from selfsup.errors import UserError
 from selfsup.methods.base import StepOutput, forward_by_resolution
-from selfsup.methods.momentum import make_target
 from selfsup.methods.momentum_method import MomentumMethod
 from selfsup.models.heads import DINOHead
 
 
 class DINO(MomentumMethod):
+    target_name = "teacher"
+
     def __init__(self, cfg):
         super().__init__(cfg)
         self.head = DINOHead(self.feature_dim, **cfg.method.head)
-        self.teacher = make_target(self._student())
+        self.make_momentum_target()  # self.teacher: EMA of backbone + head
         self.global_views = global_view_count(cfg.augmentation)
         self._steps_per_epoch: int | None = None  # optimiser steps; known once training starts
 
     @classmethod
     def check_config(cls, cfg, world_size: int) -> None:
+        super().check_config(cfg, world_size)
         views = len(cfg.augmentation.views)
         if views < 2 or global_view_count(cfg.augmentation) < 1:
             raise UserError(f"DINO needs at least 2 views, at least one of them global (augmentation.views has "
                             f"{views}): use augmentation=multicrop")
 
-    def _student(self) -> nn.Module:
-        # Built on the fly, not stored: an attribute would register backbone twice in state_dict.
-        return nn.Sequential(self.backbone, self.head)
-
-    def momentum_pairs(self):
-        return [(self._student(), self.teacher)]
+    def online_encoder(self) -> nn.Module:
+        return nn.Sequential(self.backbone, self.head)  # the student
 
     def on_train_start(self) -> None:
         super().on_train_start()

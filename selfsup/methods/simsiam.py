@@ -5,24 +5,19 @@ from __future__ import annotations
 
 import torch
 
-from selfsup.errors import UserError
 from selfsup.methods.base import SSLMethod, StepOutput
 from selfsup.models.heads import MLPHead
 
 
 class SimSiam(SSLMethod):
+    num_views = 2
+
     def __init__(self, cfg):
         super().__init__(cfg)
         self.projector = MLPHead(self.feature_dim, **cfg.method.projector)
         self.predictor = MLPHead(cfg.method.projector.output_dim, **cfg.method.predictor)
         if cfg.method.fixed_predictor_lr:  # the paper's best (Sec. 4.2): the predictor adapts at the full LR
             self.constant_lr_modules = ("predictor",)
-
-    @classmethod
-    def check_config(cls, cfg, world_size: int) -> None:
-        if len(cfg.augmentation.views) != 2:
-            raise UserError(f"SimSiam uses 2 views, augmentation.views has {len(cfg.augmentation.views)}: "
-                            "use augmentation=simsiam")
 
     def training_loss(self, views: list[torch.Tensor]) -> StepOutput:
         # Each view is its own forward (own BatchNorm batch), as in the reference implementation.

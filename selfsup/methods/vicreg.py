@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import torch
 
-from selfsup.errors import UserError
 from selfsup.methods.base import SSLMethod, StepOutput
 from selfsup.models.heads import MLPHead
 
 
 class VICReg(SSLMethod):
+    num_views = 2
+
     def __init__(self, cfg):
         super().__init__(cfg)
         self.expander = MLPHead(self.feature_dim, **cfg.method.expander)
-
-    @classmethod
-    def check_config(cls, cfg, world_size: int) -> None:
-        if len(cfg.augmentation.views) != 2:
-            raise UserError(f"VICReg uses 2 views, augmentation.views has {len(cfg.augmentation.views)}: "
-                            "use augmentation=vicreg")
 
     def training_loss(self, views: list[torch.Tensor]) -> StepOutput:
         # Each view is its own forward (own BatchNorm batch), as in the reference implementation.

@@ -121,7 +121,7 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
     if not cfg.trainer.enable_progress_bar:
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
-    callbacks += [ThroughputMonitor(), CpuThreadsPerRank(), RunState()]  # RunProgress reads ThroughputMonitor
+    callbacks += [ThroughputMonitor(), CpuThreadsPerRank(), RunState(), RunProgress()]  # RunProgress reads ThroughputMonitor
     if cfg.images:
         callbacks.append(ViewsPicture(run_dir, cfg.data.mean, cfg.data.std))
     if torch.cuda.is_available():
