@@ -7,7 +7,7 @@ SWEEP  ?= simclr_optuna
 DIR    ?= outputs
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test clean bench sweep report export
+.PHONY: help install train test clean bench sweep report export table
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,6 +31,14 @@ report: $(STAMP)  ## compare the runs below DIR (default: outputs) in DIR/report
 
 export: $(STAMP)  ## backbone alone, loadable into stock torchvision/timm: make export CKPT=<run>/checkpoints/last.ckpt [ARGS=format=timm]
 	$(PY) scripts/export.py ckpt_path=$(CKPT) $(ARGS)
+
+PEERS  := $(VENV)/.peers-installed
+$(PEERS): requirements-peers.txt $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-peers.txt
+	@touch $@
+
+table: $(PEERS)  ## each method vs lightly's at equal wall-clock on the CIFAR sample (~1 h on 2 CPUs; outputs/table/<time>/results.md)
+	$(PY) benchmarks/peer_table.py $(ARGS)
 
 bench: $(STAMP)  ## time a training step: module vs bare PyTorch, loader (outputs/bench/<time>/bench.json)
 	$(PY) scripts/bench.py $(ARGS)

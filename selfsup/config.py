@@ -19,8 +19,8 @@ from omegaconf import MISSING, OmegaConf
 class DataConfig:
     name: str = MISSING
     root: Optional[str] = None
-    resolution: Optional[int] = None        # null: inferred from the first training image
-    num_classes: Optional[int] = None       # null: inferred from the dataset
+    resolution: Optional[int] = MISSING     # null: inferred from the first training image
+    num_classes: Optional[int] = MISSING    # null: inferred from the dataset
     mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     batch_size: int = 256                   # per device
@@ -59,9 +59,9 @@ class AugmentationConfig:
     std: List[float] = MISSING
     blur: bool = MISSING                    # blur only helps at resolutions where it is not a smear
     views: List[ViewConfig] = MISSING
-    min_crop_scale: float = "${data.min_crop_scale}"  # floor on every view's crop_scale[0]
-    flip: bool = "${data.flip}"                       # False disables every view's flip
-    on_device: bool = False                 # workers only crop + flip (uint8); colour jitter, grayscale, blur,
+    min_crop_scale: float = MISSING                   # floor on every view's crop_scale[0]
+    flip: bool = MISSING                              # False disables every view's flip
+    on_device: bool = MISSING               # workers only crop + flip (uint8); colour jitter, grayscale, blur,
                                             # solarize and normalisation run batched on the training device
 
 
@@ -85,7 +85,7 @@ class MultiCropConfig(AugmentationConfig):
 @dataclass
 class BackboneConfig:
     name: str = MISSING
-    cifar_stem: bool = False
+    cifar_stem: bool = MISSING
     zero_init_residual: bool = False
     channels_last: bool = True
 
@@ -102,9 +102,9 @@ class ViTBackboneConfig(BackboneConfig):
 
 @dataclass
 class HeadConfig:
-    hidden_dim: int = 2048
-    output_dim: int = 128
-    num_layers: int = 2
+    hidden_dim: int = MISSING
+    output_dim: int = MISSING
+    num_layers: int = MISSING
     batch_norm: bool = True
     last_batch_norm: bool = False
 
@@ -123,25 +123,25 @@ class SimCLRConfig(MethodConfig):
 
 @dataclass
 class NTXentConfig:
-    _target_: str = "selfsup.losses.nt_xent.NTXentLoss"
-    temperature: float = 0.5
+    _target_: str = MISSING
+    temperature: float = MISSING
 
 
 @dataclass
 class MoCoV2Config(MethodConfig):
     projector: HeadConfig = field(default_factory=lambda: HeadConfig(hidden_dim=2048, output_dim=128, batch_norm=False))
-    queue_size: int = 65536                 # K negatives; a multiple of the global batch
-    momentum: float = 0.999                 # key encoder EMA
-    momentum_cosine: bool = False           # anneal the momentum to 1 over training (cosine)
-    symmetric: bool = False                 # both view orders (MoCo v2 itself: one)
+    queue_size: int = MISSING               # K negatives; a multiple of the global batch
+    momentum: float = MISSING               # key encoder EMA
+    momentum_cosine: bool = MISSING         # anneal the momentum to 1 over training (cosine)
+    symmetric: bool = MISSING               # both view orders (MoCo v2 itself: one)
 
 
 @dataclass
 class BYOLConfig(MethodConfig):
     projector: HeadConfig = field(default_factory=lambda: HeadConfig(hidden_dim=4096, output_dim=256))
     predictor: HeadConfig = field(default_factory=lambda: HeadConfig(hidden_dim=4096, output_dim=256))
-    momentum: float = 0.996                 # target EMA, base of the schedule
-    momentum_cosine: bool = True            # cosine from `momentum` to 1 over training
+    momentum: float = MISSING               # target EMA, base of the schedule
+    momentum_cosine: bool = MISSING         # cosine from `momentum` to 1 over training
 
 
 @dataclass
@@ -156,7 +156,7 @@ class SimSiamConfig(MethodConfig):
     projector: HeadConfig = field(default_factory=lambda: HeadConfig(
         hidden_dim=2048, output_dim=2048, num_layers=3, last_batch_norm=True))
     predictor: HeadConfig = field(default_factory=lambda: HeadConfig(hidden_dim=512, output_dim=2048))
-    fixed_predictor_lr: bool = True         # the predictor keeps the base LR, unscheduled (the paper's 68.1%)
+    fixed_predictor_lr: bool = MISSING      # the predictor keeps the base LR, unscheduled (the paper's 68.1%)
 
 
 @dataclass
@@ -168,64 +168,64 @@ class VICRegConfig(MethodConfig):
 
 @dataclass
 class DINOHeadConfig:
-    hidden_dim: int = 2048
-    bottleneck_dim: int = 256
-    output_dim: int = 65536                 # K, the prototypes the teacher's softmax is over
-    num_layers: int = 3
-    batch_norm: bool = False
-    norm_last_layer: bool = True            # freeze the weight-normalised last layer's norm at 1 (stabler)
+    hidden_dim: int = MISSING
+    bottleneck_dim: int = MISSING
+    output_dim: int = MISSING               # K, the prototypes the teacher's softmax is over
+    num_layers: int = MISSING
+    batch_norm: bool = MISSING
+    norm_last_layer: bool = MISSING         # freeze the weight-normalised last layer's norm at 1 (stabler)
 
 
 @dataclass
 class DINOConfig(MethodConfig):
     head: DINOHeadConfig = field(default_factory=DINOHeadConfig)
-    momentum: float = 0.996                 # teacher EMA, base of the schedule
-    momentum_cosine: bool = True            # cosine from `momentum` to 1 over training
-    freeze_last_layer_epochs: int = 1       # the head's last layer gets no update for this many epochs
+    momentum: float = MISSING               # teacher EMA, base of the schedule
+    momentum_cosine: bool = MISSING         # cosine from `momentum` to 1 over training
+    freeze_last_layer_epochs: int = MISSING  # the head's last layer gets no update for this many epochs
 
 
 @dataclass
 class InfoNCEConfig:
-    _target_: str = "selfsup.losses.info_nce.InfoNCELoss"
-    temperature: float = 0.2
+    _target_: str = MISSING
+    temperature: float = MISSING
 
 
 @dataclass
 class BYOLLossConfig:
-    _target_: str = "selfsup.losses.byol.BYOLLoss"
+    _target_: str = MISSING
 
 
 @dataclass
 class BarlowTwinsLossConfig:
-    _target_: str = "selfsup.losses.barlow_twins.BarlowTwinsLoss"
-    lambda_offdiag: float = 0.0051
+    _target_: str = MISSING
+    lambda_offdiag: float = MISSING
     eps: float = 1.0e-5
 
 
 @dataclass
 class NegativeCosineConfig:
-    _target_: str = "selfsup.losses.negative_cosine.NegativeCosineLoss"
+    _target_: str = MISSING
 
 
 @dataclass
 class VICRegLossConfig:
-    _target_: str = "selfsup.losses.vicreg.VICRegLoss"
-    invariance_weight: float = 25.0         # lambda
-    variance_weight: float = 25.0           # mu
-    covariance_weight: float = 1.0          # nu
-    gamma: float = 1.0                      # target std of every dimension
-    eps: float = 1.0e-4
+    _target_: str = MISSING
+    invariance_weight: float = MISSING      # lambda
+    variance_weight: float = MISSING        # mu
+    covariance_weight: float = MISSING      # nu
+    gamma: float = MISSING                  # target std of every dimension
+    eps: float = MISSING
 
 
 @dataclass
 class DINOLossConfig:
-    _target_: str = "selfsup.losses.dino.DINOLoss"
-    output_dim: int = "${oc.select:method.head.output_dim,65536}"  # K of DINO's head
-    student_temperature: float = 0.1
-    teacher_temperature: float = 0.07
-    warmup_teacher_temperature: float = 0.04
-    warmup_teacher_temperature_epochs: float = 30.0
-    center_momentum: float = 0.9
+    _target_: str = MISSING
+    output_dim: int = MISSING                                      # K of DINO's head
+    student_temperature: float = MISSING
+    teacher_temperature: float = MISSING
+    warmup_teacher_temperature: float = MISSING
+    warmup_teacher_temperature_epochs: float = MISSING
+    center_momentum: float = MISSING
 
 
 # --- optimisation ---------------------------------------------------------------------------
@@ -234,7 +234,7 @@ class OptimizerConfig:
     name: str = MISSING                     # sgd | lars | adamw
     lr: float = MISSING                     # base LR for a global batch of 256
     scale_lr: bool = True                   # lr = base_lr * global_batch / 256
-    weight_decay: float = 0.0
+    weight_decay: float = MISSING
     momentum: float = 0.9
     nesterov: bool = False
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -254,45 +254,45 @@ class SchedulerConfig:
 # --- pretext-task methods (RotNet, Jigsaw, context encoder, colorization) and their losses -----
 @dataclass
 class ClassifierHeadConfig:
-    hidden_dim: int = 1024
-    num_layers: int = 1                     # 1: a linear classifier
-    batch_norm: bool = True
+    hidden_dim: int = MISSING
+    num_layers: int = MISSING               # 1: a linear classifier
+    batch_norm: bool = MISSING
 
 
 @dataclass
 class RotNetConfig(MethodConfig):
-    all_rotations: bool = True              # every image in all 4 rotations (4x batch); false: one random k
+    all_rotations: bool = MISSING           # every image in all 4 rotations (4x batch); false: one random k
     head: ClassifierHeadConfig = field(default_factory=ClassifierHeadConfig)
 
 
 @dataclass
 class JigsawConfig(MethodConfig):
-    num_permutations: int = 1000            # a stored set: 100, 1000 or 2000
-    tile_size: Optional[int] = None         # px; null: 3/4 of the grid cell, the rest is jitter
-    jitter: bool = True
-    color_drop: bool = False                # one random channel per tile (blocks chromatic aberration)
-    tile_dim: int = 512                     # per-tile projection, concatenated over the 9 tiles
+    num_permutations: int = MISSING         # a stored set: 100, 1000 or 2000
+    tile_size: Optional[int] = MISSING      # px; null: 3/4 of the grid cell, the rest is jitter
+    jitter: bool = MISSING
+    color_drop: bool = MISSING              # one random channel per tile (blocks chromatic aberration)
+    tile_dim: int = MISSING                 # per-tile projection, concatenated over the 9 tiles
     head: ClassifierHeadConfig = field(default_factory=lambda: ClassifierHeadConfig(hidden_dim=4096, num_layers=2))
 
 
 @dataclass
 class MaskConfig:
-    kind: str = "central"                   # central | random_block | random_region
-    area: float = 0.25                      # fraction of the image hidden
-    block_size: Optional[int] = None        # random_region block side in px; null: 1/16 of the short side
+    kind: str = MISSING                     # central | random_block | random_region
+    area: float = MISSING                   # fraction of the image hidden
+    block_size: Optional[int] = MISSING     # random_region block side in px; null: 1/16 of the short side
 
 
 @dataclass
 class DecoderConfig:
-    start_size: int = 4
-    width: int = 256
-    min_width: int = 32
+    start_size: int = MISSING
+    width: int = MISSING
+    min_width: int = MISSING
 
 
 @dataclass
 class DiscriminatorConfig:
-    width: int = 64
-    max_width: int = 512
+    width: int = MISSING
+    max_width: int = MISSING
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(
         name="adamw", lr=2.0e-4, scale_lr=False, betas=[0.5, 0.999]))  # DCGAN's Adam
 
@@ -302,38 +302,38 @@ class ContextEncoderConfig(MethodConfig):
     mask: MaskConfig = field(default_factory=MaskConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)  # when loss.adversarial
-    image_every_n_epochs: int = 5           # <run dir>/images/epoch_XXX.png (and the last epoch)
-    image_grid_size: int = 8                # images per row of the grid
+    image_every_n_epochs: int = MISSING     # <run dir>/images/epoch_XXX.png (and the last epoch)
+    image_grid_size: int = MISSING          # images per row of the grid
 
 
 @dataclass
 class ColorizationConfig(MethodConfig):
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    output_stride: int = 1                  # predict colour at resolution / output_stride (the paper: 4)
-    image_every_n_epochs: int = 5
-    image_grid_size: int = 8
+    output_stride: int = MISSING            # predict colour at resolution / output_stride (the paper: 4)
+    image_every_n_epochs: int = MISSING
+    image_grid_size: int = MISSING
 
 
 @dataclass
 class MAEDecoderConfig:
-    width: int = 512
-    depth: int = 8
-    heads: int = 16
+    width: int = MISSING
+    depth: int = MISSING
+    heads: int = MISSING
 
 
 @dataclass
 class MAEConfig(MethodConfig):
-    primary_eval: str = "finetune"
-    mask_ratio: float = 0.75                # fraction of each image's patches hidden from the encoder
+    primary_eval: str = MISSING
+    mask_ratio: float = MISSING             # fraction of each image's patches hidden from the encoder
     decoder: MAEDecoderConfig = field(default_factory=MAEDecoderConfig)
-    image_every_n_epochs: int = 5           # <run dir>/images/epoch_XXX.png: input / masked / reconstruction
-    image_grid_size: int = 8
+    image_every_n_epochs: int = MISSING     # <run dir>/images/epoch_XXX.png: input / masked / reconstruction
+    image_grid_size: int = MISSING
 
 
 @dataclass
 class MAELossConfig:
-    _target_: str = "selfsup.losses.mae.MAELoss"
-    norm_pix_loss: bool = True              # targets: each patch normalised by its own mean and variance
+    _target_: str = MISSING
+    norm_pix_loss: bool = MISSING           # targets: each patch normalised by its own mean and variance
 
 
 @dataclass
@@ -341,48 +341,48 @@ class MoCoV3Config(MethodConfig):
     projector: HeadConfig = field(default_factory=lambda: HeadConfig(
         hidden_dim=4096, output_dim=256, num_layers=3, last_batch_norm=True))
     predictor: HeadConfig = field(default_factory=lambda: HeadConfig(hidden_dim=4096, output_dim=256))
-    momentum: float = 0.99                  # momentum encoder EMA, base of the schedule
-    momentum_cosine: bool = True            # cosine from `momentum` to 1 over training
-    freeze_patch_embed: bool = False        # ViTs: a fixed random patch projection (stabilises training)
+    momentum: float = MISSING               # momentum encoder EMA, base of the schedule
+    momentum_cosine: bool = MISSING         # cosine from `momentum` to 1 over training
+    freeze_patch_embed: bool = MISSING      # ViTs: a fixed random patch projection (stabilises training)
 
 
 @dataclass
 class MoCoV3LossConfig:
-    _target_: str = "selfsup.losses.info_nce.MoCoV3Loss"
-    temperature: float = 0.2
+    _target_: str = MISSING
+    temperature: float = MISSING
 
 
 @dataclass
 class CrossEntropyConfig:
-    _target_: str = "torch.nn.CrossEntropyLoss"
-    label_smoothing: float = 0.0
+    _target_: str = MISSING
+    label_smoothing: float = MISSING
 
 
 @dataclass
 class InpaintingConfig:
-    _target_: str = "selfsup.losses.context_encoder.ContextEncoderLoss"
-    overlap: int = 4                        # px band inside the mask edge (the paper: 4 at 128 px)
-    overlap_weight: float = 10.0
-    adversarial: bool = True
-    reconstruction_weight: float = 0.999
-    adversarial_weight: float = 0.001
+    _target_: str = MISSING
+    overlap: int = MISSING                  # px band inside the mask edge (the paper: 4 at 128 px)
+    overlap_weight: float = MISSING
+    adversarial: bool = MISSING
+    reconstruction_weight: float = MISSING
+    adversarial_weight: float = MISSING
 
 
 @dataclass
 class ColorizationLossConfig:
-    _target_: str = "selfsup.losses.colorization.ColorizationLoss"
-    kind: str = "regression"                # regression | classification (over quantised ab bins)
-    regression: str = "smooth_l1"           # smooth_l1 | l2, on ab / 110
-    bin_size: float = 10.0                  # classification: ab grid step
-    sigma: float = 5.0                      # soft-encoding Gaussian over neighbouring bins
-    rebalance: float = 0.5                  # lambda: prior mixed with uniform, weights ~ 1 / mixture
-    temperature: float = 0.38               # annealed mean when decoding a prediction
+    _target_: str = MISSING
+    kind: str = MISSING                     # regression | classification (over quantised ab bins)
+    regression: str = MISSING               # smooth_l1 | l2, on ab / 110
+    bin_size: float = MISSING               # classification: ab grid step
+    sigma: float = MISSING                  # soft-encoding Gaussian over neighbouring bins
+    rebalance: float = MISSING              # lambda: prior mixed with uniform, weights ~ 1 / mixture
+    temperature: float = MISSING            # annealed mean when decoding a prediction
 
 
 @dataclass
 class PairwiseMarginConfig:
-    _target_: str = "selfsup.losses.pairwise_margin.PairwiseMarginLoss"
-    margin: float = 1.0
+    _target_: str = MISSING
+    margin: float = MISSING
 
 
 # --- evaluation -----------------------------------------------------------------------------
@@ -429,21 +429,21 @@ class EvalConfig:
 # --- run ------------------------------------------------------------------------------------
 @dataclass
 class TrainerConfig:
-    accelerator: str = "auto"
-    devices: Any = "auto"
+    accelerator: str = MISSING
+    devices: Any = MISSING
     num_nodes: int = 1
-    precision: Any = "32-true"
-    max_epochs: int = 100
+    precision: Any = MISSING
+    max_epochs: int = MISSING
     max_steps: int = -1
     limit_train_batches: Optional[Any] = None
     limit_val_batches: Optional[Any] = None
-    check_val_every_n_epoch: int = 1
-    log_every_n_steps: int = 50
+    check_val_every_n_epoch: int = MISSING
+    log_every_n_steps: int = MISSING
     accumulate_grad_batches: int = 1
     gradient_clip_val: Optional[float] = None
     deterministic: Any = False
     benchmark: Optional[bool] = None
-    num_sanity_val_steps: int = 0
+    num_sanity_val_steps: int = MISSING
     fast_dev_run: Any = False
     overfit_batches: Any = 0.0
     profiler: Optional[str] = None
@@ -453,7 +453,7 @@ class TrainerConfig:
 @dataclass
 class StrategyConfig:
     name: str = MISSING
-    strategy: Any = "auto"                  # Lightning strategy name: auto | ddp | ddp_spawn
+    strategy: Any = MISSING                 # Lightning strategy name: auto | ddp | ddp_spawn
     sync_batchnorm: bool = False            # convert BatchNorm to SyncBatchNorm (GPUs only)
     shuffle_bn: bool = False                # MoCo: shuffle the key batch across ranks around the key encoder
     split_bn_groups: int = 1                # > 1: BatchNorm statistics per group of the per-device batch,

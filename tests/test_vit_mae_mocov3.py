@@ -1,6 +1,6 @@
 """ViT backbones, MAE and MoCo v3: the ViT's patch size and width, the no-decay set, layer-wise LR decay,
 MAE's masking (exact ratio per image, only visible tokens encoded, only hidden patches scored), MoCo v3's
-loss against a hand computation and on 2 ranks, and tiny runs of both methods through train.py."""
+loss against a hand computation and on 2 ranks, and tiny runs of both methods (and DINO on a ViT) through train.py."""
 from __future__ import annotations
 
 import json
@@ -25,6 +25,7 @@ from selfsup.optim import layer_decay_groups, parameter_groups
 TINY_MAE = ["method.decoder.width=32", "method.decoder.depth=1", "method.decoder.heads=2"]
 TINY_MOCOV3 = ["method.projector.hidden_dim=32", "method.projector.output_dim=16",
                "method.predictor.hidden_dim=32", "method.predictor.output_dim=16"]
+TINY_DINO = ["method.head.hidden_dim=32", "method.head.bottleneck_dim=16", "method.head.output_dim=64"]
 
 
 def _backbone(name: str, *overrides: str):
@@ -182,9 +183,16 @@ def test_mae_loss_scores_only_hidden_patches(norm_pix_loss):
     assert torch.equal(loss_fn(pred, changed, mask), loss)
 
 
-def test_mae_needs_a_vit(tmp_path):
-    with pytest.raises(UserError, match="use backbone=vit_tiny"):
-        _model("mae", tmp_path, "backbone=resnet18")
+def test_mae_mistakes_fail_in_one_line(tmp_path):
+    def check(*overrides):
+        cfg = compose_train(["method=mae", "data=cifar10", *overrides], tmp_path)
+        get_class(cfg.method._target_).check_config(cfg, world_size=1)
+
+    with pytest.raises(UserError, match="not backbone=resnet18: use backbone=vit_tiny"):
+        check("backbone=resnet18")
+    with pytest.raises(UserError, match="mask_ratio=0.99 must leave at least one of the 64 patches visible"):
+        check("method.mask_ratio=0.99")
+    check("method.mask_ratio=0.98")  # int(64 x 0.02) = 1 visible patch: allowed
 
 
 # ------------------------------------------------------------------------------- MoCo v3
@@ -227,8 +235,9 @@ def test_mocov3_frozen_patch_projection_is_out_of_training(tmp_path):
     out = model.training_loss([torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)])
     out.loss.backward()
     assert all(p.grad is None for p in frozen) and model.projector[0].weight.grad is not None
-    with pytest.raises(UserError, match="freeze_patch_embed=false"):
-        _model("mocov3", tmp_path, "backbone=resnet18", "method.freeze_patch_embed=true", *TINY_MOCOV3)
+    cfg = compose_train(["method=mocov3", "backbone=resnet18", "method.freeze_patch_embed=true"], tmp_path)
+    with pytest.raises(UserError, match="backbone=resnet18 has none: set method.freeze_patch_embed=false"):
+        get_class(cfg.method._target_).check_config(cfg, world_size=1)
 
 
 # ------------------------------------------------------------------------------- through train.py
@@ -248,3 +257,10 @@ def test_mocov3_tiny_run_writes_results(backbone, tmp_path):
     assert results["method"] == "mocov3" and results["backbone"] == backbone and results["steps"] == 2
     assert results["primary_eval"] == "linear" and 0.0 <= results["knn_top1"] <= 1.0
     assert json.loads((tmp_path / "results.json").read_text()) == results
+
+
+def test_dino_on_a_vit_tiny_run_writes_results(tmp_path):
+    """Multi-crop on a ViT: the local views are smaller than data.resolution (the position table is interpolated)."""
+    results = train(["method=dino", "backbone=vit_tiny", "data=digits", *TINY_RUN, *TINY_DINO], tmp_path)
+    assert results["method"] == "dino" and results["backbone"] == "vit_tiny" and results["steps"] == 2
+    assert 0.0 <= results["knn_top1"] <= 1.0

@@ -14,6 +14,7 @@ import torch
 from selfsup.errors import UserError
 from selfsup.methods.base import StepOutput
 from selfsup.methods.pretext_base import PretextMethod
+from selfsup.models.backbones import VITS, vit_patch_size
 from selfsup.models.decoders import MAEDecoder
 from selfsup.visualize import ImageGridMixin, denormalize
 
@@ -47,19 +48,23 @@ def random_masking(batch: int, num_patches: int, ratio: float, device) -> tuple[
 
 
 class MAE(ImageGridMixin, PretextMethod):
+    @classmethod
+    def check_config(cls, cfg, world_size: int) -> None:
+        super().check_config(cfg, world_size)
+        backbone, resolution, ratio = cfg.backbone, cfg.data.resolution, cfg.method.mask_ratio
+        if backbone.name not in VITS:
+            raise UserError(f"method=mae encodes the visible patches with a ViT, not backbone={backbone.name}: "
+                            f"use backbone={'|'.join(VITS)}")
+        num_patches = (resolution // (backbone.patch_size or vit_patch_size(resolution))) ** 2
+        if not 0.0 < ratio < 1.0 or int(num_patches * (1 - ratio)) < 1:
+            raise UserError(f"method.mask_ratio={ratio} must leave at least one of the {num_patches} patches "
+                            "visible and hide at least one: use a value in (0, 1), the paper's 0.75")
+
     def __init__(self, cfg):
         super().__init__(cfg)
-        method = cfg.method
-        if not hasattr(self.backbone, "blocks") or not hasattr(self.backbone, "patch_size"):
-            raise UserError(f"method=mae encodes the visible patches with a ViT, not backbone={cfg.backbone.name}: "
-                            "use backbone=vit_tiny|vit_small|vit_base")
         self.patch_size = self.backbone.patch_size
         grid = tuple(self.backbone.patch_embed.grid_size)
-        num_patches = grid[0] * grid[1]
-        if not 0.0 < method.mask_ratio < 1.0 or int(num_patches * (1 - method.mask_ratio)) < 1:
-            raise UserError(f"method.mask_ratio={method.mask_ratio} must leave at least one of the {num_patches} "
-                            "patches visible and hide at least one: use a value in (0, 1), the paper's 0.75")
-        self.decoder = MAEDecoder(self.feature_dim, grid, self.patch_size ** 2 * 3, **method.decoder)
+        self.decoder = MAEDecoder(self.feature_dim, grid, self.patch_size ** 2 * 3, **cfg.method.decoder)
 
     def grid(self, images: torch.Tensor) -> tuple[int, int]:
         """(rows, columns) of patches: data.resolution's grid, or another crop size's."""

@@ -14,8 +14,8 @@ from torch import nn
 
 from selfsup.errors import UserError
 from selfsup.methods.base import StepOutput
-from selfsup.methods.momentum import make_target
 from selfsup.methods.momentum_method import MomentumMethod
+from selfsup.models.backbones import VITS
 from selfsup.models.heads import MLPHead
 
 
@@ -31,26 +31,24 @@ def freeze_patch_projection(vit: nn.Module) -> None:
 
 
 class MoCoV3(MomentumMethod):
+    num_views = 2
+    target_name = "momentum_encoder"
+
+    @classmethod
+    def check_config(cls, cfg, world_size: int) -> None:
+        super().check_config(cfg, world_size)
+        if cfg.method.freeze_patch_embed and cfg.backbone.name not in VITS:
+            raise UserError(f"method.freeze_patch_embed freezes a ViT's patch projection; backbone="
+                            f"{cfg.backbone.name} has none: set method.freeze_patch_embed=false")
+
     def __init__(self, cfg):
         super().__init__(cfg)
         method = cfg.method
-        if len(cfg.augmentation.views) != 2:
-            raise UserError(f"MoCo v3 uses 2 views, augmentation.views has {len(cfg.augmentation.views)}")
-        if method.freeze_patch_embed:
-            if not hasattr(self.backbone, "patch_embed"):
-                raise UserError(f"method.freeze_patch_embed freezes a ViT's patch projection; backbone="
-                                f"{cfg.backbone.name} has none: set method.freeze_patch_embed=false")
+        if method.freeze_patch_embed:  # before the momentum encoder copies the backbone
             freeze_patch_projection(self.backbone)
         self.projector = MLPHead(self.feature_dim, **method.projector)
         self.predictor = MLPHead(method.projector.output_dim, **method.predictor)
-        self.momentum_encoder = make_target(self._base_encoder())
-
-    def _base_encoder(self) -> nn.Module:
-        # Built on the fly, not stored: an attribute would register backbone twice in state_dict.
-        return nn.Sequential(self.backbone, self.projector)
-
-    def momentum_pairs(self):
-        return [(self._base_encoder(), self.momentum_encoder)]
+        self.make_momentum_target()  # self.momentum_encoder: EMA of backbone + projector
 
     def training_loss(self, views: list[torch.Tensor]) -> StepOutput:
         # Each view is its own forward (own BatchNorm batch), as in the reference implementation.
