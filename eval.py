@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from selfsup.config import register_configs
 from selfsup.errors import exit_on_user_error, one_line_config_errors
 from selfsup.run.pipeline import evaluate_checkpoint
-from selfsup.sweep import run_job
+from selfsup.run.sweep import run_job
 
 register_configs()
 one_line_config_errors()  # a typo'd key, unknown option or wrong type: one line, exit 2

@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from selfsup.config import LinearConfig  # noqa: E402
+from selfsup.config.evaluation import LinearConfig  # noqa: E402
 from selfsup.eval.features import extract_features  # noqa: E402
 from selfsup.eval.knn import knn_top1  # noqa: E402
 from selfsup.eval.linear import linear_probe  # noqa: E402

@@ -13,6 +13,44 @@ from selfsup.errors import UserError
 from selfsup.wandb_mode import wandb_mode
 
 
+BENCHMARK_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100")
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "conf" / "experiment"
+
+
+def recipe_warning(cfg) -> str | None:
+    """The warning for a real benchmark dataset trained without a paper recipe (experiment=, the only
+    configs that set data.global_batch_size): the defaults are sized for the digits smoke test."""
+    data, method = cfg.data.name, cfg.method.name
+    if data not in BENCHMARK_DATASETS or cfg.data.get("global_batch_size") is not None:
+        return None
+    recipes = sorted(p.stem for p in EXPERIMENTS.glob(f"*_{data}.yaml"))
+    own = [r for r in recipes if r.startswith(f"{method}_") or r.startswith(f"{method}v")]
+    advice = (f"use experiment={own[0]}" if own else
+              f"the recipes for data={data}: " + ", ".join(f"experiment={r}" for r in recipes) if recipes else
+              f"no paper recipe exists for data={data} (see conf/experiment/)")
+    return (f"WARNING: method={method} data={data} without experiment= trains the small default settings "
+            f"(backbone={cfg.backbone.name}, {cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size} per device), "
+            f"not a paper's recipe, so its numbers are not comparable to published ones: {advice}")
+
+
+def check_global_batch(cfg, world: int) -> None:
+    """A recipe's published global batch is kept whatever the device count: refuse a per-device batch
+    that no longer multiplies up to it, naming the one that does."""
+    wanted = cfg.data.get("global_batch_size")
+    if wanted is None:
+        return
+    accumulate = cfg.trainer.accumulate_grad_batches
+    actual = cfg.data.batch_size * world * accumulate
+    if actual == wanted:
+        return
+    per_device, rest = divmod(wanted, world * accumulate)
+    fix = (f"set data.batch_size={per_device}" if not rest and per_device > 0 else
+           f"use a device count that divides it (or trainer.accumulate_grad_batches)")
+    raise UserError(f"the recipe's global batch is data.global_batch_size={wanted}, but data.batch_size="
+                    f"{cfg.data.batch_size} x {world} devices x {accumulate} accumulation = {actual}: {fix} to keep "
+                    f"it, or data.global_batch_size={actual} to change the recipe")
+
+
 def check_train_config(cfg) -> None:
     positive = {
         "optimizer.lr": cfg.optimizer.lr,
@@ -28,6 +66,9 @@ def check_train_config(cfg) -> None:
     if cfg.data.resolution is not None and cfg.data.resolution < 8:
         raise UserError(f"data.resolution={cfg.data.resolution} is too small: use at least 8 pixels")
     check_inputs(cfg)
+    warning = recipe_warning(cfg)
+    if warning and os.environ.get("RANK", "0") == "0":  # once, not per rank of a torchrun / SLURM launch
+        print(warning, flush=True)
 
 
 # --- devices and strategies -------------------------------------------------------------------
@@ -134,15 +175,26 @@ def _check_ranges(cfg) -> None:
     trainer = cfg.trainer
     if trainer.max_steps is not None and trainer.max_steps != -1 and trainer.max_steps <= 0:
         raise UserError(f"trainer.max_steps must be > 0 (or -1: bounded by max_epochs), got {trainer.max_steps}")
-    knn = cfg.eval.get("knn")
-    if knn is not None:
-        for key in ("k", "temperature"):
-            if knn[key] is None or knn[key] <= 0:
-                raise UserError(f"eval.knn.{key} must be > 0, got {knn[key]}: set eval.knn.{key}=<positive value>")
+    check_eval_options(cfg.eval)
     if cfg.data.num_workers is not None and cfg.data.num_workers < 0:
         raise UserError(f"data.num_workers must be >= 0 (0: load in the main process), got {cfg.data.num_workers}")
     if cfg.trainer.accumulate_grad_batches < 1:
         raise UserError(f"trainer.accumulate_grad_batches must be >= 1, got {cfg.trainer.accumulate_grad_batches}")
+
+
+def check_eval_options(eval_cfg) -> None:
+    """The eval group's rules (train.py and eval.py)."""
+    knn = eval_cfg.get("knn")
+    if knn is not None:
+        for key in ("k", "temperature"):
+            if knn[key] is None or knn[key] <= 0:
+                raise UserError(f"eval.knn.{key} must be > 0, got {knn[key]}: set eval.knn.{key}=<positive value>")
+    if eval_cfg.get("linear") is not None and eval_cfg.get("linear_standard") is not None:
+        raise UserError("eval.linear (the probe) and eval.linear_standard both report linear_top1: use "
+                        "eval=linear_standard for the papers' protocol or eval=linear for the fast probe")
+    fraction = eval_cfg.get("label_fraction")
+    if fraction is not None and not 0 < fraction <= 1:
+        raise UserError(f"eval.label_fraction={fraction} must be in (0, 1]: e.g. 0.01 or 0.1 (null: every label)")
 
 
 def _check_run_options(cfg) -> None:

@@ -14,13 +14,18 @@ from selfsup.errors import UserError
 
 
 class LARS(torch.optim.Optimizer):
-    """SGD with momentum whose per-tensor step is scaled by the trust ratio ||w|| / ||g + wd*w||
-    (You et al. 2017). Groups with `lars_exclude=True` take plain SGD steps."""
+    """SGD with momentum whose per-tensor step is scaled by the trust ratio eta ||w|| / ||g + wd*w||
+    (You et al. 2017). Groups with `lars_exclude=True` take plain SGD steps.
+
+    `clip_lr` (solo-learn's `clip_lars_lr`, apex LARC's clip mode): the ratio becomes
+    min(ratio / lr, 1), so a tensor's adaptive LR lr * ratio never exceeds the group's LR: the solo-learn
+    CIFAR recipes (LARS lr 1.0, eta 0.02) rely on it. (solo-learn's ratio divides by ||g|| + wd ||w||,
+    an upper bound of ||g + wd w||; here it is the paper's and BYOL's.)"""
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 trust_coefficient: float = 0.001):
+                 trust_coefficient: float = 0.001, clip_lr: bool = False):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                        trust_coefficient=trust_coefficient, lars_exclude=False)
+                        trust_coefficient=trust_coefficient, clip_lr=clip_lr, lars_exclude=False)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -42,6 +47,8 @@ class LARS(torch.optim.Optimizer):
                 trust = torch.where(
                     (w_norms > 0) & (u_norms > 0), group["trust_coefficient"] * w_norms / u_norms, 1.0
                 )
+                if group["clip_lr"]:
+                    trust = (trust / group["lr"]).clamp(max=1.0)
                 updates = torch._foreach_mul(updates, list(trust.to(updates[0].dtype).unbind()))
             bufs, fresh = [], []
             for p, update in zip(params, updates):
@@ -60,10 +67,16 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool) -> list[dict]:
+def parameter_groups(model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool,
+                     bias_and_norm_lr_factor: float = 1.0) -> list[dict]:
     """A decayed group and, with `exclude_bias_and_norm`, a group without weight decay (and LARS
     adaptation): biases and normalisation weights (1-D) and the parameters a module lists in its
-    `no_weight_decay()` (timm's convention: a ViT's position embedding and CLS token, MAE's mask token)."""
+    `no_weight_decay()` (timm's convention: a ViT's position embedding and CLS token, MAE's mask token).
+    That group's LR is the optimizer's times `bias_and_norm_lr_factor` (optimizer.bias_and_norm_lr_factor;
+    Barlow Twins' official code: 0.0048 / 0.2 = 0.024)."""
+    if bias_and_norm_lr_factor != 1.0 and not exclude_bias_and_norm:
+        raise UserError(f"optimizer.bias_and_norm_lr_factor={bias_and_norm_lr_factor} applies to the bias and norm "
+                        "group: set optimizer.exclude_bias_and_norm=true")
     listed = {id(getattr(m, name)) for m in model.modules() if callable(getattr(m, "no_weight_decay", None))
               for name in m.no_weight_decay() if isinstance(getattr(m, name, None), nn.Parameter)}
     decay, no_decay = [], []
@@ -73,7 +86,8 @@ def parameter_groups(model: nn.Module, weight_decay: float, exclude_bias_and_nor
             (no_decay if exclude_bias_and_norm and exempt else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True})
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True,
+                       "lr_factor": bias_and_norm_lr_factor})
     return groups
 
 
@@ -107,14 +121,19 @@ def scaled_lr(cfg, global_batch: int) -> float:
 
 
 def build_optimizer(cfg, groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """The optimizer at `lr`; a group's own "lr" stays, a group's "lr_factor" scales `lr` for it."""
     if cfg.lr <= 0:
         raise UserError(f"optimizer.lr must be > 0, got {cfg.lr}")
+    for g in groups:
+        if "lr_factor" in g:
+            g["lr"] = lr * g.pop("lr_factor")
     if cfg.name == "sgd":
         for g in groups:
             g.pop("lars_exclude", None)
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.name == "lars":
-        return LARS(groups, lr=lr, momentum=cfg.momentum, trust_coefficient=cfg.trust_coefficient)
+        return LARS(groups, lr=lr, momentum=cfg.momentum, trust_coefficient=cfg.trust_coefficient,
+                    clip_lr=cfg.clip_lr)
     if cfg.name == "adamw":
         for g in groups:
             g.pop("lars_exclude", None)

@@ -213,8 +213,9 @@ def test_every_family_has_an_optuna_search():
     families = {"contrastive": {"simclr", "mocov2", "moco"}, "non-contrastive": {"byol", "barlow_twins"},
                 "pretext": {"rotnet", "jigsaw", "context_encoder", "colorization"},
                 "collapse-free": {"simsiam", "vicreg", "dino"}}
-    methods = {yaml.safe_load((REPO / "conf/hparams_search" / f"{s}.yaml").read_text())["defaults"][0]["override /method"]
-               for s in SEARCHES}
+    methods = {entry["override /method"] for s in SEARCHES
+               for entry in yaml.safe_load((REPO / "conf/hparams_search" / f"{s}.yaml").read_text())["defaults"]
+               if isinstance(entry, dict) and "override /method" in entry}
     assert "simclr_optuna" in SEARCHES
     for family, members in families.items():
         assert methods & members, f"no Optuna search for a {family} method in conf/hparams_search"
@@ -287,7 +288,7 @@ def test_wandb_mode_is_offline_unless_opted_in(monkeypatch, tmp_path):
 
 
 def test_metric_value_reads_callback_metrics_then_results():
-    from selfsup.sweep import metric_value
+    from selfsup.run.sweep import metric_value
 
     assert metric_value({"metrics": {"val/knn_top1": 0.5}, "knn_top1": 0.4}, "val/knn_top1") == 0.5
     assert metric_value({"knn_top1": 0.4}, "val/knn_top1") == 0.4

@@ -97,6 +97,16 @@ def jigsaw_tiles(x: torch.Tensor, permutations: torch.Tensor, grid: int = 3, til
     return tiles, labels
 
 
+def normalize_tiles(tiles: torch.Tensor) -> torch.Tensor:
+    """Each tile (..., C, t, t) to zero mean and unit std per channel, independently of the others, as
+    the reference code does (Noroozi's JigsawPuzzlePytorch: `Normalize(tile.view(3, -1).mean(1),
+    tile.view(3, -1).std(1))` per tile, a zero std left at 1): the puzzle cannot then be solved by
+    matching brightness, contrast or colour across tile edges. std is torch's (unbiased), as there."""
+    flat = tiles.flatten(-2)
+    mean, std = flat.mean(-1, keepdim=True), flat.std(-1, keepdim=True)
+    return ((flat - mean) / torch.where(std > 0, std, torch.ones_like(std))).view_as(tiles)
+
+
 # --- Context encoder (Pathak et al., 2016) -------------------------------------------------------
 
 def _square_mask(top: torch.Tensor, left: torch.Tensor, side: int, height: int, width: int) -> torch.Tensor:
@@ -187,6 +197,16 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     gamma = 1.055 * linear.clamp_min(0.0031308) ** (1 / 2.4) - 0.055  # clamp: no NaN gradient near 0
     rgb = torch.where(linear <= 0.0031308, 12.92 * linear, gamma)
     return rgb.clamp(0.0, 1.0)
+
+
+def lightness_input(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Normalised RGB -> the grey image of the same lightness (L with a = b = 0, the same value in every
+    channel), normalised with the same `mean` / `std` (B, 3, 1, 1): colorization's backbone input, in
+    training and in every evaluation (method.evaluation_input). Computed in float32."""
+    with torch.autocast(images.device.type, enabled=False):
+        lightness = rgb_to_lab((images.float() * std + mean).clamp(0.0, 1.0))[:, :1]
+        grey = lab_to_rgb(torch.cat([lightness, torch.zeros_like(lightness).expand(-1, 2, -1, -1)], dim=1))
+        return (grey - mean) / std
 
 
 def grayscale_input(x: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from hydra.utils import get_method
 from rich.progress import track
+from torch import nn
 
 
 @torch.no_grad()
@@ -24,3 +26,35 @@ def extract_features(backbone, loader, device, bf16: bool = False, description: 
             labels.append(torch.as_tensor(targets, device=device))
     backbone.train(was_training)
     return torch.cat(features), torch.cat(labels)
+
+
+class EvaluationInput(nn.Module):
+    """What a method's backbone is fed when it is embedded for evaluation (the kNN monitor, the online
+    probe, the final evaluation and eval.py): `method.evaluation_input`, a dotted path to a function
+    (images, mean, std) -> images, recorded with the config in every checkpoint (colorization: the
+    lightness its backbone is trained on); null: the normalised images themselves."""
+
+    def __init__(self, function: str | None, mean, std):
+        super().__init__()
+        self.function = get_method(function) if function else None
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    @classmethod
+    def from_config(cls, method_cfg, data_cfg) -> "EvaluationInput":
+        return cls(method_cfg.get("evaluation_input"), data_cfg.mean, data_cfg.std)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images if self.function is None else self.function(images, self.mean, self.std)
+
+
+class EvaluatedBackbone(nn.Module):
+    """`backbone` fed through `evaluation_input`: what kNN, the linear probes and fine-tuning evaluate."""
+
+    def __init__(self, backbone: nn.Module, evaluation_input: EvaluationInput):
+        super().__init__()
+        self.evaluation_input, self.backbone = evaluation_input, backbone
+        self.output_dim = backbone.output_dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.evaluation_input(images))

@@ -21,7 +21,8 @@ from torchvision import transforms as T
 from selfsup.optim import layer_decay_groups
 
 
-def _train_transform(resolution: int, mean, std, crop_scale, flip_p: float) -> T.Compose:
+def supervised_train_transform(resolution: int, mean, std, crop_scale, flip_p: float) -> T.Compose:
+    """Random resized crop + flip: the augmentation of fine-tuning and of the standard linear protocol."""
     return T.Compose([
         T.RandomResizedCrop(resolution, scale=tuple(crop_scale), antialias=True),
         T.RandomHorizontalFlip(flip_p),
@@ -30,9 +31,11 @@ def _train_transform(resolution: int, mean, std, crop_scale, flip_p: float) -> T
     ])
 
 
-def finetune(backbone: nn.Module, datamodule, cfg, device, bf16: bool = False, seed: int = 0) -> dict:
+def finetune(backbone: nn.Module, datamodule, cfg, device, bf16: bool = False, seed: int = 0,
+             labelled=None) -> dict:
     """`cfg`: the `eval.finetune` node (epochs, lr, backbone_lr_factor, layer_decay, weight_decay, momentum,
-    batch_size, crop_scale, flip_p, label_smoothing). Returns finetune_top1 and its settings."""
+    batch_size, crop_scale, flip_p, label_smoothing); `labelled`: the images to train on (default: the
+    labelled split; eval.label_fraction: a class-balanced part of it). Returns finetune_top1 and its settings."""
     from selfsup.data.datamodule import TransformedDataset
 
     data_cfg = datamodule.cfg
@@ -41,8 +44,8 @@ def finetune(backbone: nn.Module, datamodule, cfg, device, bf16: bool = False, s
     head = nn.Linear(model.output_dim, data_cfg.num_classes).to(device)
     batch_size = cfg.batch_size or data_cfg.batch_size
     train_set = TransformedDataset(
-        datamodule.labelled,
-        _train_transform(data_cfg.resolution, data_cfg.mean, data_cfg.std, cfg.crop_scale, cfg.flip_p),
+        datamodule.labelled if labelled is None else labelled,
+        supervised_train_transform(data_cfg.resolution, data_cfg.mean, data_cfg.std, cfg.crop_scale, cfg.flip_p),
     )
     train_loader = DataLoader(
         train_set, batch_size=batch_size, shuffle=True, drop_last=len(train_set) > batch_size,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from selfsup.eval.accuracy import topk_accuracy
+
 
 @torch.no_grad()
-def knn_predict(
+def knn_votes(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
     test_features: torch.Tensor,
@@ -18,16 +20,27 @@ def knn_predict(
 ) -> torch.Tensor:
     train_features = F.normalize(train_features.float(), dim=1)
     k = min(k, train_features.shape[0])
-    predictions = []
+    chunks = []
     for chunk in F.normalize(test_features.float(), dim=1).split(chunk_size):
         similarity, index = (chunk @ train_features.T).topk(k, dim=1)
         weights = (similarity / temperature).exp()
         votes = torch.zeros(chunk.shape[0], num_classes, device=chunk.device)
         votes.scatter_add_(1, train_labels[index], weights)
-        predictions.append(votes.argmax(dim=1))
-    return torch.cat(predictions)
+        chunks.append(votes)
+    return torch.cat(chunks)  # (N, num_classes): each class's summed weight
+
+
+def knn_predict(*args, **kwargs) -> torch.Tensor:
+    """The class with the most votes (`knn_votes`' arguments)."""
+    return knn_votes(*args, **kwargs).argmax(dim=1)
+
+
+def knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes, k, temperature,
+                 top_k: int = 1) -> float:
+    """The fraction of test samples whose label is among the `top_k` classes with the most votes."""
+    votes = knn_votes(train_features, train_labels, test_features, num_classes, k, temperature)
+    return topk_accuracy(votes, test_labels, top_k)
 
 
 def knn_top1(train_features, train_labels, test_features, test_labels, num_classes, k, temperature) -> float:
-    pred = knn_predict(train_features, train_labels, test_features, num_classes, k, temperature)
-    return (pred == test_labels).float().mean().item()
+    return knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes, k, temperature)

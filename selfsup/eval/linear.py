@@ -13,6 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from selfsup.eval.accuracy import topk_accuracy
+
 SOLVERS = ("lbfgs", "sgd")
 
 
@@ -58,8 +60,8 @@ def fit_logistic_regression_sgd(
 
 
 @torch.no_grad()
-def _accuracy(probe, x, y) -> float:
-    return (probe(x).argmax(dim=1) == y).float().mean().item()
+def _accuracy(probe, x, y, k: int = 1) -> float:
+    return topk_accuracy(probe(x), y, k)
 
 
 def linear_probe(
@@ -104,6 +106,9 @@ def linear_probe(
     probe = fit(train_x, train_labels, best_wd)
     return {
         "linear_top1": _accuracy(probe, test_x, test_labels),
+        "linear_top5": _accuracy(probe, test_x, test_labels, 5),
+        # not the papers' protocol (eval=linear_standard): a probe on cached augmentation-free features
+        "linear_protocol": f"probe_{solver}",
         "linear_weight_decay": best_wd,
         "linear_solver": solver,
         "linear_holdout_top1": scores,

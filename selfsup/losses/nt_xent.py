@@ -14,6 +14,12 @@ class NTXentLoss(nn.Module):
 
     Rows are the local 2B views, columns the global 2N views; the local sample i sits at global
     position rank * B + i, so labels are offset by rank (the bug of lightly #1176 avoided).
+
+    Scale: the mean over all 2B anchors, half of the official code's loss (SimCLR's TF
+    `add_contrastive_loss` returns loss_a + loss_b, each a mean over B anchors). The gradients differ
+    by that factor 2; LARS-adapted weights do not see it (the trust ratio normalises it away), but the
+    parameters LARS excludes (biases, BN) and an optimizer without adaptation step half as far as in
+    the official code at the same LR: double optimizer.lr for them to match it.
     """
 
     def __init__(self, temperature: float = 0.5):

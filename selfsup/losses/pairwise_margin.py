@@ -18,6 +18,9 @@ class PairwiseMarginLoss(nn.Module):
     negative pairs, and the loss is their sum: averaging each term separately keeps the attraction /
     repulsion balance independent of the batch size. Embeddings are L2-normalised, so distances lie
     in [0, 2] and the default margin 1.0 asks negatives for cosine similarity <= 0.5.
+
+    Hadsell et al.'s loss has a factor 1/2 on both terms, (1/2) D^2 and (1/2) max(0, m - D)^2; it is
+    dropped here, so the loss and its gradients are twice the paper's at the same balance of terms.
     """
 
     def __init__(self, margin: float = 1.0):

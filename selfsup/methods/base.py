@@ -20,6 +20,7 @@ from torch import nn
 from selfsup import distributed
 from selfsup.data.gpu_augment import DeviceAugment
 from selfsup.errors import UserError
+from selfsup.eval.features import EvaluationInput
 from selfsup.eval.knn import knn_top1
 from selfsup.methods.nonfinite import guard_loss
 from selfsup.models.backbones import build_backbone
@@ -65,6 +66,7 @@ class SSLMethod(pl.LightningModule):
         self.cfg = cfg
         self.backbone = build_backbone(**cfg.backbone)
         self.feature_dim = self.backbone.output_dim
+        self.evaluation_input = EvaluationInput.from_config(cfg.method, cfg.data)  # what evaluations feed the backbone
         self.loss_fn = instantiate(cfg.loss) if cfg.get("loss") is not None else None
         # Parameter-free BatchNorm first (as in MAE's linear probing): the probe then sees features of
         # a stable scale however the backbone's drift during SSL training, so one LR fits all methods.
@@ -166,7 +168,7 @@ class SSLMethod(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         images, labels = batch
-        features = self(images)
+        features = self(self.evaluation_input(images))
         self._val_features.setdefault(dataloader_idx, []).append(features.float())
         self._val_labels.setdefault(dataloader_idx, []).append(labels)
 
@@ -218,10 +220,10 @@ class SSLMethod(pl.LightningModule):
         cfg = self.cfg.optimizer
         ssl_modules = nn.ModuleList(m for name, m in self.named_children() if name != "online_probe"
                                     and name not in (*self.separately_optimized, *self.constant_lr_modules))
-        groups = parameter_groups(ssl_modules, cfg.weight_decay, cfg.exclude_bias_and_norm)
+        rules = (cfg.weight_decay, cfg.exclude_bias_and_norm, cfg.bias_and_norm_lr_factor)
+        groups = parameter_groups(ssl_modules, *rules)
         for name in self.constant_lr_modules:
-            groups += [{**group, "constant_lr": True}
-                       for group in parameter_groups(getattr(self, name), cfg.weight_decay, cfg.exclude_bias_and_norm)]
+            groups += [{**group, "constant_lr": True} for group in parameter_groups(getattr(self, name), *rules)]
         groups.append({"params": list(self.online_probe.parameters()), "weight_decay": 0.0,
                        "lr": cfg.probe_lr, "lars_exclude": True})
         optimizer = build_optimizer(cfg, groups, lr)

@@ -34,21 +34,17 @@ class Colorization(ImageGridMixin, PretextMethod):
     def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised RGB -> (backbone input, L (B, 1, H, W), ab (B, 2, H, W)), in float32.
 
-        The backbone input is the grey image of the same lightness (L with a = b = 0, the same value in
-        every channel) normalised like every other input, so the backbone sees the input statistics
-        the kNN / linear evaluations feed it, minus the colour."""
+        The backbone input is `self.evaluation_input(x)` (method.evaluation_input: the grey image of
+        the same lightness), so every evaluation feeds the backbone what it is trained on."""
         with torch.autocast(x.device.type, enabled=False):
             lab = rgb_to_lab((x.float() * self.pixel_std + self.pixel_mean).clamp(0.0, 1.0))
-            lightness, ab = lab[:, :1], lab[:, 1:]
-            grey = lab_to_rgb(torch.cat([lightness, torch.zeros_like(ab)], dim=1))
-            return (grey - self.pixel_mean) / self.pixel_std, lightness, ab
+            return self.evaluation_input(x), lab[:, :1], lab[:, 1:]
 
     def training_loss(self, views: list[torch.Tensor]) -> StepOutput:
-        x = views[0]
-        grey, _, ab = self._split(x)
+        grey, _, ab = self._split(views[0])
         loss = self.loss_fn(self.decoder(self.backbone(self._memory_format(grey))), ab)
-        # The online probe, like the kNN monitor and the final evaluations, reads colour images.
-        return StepOutput(loss=loss, features=self.full_image_features(x))
+        # The online probe, like the kNN monitor and the final evaluations, reads the grey input.
+        return StepOutput(loss=loss, features=self.full_image_features(grey))
 
     def image_rows(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         grey, lightness, ab = self._split(images)

@@ -1,6 +1,7 @@
 """Context encoder (Pathak et al. 2016): hide a region of the image, encode the rest with the backbone,
-decode the whole image with up-convolutions and score the hidden region (L2, edge band weighted 10x),
-optionally plus an adversarial term from a critic trained against it (manual optimisation)."""
+decode the whole image with up-convolutions and score the hidden region and the visible rim around it
+(L2, the rim weighted 10x), optionally plus an adversarial term from a critic trained against it on that
+region (manual optimisation), the critic at a tenth of the generator's LR as in the reference."""
 from __future__ import annotations
 
 import torch
@@ -31,7 +32,9 @@ class ContextEncoder(ImageGridMixin, PretextMethod):
         if self.adversarial:
             self.automatic_optimization = False
             critic = method.discriminator
-            self.discriminator = PatchDiscriminator(3, resolution, critic.width, critic.max_width)
+            self._critic_box = self._central_region_box(resolution) if method.mask.kind == "central" else None
+            critic_size = resolution if self._critic_box is None else self._critic_box[1] - self._critic_box[0]
+            self.discriminator = PatchDiscriminator(3, critic_size, critic.width, critic.max_width)
         self._critic_inputs: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
@@ -69,6 +72,19 @@ class ContextEncoder(ImageGridMixin, PretextMethod):
         batch, _, height, width = x.shape
         return make_mask(mask_cfg.kind, batch, height, width, x.device, mask_cfg.area, mask_cfg.block_size)
 
+    def _central_region_box(self, resolution: int) -> tuple[int, int]:
+        """[start, stop) of the square the decoder redraws around the central mask (the hole and the
+        loss's overlap rim): what the critic judges, as the reference's netD judges the predicted centre."""
+        region = self.loss_fn.pixel_weights(self._mask(torch.zeros(1, 3, resolution, resolution)))[0, 0] > 0
+        rows = region.any(dim=1).nonzero().flatten()
+        return int(rows[0]), int(rows[-1]) + 1
+
+    def _critic_view(self, images: torch.Tensor) -> torch.Tensor:
+        if self._critic_box is None or images.shape[-1] != self.cfg.data.resolution:
+            return images
+        start, stop = self._critic_box
+        return images[..., start:stop, start:stop]
+
     def _inpaint(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(masked input, decoder output at the input's size)."""
         masked = apply_mask(x, mask, self.fill)
@@ -84,10 +100,13 @@ class ContextEncoder(ImageGridMixin, PretextMethod):
         reconstruction = self.loss_fn(pred, x, mask)
         loss, logs = reconstruction, {"reconstruction_loss": reconstruction.detach()}
         if self.adversarial:
-            inpainted = torch.where(mask.bool(), pred.to(x.dtype), x)  # the context is given, not generated
-            loss, adversarial = self.loss_fn.generator_loss(reconstruction, self.discriminator(inpainted))
+            # The critic judges the region the decoder redraws (hole + rim), the rest is given context;
+            # with the central mask it sees that region alone, as the reference's netD sees the centre.
+            redrawn = self.loss_fn.pixel_weights(mask) > 0
+            fake = self._critic_view(torch.where(redrawn, pred.to(x.dtype), x))
+            loss, adversarial = self.loss_fn.generator_loss(reconstruction, self.discriminator(fake))
             logs["adversarial_loss"] = adversarial.detach()
-            self._critic_inputs = (x.detach(), inpainted.detach())
+            self._critic_inputs = (self._critic_view(x).detach(), fake.detach())
         return StepOutput(loss=loss, features=self.full_image_features(x), logs=logs)
 
     # --- adversarial case: manual optimisation, generator step then critic step ------------------

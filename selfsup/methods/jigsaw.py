@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from selfsup.data.pretext import jigsaw_tiles, load_permutations
+from selfsup.data.pretext import jigsaw_tiles, load_permutations, normalize_tiles
 from selfsup.errors import UserError
 from selfsup.methods.base import StepOutput
 from selfsup.methods.pretext_base import PretextMethod
@@ -45,6 +45,7 @@ class Jigsaw(PretextMethod):
         method = self.cfg.method
         tiles, labels = jigsaw_tiles(x, self.permutations, tile_size=method.tile_size, jitter=method.jitter,
                                      color_drop=method.color_drop)                 # (B, 9, C, t, t)
+        tiles = normalize_tiles(tiles)
         batch = tiles.shape[0]
         features = self.backbone(self._memory_format(tiles.flatten(0, 1)))      # (9B, D), sample-major
         tile_codes = self.tile_projection(features).view(batch, -1)            # concatenated in tile order

@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from selfsup.callbacks import CpuThreadsPerRank, ThroughputMonitor
-from selfsup.checks import requested_devices
+from selfsup.checks import check_global_batch, requested_devices
 from selfsup.errors import UserError
 from selfsup.pictures import ViewsPicture
 from selfsup.run.checkpoint import AtomicCheckpointIO
@@ -81,6 +81,7 @@ def check_run(cfg, world: int, datamodule, method_class) -> None:
             f"data.batch_size={cfg.data.batch_size} exceeds the {per_rank} training images per device "
             f"({len(datamodule.pretrain)} images / {world} devices); the training loader drops the last "
             f"incomplete batch, so no batch would remain: lower data.batch_size to at most {per_rank}")
+    check_global_batch(cfg, world)
     method_class.check_config(cfg, world)
 
 

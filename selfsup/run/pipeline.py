@@ -11,16 +11,19 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
+from torch.utils.data import Subset
 
 from selfsup import distributed
-from selfsup.checks import requested_devices
+from selfsup.checks import check_eval_options, requested_devices
 from selfsup.data.datamodule import SSLDataModule
 from selfsup.data.datasets import SKIPPED_IMAGES_FILE, read_skipped_images
 from selfsup.errors import UserError
-from selfsup.eval.features import extract_features
+from selfsup.eval.features import EvaluatedBackbone, EvaluationInput, extract_features
 from selfsup.eval.finetune import finetune
-from selfsup.eval.knn import knn_top1
+from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import linear_probe
+from selfsup.eval.linear_standard import linear_standard
+from selfsup.eval.subsets import class_balanced_indices, dataset_labels
 from selfsup.models.backbones import backbone_state, build_backbone
 from selfsup.pictures import save_final_pictures
 from selfsup.run.checkpoint import ResumeCheckpoint, read_checkpoint
@@ -30,7 +33,7 @@ from selfsup.run.launch import (build_trainer, check_launch, check_run, check_st
 from selfsup.run.progress import PREFIX as PROGRESS, run_progress
 from selfsup.run.results import write_results
 from selfsup.run.resume import resume_point
-from selfsup.sweep import is_multirun
+from selfsup.run.sweep import is_multirun
 from selfsup.tracking import gpu_peak_memory_gb, log_eval_run, log_final_results
 
 # Lightning advertises a cloud logger on every run; it is noise in a terminal that matters.
@@ -66,9 +69,10 @@ def pretrain(cfg: DictConfig) -> dict:
     csv_history = CsvHistory(trainer.loggers, resume.global_step if resume else None)
 
     device, bf16 = training_device(cfg.trainer), "bf16" in str(cfg.trainer.precision)
+    evaluated = EvaluatedBackbone(model.backbone, model.evaluation_input)
     at_init = {}
     if cfg.eval.knn_at_init and cfg.eval.knn is not None and rank_zero_only.rank == 0:
-        at_init = evaluate_backbone(model.backbone, datamodule, cfg.eval, device, bf16, linear=False)
+        at_init = evaluate_backbone(evaluated, datamodule, cfg.eval, device, bf16, linear=False)
         print(f"kNN top-1 at init: {at_init['knn_top1']:.4f}", flush=True)
 
     start = time.perf_counter()
@@ -80,8 +84,8 @@ def pretrain(cfg: DictConfig) -> dict:
     if not trainer.is_global_zero:
         return {}
 
-    features = model.final_eval_features or embed_evaluation_splits(model.backbone, datamodule, device, bf16)
-    scores = evaluate_backbone(model.backbone, datamodule, cfg.eval, device, bf16, features=features)
+    features = model.final_eval_features or embed_evaluation_splits(evaluated, datamodule, device, bf16)
+    scores = evaluate_backbone(evaluated, datamodule, cfg.eval, device, bf16, features=features)
     progress = run_progress(trainer)  # rank 0's, also when it trained in a spawned process
     last = next((c.path for c in trainer.callbacks if isinstance(c, ResumeCheckpoint)), None)
     skipped = read_skipped_images(skipped_list)
@@ -133,8 +137,9 @@ def embed_evaluation_splits(backbone, datamodule: SSLDataModule, device, bf16: b
 def evaluate_backbone(backbone, datamodule: SSLDataModule, eval_cfg, device, bf16: bool, linear: bool = True,
                       features: tuple[torch.Tensor, ...] | None = None) -> dict:
     """kNN (and the offline linear probe) on frozen, augmentation-free features (embedded here unless
-    `features` = (train_x, train_y, val_x, val_y) are given); fine-tuning (eval=finetune) on a copy of
-    the backbone."""
+    `features` = (train_x, train_y, val_x, val_y) are given); the standard linear protocol
+    (eval=linear_standard) and fine-tuning (eval=finetune) on the images. With eval.label_fraction the
+    linear evaluations and fine-tuning see a class-balanced, seeded part of the labelled split; kNN all of it."""
     backbone.to(device)
     if features is None:
         features = embed_evaluation_splits(backbone, datamodule, device, bf16)
@@ -142,11 +147,24 @@ def evaluate_backbone(backbone, datamodule: SSLDataModule, eval_cfg, device, bf1
     num_classes = datamodule.cfg.num_classes
     scores = {}
     if eval_cfg.knn is not None:
-        scores["knn_top1"] = knn_top1(train_x, train_y, val_x, val_y, num_classes, eval_cfg.knn.k, eval_cfg.knn.temperature)
-    if linear and eval_cfg.linear is not None:
+        for k in (1, 5):
+            scores[f"knn_top{k}"] = knn_accuracy(train_x, train_y, val_x, val_y, num_classes, eval_cfg.knn.k,
+                                                 eval_cfg.knn.temperature, top_k=k)
+    if not linear:
+        return scores
+    fraction, labelled = eval_cfg.get("label_fraction"), None
+    if fraction is not None:
+        scores["label_fraction"] = fraction
+        labelled_index = class_balanced_indices(dataset_labels(datamodule.labelled), fraction)
+        labelled = Subset(datamodule.labelled, labelled_index.tolist())
+        train_x, train_y = train_x[labelled_index.to(device)], train_y[labelled_index.to(device)]
+        scores["labelled_images"] = len(labelled_index)
+    if eval_cfg.linear is not None:
         scores.update(linear_probe(train_x, train_y, val_x, val_y, num_classes, **eval_cfg.linear))
-    if linear and eval_cfg.get("finetune") is not None:
-        scores.update(finetune(backbone, datamodule, eval_cfg.finetune, device, bf16))
+    if eval_cfg.get("linear_standard") is not None:
+        scores.update(linear_standard(backbone, datamodule, eval_cfg.linear_standard, device, bf16, labelled=labelled))
+    if eval_cfg.get("finetune") is not None:
+        scores.update(finetune(backbone, datamodule, eval_cfg.finetune, device, bf16, labelled=labelled))
     return scores
 
 
@@ -154,6 +172,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     """Frozen-feature evaluation of a checkpoint's backbone, on its own data or another (transfer)."""
     if not cfg.ckpt_path:
         raise UserError("eval.py needs a checkpoint: ckpt_path=<run dir>/checkpoints/last.ckpt")
+    check_eval_options(cfg.eval)
     saved = read_checkpoint(cfg.ckpt_path)
     train_cfg = OmegaConf.create(saved.cfg)
     transfer = cfg.get("data")  # absent (data: null): the checkpoint's own pretraining data
@@ -166,6 +185,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
 
     backbone = build_backbone(**train_cfg.backbone)
     backbone.load_state_dict(backbone_state(saved.state_dict))
+    backbone = EvaluatedBackbone(backbone, EvaluationInput.from_config(train_cfg.method, data_cfg))
     device = training_device(cfg.trainer)
     bf16 = "bf16" in str(cfg.trainer.precision)
     scores = evaluate_backbone(backbone, datamodule, cfg.eval, device, bf16)

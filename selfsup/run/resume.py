@@ -45,8 +45,8 @@ def resume_point(cfg) -> Optional[ResumePoint]:
        only stops a new command from continuing an old run).
     Must run before anything resolves or edits cfg."""
     run_dir = Path(cfg.paths.output_dir)
-    source, checkpoint = run_dir, None
-    if resume_enabled(cfg.get("resume", "auto")):
+    source, checkpoint, auto = run_dir, None, resume_enabled(cfg.get("resume", "auto"))
+    if auto:
         checkpoint = newest_checkpoint(run_dir)
         if checkpoint is None:
             source, checkpoint = _same_command_run(run_dir, cfg) or (run_dir, None)
@@ -69,8 +69,8 @@ def resume_point(cfg) -> Optional[ResumePoint]:
                 (run_dir / RESUMED_NOTE).write_text(f"this command resumed {source} from {checkpoint}; its outputs are there\n")
             except OSError:
                 pass
-        print(f"resuming {source} from {Path(checkpoint).name} (global step {saved.global_step}); resume=never "
-              "starts afresh", flush=True)
+        print(f"resuming {source} from {Path(checkpoint).name} (global step {saved.global_step})"
+              + ("; resume=never starts afresh" if auto else ""), flush=True)
     return point
 
 
