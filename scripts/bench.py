@@ -66,7 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps (step mode: per repeat, default 5; --e2e: default one epoch of --root)")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up steps first (default 2; --e2e 5)")
-    p.add_argument("--repeats", type=int, default=3, help="step mode: alternating module/bare repeats (default 3)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="alternating repeats, the median reported (step mode: module/bare, default 3; --e2e: default 1)")
     p.add_argument("--loader-batches", type=int, default=8, help="step mode: timed batches per loader variant")
     p.add_argument("--baseline", action="store_true",
                    help="step mode: also time the module in fp32 + NCHW (32-true, no channels_last): speed-up")
@@ -76,6 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.batch_size = args.batch_size or (128 if args.e2e else 256)
     args.warmup = args.warmup if args.warmup is not None else (5 if args.e2e else 2)
+    args.repeats = args.repeats or (1 if args.e2e else 3)
     if args.e2e:
         args.resolution = args.resolution or 32
         args.workers = 1 if args.workers is None else args.workers

@@ -144,7 +144,7 @@ class PlainViews:
                 T.RandomResizedCrop(size, scale=tuple(v.crop_scale)), T.RandomHorizontalFlip(v.flip_p),
                 T.RandomApply([T.ColorJitter(v.brightness, v.contrast, v.saturation, v.hue)], p=v.jitter_p),
                 T.RandomGrayscale(v.grayscale_p), T.RandomApply([blur], p=v.blur_p if augmentation.blur else 0.0),
-                T.RandomSolarize(128, p=v.solarize_p), T.ToTensor(), T.Normalize(augmentation.mean, augmentation.std),
+                T.RandomSolarize(128, p=v.solarize_p), T.ToTensor(), T.Normalize(list(augmentation.mean), list(augmentation.std)),
             ])
 
         self.views = [view(v) for v in augmentation.views]
@@ -227,10 +227,16 @@ def run(args, out_dir: Path) -> tuple[dict, str]:
         overrides = bench.common_overrides(args, method) + ["data=folder", f"data.root={root}",
                                                             "backbone.cifar_stem=false", "optimizer=sgd"]
         overrides = last_wins(overrides + list(args.overrides))
-        pipeline = time_pipeline(overrides, args.warmup, steps, out_dir / method / "pipeline")
-        plain = time_plain(overrides, str(root), args.warmup, steps, out_dir / method / "plain")
+        runs = {"pipeline": [], "plain": []}
+        for r in range(args.repeats):  # alternating which side goes first, so drifting load hits both alike
+            for side in ("pipeline", "plain") if r % 2 == 0 else ("plain", "pipeline"):
+                run_dir = out_dir / method / f"{side}{r}"
+                runs[side].append(time_pipeline(overrides, args.warmup, steps, run_dir) if side == "pipeline"
+                                  else time_plain(overrides, str(root), args.warmup, steps, run_dir))
+        pipeline, plain = (median_run(runs[side]) for side in ("pipeline", "plain"))
         ratio = pipeline["images_per_sec"] / plain["images_per_sec"]
-        report["methods"][method] = {"pipeline": pipeline, "plain": plain, "ratio": round(ratio, 4)}
+        report["methods"][method] = {"pipeline": pipeline, "plain": plain, "ratio": round(ratio, 4),
+                                     "repeats": {side: [round(r["images_per_sec"], 1) for r in rs] for side, rs in runs.items()}}
         lines += method_lines(method, pipeline, plain, ratio)
         print("\n".join(lines[-3:]), flush=True)
     cfg = bench.compose(overrides, out_dir)
@@ -242,6 +248,11 @@ def run(args, out_dir: Path) -> tuple[dict, str]:
               f"{cfg.data.num_workers} loader worker(s), {cfg.optimizer.name}; {report['machine']['device_name']}\n"
               f"  {'':8} {'':9} {'images/s':>9}   ms/step: " + " ".join(f"{p:>9}" for p in (*PHASES, "framework")))
     return report, header + "\n" + "\n".join(lines)
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median images/s (the lower of the middle two for an even count)."""
+    return sorted(runs, key=lambda r: r["images_per_sec"])[(len(runs) - 1) // 2]
 
 
 def last_wins(overrides: list[str]) -> list[str]:

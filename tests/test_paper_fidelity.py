@@ -11,10 +11,6 @@ from omegaconf import open_dict
 from conftest import TINY_RUN, compose_train, run_script, train
 
 
-def _colour_images(seed: int = 0) -> torch.Tensor:
-    return torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
-
-
 def test_colorization_is_evaluated_on_its_lightness_input(tmp_path, monkeypatch):
     """The kNN monitor, the final evaluation of train.py and eval.py all feed colorization's backbone
     the grey image of the input's lightness, the input it is trained on, not the colour image."""
@@ -37,7 +33,7 @@ def test_colorization_is_evaluated_on_its_lightness_input(tmp_path, monkeypatch)
     assert len(evaluated) == 2  # train.py's final evaluation, eval.py's
 
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (cfg.data.mean, cfg.data.std))
-    images = _colour_images()
+    images = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))  # colour, unlike the digits
     for backbone in evaluated:
         backbone.cpu().eval()
         raw = backbone.backbone
@@ -158,7 +154,7 @@ def cifar_checkpoint(tmp_path_factory) -> str:
         pytest.skip(f"the CIFAR sample is not at {CIFAR_SUBSET}")
     run_dir = tmp_path_factory.mktemp("tiny_cifar_run")
     results = train(["method=simclr", "data=folder", f"data.root={CIFAR_SUBSET}", "data.resolution=32", *TINY_RUN,
-                     "eval.knn=null", "images=false"], run_dir)
+                     "images=false"], run_dir)
     return results["checkpoint"]
 
 
