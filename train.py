@@ -6,11 +6,13 @@ import hydra
 from omegaconf import DictConfig
 
 from selfsup.checks import check_train_config
+from selfsup.cli import fast_help
 from selfsup.config import register_configs
 from selfsup.errors import exit_on_user_error, one_line_config_errors
 from selfsup.run.sweep import run_job
 
 register_configs()
+fast_help()  # --help: examples and the groups to pick from, in a second
 one_line_config_errors()  # a typo'd key, unknown option or wrong type: one line, exit 2
 
 

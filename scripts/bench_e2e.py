@@ -22,6 +22,7 @@ On a GPU these are host times: the device runs ahead of them; the window's edges
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -70,10 +71,9 @@ class PipelineClock(pl.Callback):
             bench.sync(pl_module.device)
             self._counts = {action: len(d) for action, d in trainer.profiler.recorded_durations.items()}
             self._update = 0.0
-            self._start = (time.perf_counter(), time.process_time())
+            self._start = Stopwatch()
         elif trainer.global_step == self.warmup + self.steps and self._start is not None:
             bench.sync(pl_module.device)
-            wall, cpu = time.perf_counter() - self._start[0], time.process_time() - self._start[1]
             spent = {action: sum(d[self._counts.get(action, 0):])
                      for action, d in trainer.profiler.recorded_durations.items()}
             module = f"[LightningModule]{type(pl_module).__name__}"
@@ -86,20 +86,53 @@ class PipelineClock(pl.Callback):
             }
             actions = {a: s for a, s in spent.items() if s > 0 and not a.endswith(self.CONTAINERS)}
             top = sorted(actions.items(), key=lambda item: -item[1])[:15]
-            result = window(self.steps, len(batch[1]) * trainer.world_size, wall, cpu, phases)
+            result = window(self.steps, len(batch[1]) * trainer.world_size, self._start, phases)
             result["actions_ms_per_step"] = {a: round(1000 * s / self.steps, 2) for a, s in top}
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(result, indent=2) + "\n")
             os.replace(tmp, self.path)  # whole or absent: the bench polls for it
 
 
-def window(steps: int, batch: int, wall: float, cpu: float, phases: dict) -> dict:
+class Stopwatch:
+    """Wall time, this process's CPU time and the CPU time the rest of the machine used (all
+    processes but this one and its children, the loader workers) since `start`: on a shared machine
+    the last says how far a window's figures were disturbed. Linux /proc; elsewhere it reads 0."""
+
+    def __init__(self):
+        self.wall, self.cpu, self.busy, self.ours = time.perf_counter(), time.process_time(), *self._ticks()
+
+    @staticmethod
+    def _ticks() -> tuple[int, int]:
+        """(busy ticks of all CPUs, ticks of this process and its children)."""
+        try:
+            busy = sum(int(v) for i, v in enumerate(Path("/proc/stat").read_text().split()[1:9]) if i not in (3, 4))
+            ours = 0
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                    if stat.parent.name == str(os.getpid()) or fields[1] == str(os.getpid()):
+                        ours += int(fields[11]) + int(fields[12])  # utime + stime
+            return busy, ours
+        except OSError:
+            return 0, 0
+
+    def read(self) -> tuple[float, float, float]:
+        """(wall seconds, this process's CPU seconds, share of all CPUs used elsewhere) since start."""
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        busy, ours = self._ticks()
+        elsewhere = (busy - self.busy) - (ours - self.ours)
+        return wall, cpu, max(0.0, elsewhere / (os.sysconf("SC_CLK_TCK") * wall * os.cpu_count()))
+
+
+def window(steps: int, batch: int, stopwatch: Stopwatch, phases: dict) -> dict:
     """images/s and ms per step of a timed window; what the phases leave of the wall time is framework."""
+    wall, cpu, elsewhere = stopwatch.read()
     ms = {name: 1000 * phases[name] / steps for name in PHASES}
     ms["framework"] = 1000 * wall / steps - sum(ms.values())
     return {"images_per_sec": steps * batch / wall, "seconds": wall, "steps": steps,
             "ms_per_step": {name: round(v, 1) for name, v in ms.items()},
-            "main_process_cpu_ms_per_step": round(1000 * cpu / steps, 1)}
+            "main_process_cpu_ms_per_step": round(1000 * cpu / steps, 1),
+            "cpu_share_used_elsewhere": round(elsewhere, 3)}
 
 
 def time_pipeline(overrides: list[str], warmup: int, steps: int, run_dir: Path) -> dict:
@@ -194,10 +227,10 @@ def plain_loop(overrides: list[str], root: str, warmup: int, steps: int, run_dir
                     phases[name] += seconds
             elif done == warmup:
                 bench.sync(device)
-                start = (time.perf_counter(), time.process_time())
+                start = Stopwatch()
         loop.position.current_epoch += 1
     bench.sync(device)
-    result = window(steps, cfg.data.batch_size, time.perf_counter() - start[0], time.process_time() - start[1], phases)
+    result = window(steps, cfg.data.batch_size, start, phases)
     (run_dir / "clock.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
@@ -246,7 +279,7 @@ def run(args, out_dir: Path) -> tuple[dict, str]:
               f"{'CIFAR' if cfg.backbone.cifar_stem else 'standard'} stem at {cfg.data.resolution} px, batch "
               f"{cfg.data.batch_size}, {cfg.trainer.precision}, {'channels_last' if cfg.backbone.channels_last else 'NCHW'}, "
               f"{cfg.data.num_workers} loader worker(s), {cfg.optimizer.name}; {report['machine']['device_name']}\n"
-              f"  {'':8} {'':9} {'images/s':>9}   ms/step: " + " ".join(f"{p:>9}" for p in (*PHASES, "framework")))
+              f"  {'':8} {'':9} {'images/s':>9}   ms/step: " + " ".join(f"{p:>9}" for p in (*PHASES, "framework")) + "  CPU elsewhere")
     return report, header + "\n" + "\n".join(lines)
 
 
@@ -270,6 +303,7 @@ def bench_device(cfg):
 def method_lines(method: str, pipeline: dict, plain: dict, ratio: float) -> list[str]:
     def row(name, side):
         ms = side["ms_per_step"]
-        return f"  {name:<18} {side['images_per_sec']:9.1f}            " + " ".join(f"{ms[p]:9.1f}" for p in (*PHASES, "framework"))
+        return (f"  {name:<18} {side['images_per_sec']:9.1f}            " + " ".join(f"{ms[p]:9.1f}" for p in (*PHASES, "framework"))
+                + f" {100 * side['cpu_share_used_elsewhere']:11.0f}%")
 
     return [row(f"{method} pipeline", pipeline), row(f"{method} plain", plain), f"  {method} ratio {ratio:.3f}"]

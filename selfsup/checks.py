@@ -92,6 +92,7 @@ def requested_devices(devices) -> int | None:
 
 
 # --- inputs, data, logging (issue 8: fail before training, in one line) -----------------------
+IMAGE_CHANNELS = 3  # every dataset is loaded as RGB (digits and grey folders too)
 RESUME_MODES = {"auto": True, "true": True, "never": False, "false": False, "none": False, "off": False}
 NONFINITE_MODES = ("stop", "skip")
 
@@ -112,6 +113,10 @@ def check_inputs(cfg) -> None:
     _check_ranges(cfg)
     _check_run_options(cfg)
     _check_data_root(cfg.data)
+    _check_normalisation(cfg.data)
+    _check_warmup(cfg)
+    _check_devices(cfg)
+    _check_precision(cfg.trainer)
     _check_cpu_devices(cfg.trainer)
     _check_wandb(cfg)
 
@@ -230,6 +235,49 @@ def _check_data_root(data) -> None:
             raise UserError(f"data root {root} has no {split}/ folder: expected {FOLDER_LAYOUT}")
     if data.class_list and not Path(str(data.class_list)).expanduser().is_file():
         raise UserError(f"data.class_list={data.class_list} does not exist: point it at a file naming one class per line")
+
+
+def _check_normalisation(data) -> None:
+    for key in ("mean", "std"):
+        values = data[key]
+        if len(values) != IMAGE_CHANNELS:
+            raise UserError(f"data.{key}={list(values)} has {len(values)} values but the images reach the model as "
+                            f"{IMAGE_CHANNELS} channels (RGB): give one value per channel, e.g. data.{key}=[a,b,c]")
+    if any(v <= 0 for v in data.std):
+        raise UserError(f"data.std={list(data.std)} must be > 0 per channel: the images are divided by it")
+
+
+def _check_warmup(cfg) -> None:
+    """A warm-up longer than the run never reaches the base LR, and the cosine never starts."""
+    warmup, epochs = cfg.scheduler.warmup_epochs, cfg.trainer.max_epochs
+    if cfg.scheduler.name == "warmup_cosine" and cfg.trainer.max_steps == -1 and warmup > epochs:
+        raise UserError(f"scheduler.warmup_epochs={warmup} is longer than the run (trainer.max_epochs={epochs}): the LR "
+                        f"would never reach its base value; set scheduler.warmup_epochs<={epochs} (e.g. "
+                        f"{max(0, epochs // 10)}) or train longer")
+
+
+def _check_devices(cfg) -> None:
+    """What Lightning would refuse with a traceback (the device count against the machine: run/launch.py)."""
+    devices, wanted = cfg.trainer.devices, requested_devices(cfg.trainer.devices)
+    if wanted is not None and wanted < 1 or isinstance(devices, float) or (
+            isinstance(devices, str) and wanted is None and devices.strip() not in ("auto", "-1")):
+        raise UserError(f"trainer.devices={devices} is not a device count: use trainer.devices=auto (every GPU, or "
+                        "one CPU process), a count >= 1, -1, or a list of GPU indices like [0,1]")
+    if cfg.trainer.num_nodes is None or cfg.trainer.num_nodes < 1:
+        raise UserError(f"trainer.num_nodes must be >= 1, got {cfg.trainer.num_nodes}")
+
+
+PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine",
+              "transformer-engine-float16", "64", "32", "16", "bf16")
+
+
+def _check_precision(trainer) -> None:
+    node = trainer._get_node("precision")
+    if node._is_interpolation():  # ${auto_precision:}: a valid choice, and resolving it imports torch
+        return
+    if str(trainer.precision) not in PRECISIONS:
+        raise UserError(f"trainer.precision={trainer.precision} is not a precision: use one of "
+                        f"{', '.join(PRECISIONS[:6])} (bf16-mixed on GPUs since Ampere and on bf16 CPUs)")
 
 
 def _check_cpu_devices(trainer) -> None:

@@ -121,6 +121,8 @@ def config_error_message(err: Exception) -> str:
                 f"(add --cfg job to the command to print every key)")
     if isinstance(omega, ValidationError):
         key = omega.full_key or "a value"
+        if "expected one of" in first_line:  # an Enum field of the schema: a typo'd choice
+            return f"{key}: {first_line}{_close(omega.value, first_line.partition('[')[2].rstrip(']').split(', '))}: pick one of them"
         return f"{key}: {first_line}: pass a value of the right type, e.g. {key}=<value>"
     if isinstance(err, OverrideParseException):
         reason = str(err).strip().splitlines()[0]

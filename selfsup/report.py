@@ -50,6 +50,41 @@ def score_line(results: dict) -> Optional[str]:
     return "final: " + ", ".join(parts) if parts else None
 
 
+def seed_groups(runs: list[Run]) -> list[list[Run]]:
+    """The completed runs, those that differ only in their seed grouped together (same method, data,
+    backbone and overrides but seed=, distinct seeds), in run order; any other run alone."""
+    groups: dict[tuple, list[Run]] = {}
+    for r in runs:
+        if r.failed:
+            continue
+        res = r.results
+        key = (res.get("method"), _data(res), res.get("backbone"),
+               tuple(sorted(o for o in r.overrides if not _is_seed(o))))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for group in groups.values():
+        seeds = [r.results.get("seed") for r in group]
+        distinct = None not in seeds and len(set(seeds)) == len(seeds)
+        out.extend([group] if distinct else [[r] for r in group])
+    return sorted(out, key=lambda g: _natural_key(g[0].dir))
+
+
+def _is_seed(override: str) -> bool:
+    return override.lstrip("+").partition("=")[0] == "seed"
+
+
+def mean_spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    mean = sum(values) / len(values)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, spread
+
+
+def _scores(group: list[Run], key: str) -> list[float]:
+    return [r.results[key] for r in group if isinstance(r.results.get(key), (int, float))
+            and not isinstance(r.results.get(key), bool) and math.isfinite(r.results[key])]
+
+
 def _natural_key(path: Path):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
 
@@ -192,6 +227,21 @@ def markdown(root: Path, runs: list[Run]) -> str:
         for r in failed:
             what = " ".join(str(r.results.get(k)) for k in ("method", "data") if r.results.get(k))
             lines.append(f"- `{r.label}` {what} {varied.get(r.dir, '')}: {r.results.get('error', 'unknown error')}")
+    repeated = [g for g in seed_groups(runs) if len(g) > 1]
+    if repeated:
+        lines += ["", "## Over seeds (runs that differ only in seed: mean ± sample std)", "",
+                  "| runs | method | data | backbone | overrides | seeds | " + " | ".join(n for _, n in accuracies) + " |",
+                  "|" + "---|" * (6 + len(accuracies))]
+        for g in repeated:
+            res = g[0].results
+            cells = []
+            for key, _ in accuracies:
+                scores = _scores(g, key)
+                cells.append("{:.4f} ± {:.4f}".format(*mean_spread(scores)) if scores else "-")
+            overrides = " ".join(o for o in varied.get(g[0].dir, "").split() if not _is_seed(o)) or "-"
+            lines.append(f"| {', '.join(r.label for r in g)} | {res.get('method', '-')} | {_data(res)} | "
+                         f"{res.get('backbone', '-')} | {overrides} | {', '.join(str(r.results.get('seed')) for r in g)} | "
+                         + " | ".join(cells) + " |")
     optuna = root / "optimization_results.yaml"
     if optuna.is_file():
         best = _load_yaml(optuna)
@@ -211,6 +261,36 @@ def _plot_label(run: Run, varied: str, width: int = 34) -> str:
     return "\n".join(lines[:3]) + ("..." if len(lines) > 3 else "")
 
 
+def fitted_range(extent: list[tuple[float, float]]) -> tuple[float, float]:
+    """An accuracy axis fitted to the data (low, high pairs), padded, within [0, 1]; [0, 1] without data.
+    A fixed 0-1 axis flattens the differences a comparison is about (0.91 vs 0.93)."""
+    if not extent:
+        return 0.0, 1.0
+    low, high = min(lo for lo, _ in extent), max(hi for _, hi in extent)
+    pad = max(0.02, 0.15 * (high - low))
+    return max(0.0, low - pad), min(1.0, high + pad)
+
+
+def _group_label(group: list[Run], varied: dict[Path, str]) -> str:
+    """`_plot_label` of the group's first run without its seed, e.g. '#0,#1,#2 simclr lr=0.1 (3 seeds)'."""
+    params = " ".join(o for o in varied.get(group[0].dir, "").split() if not _is_seed(o))
+    if len(group) == 1:
+        return _plot_label(group[0], params)
+    label = _plot_label(group[0], params).replace(_short_label(group[0]), ",".join(_short_label(r) for r in group), 1)
+    return f"{label} ({len(group)} seeds)"
+
+
+def _mean_curve(group: list[Run]) -> tuple[list[float], list[float], list[float]]:
+    """The group's kNN curves averaged per epoch: (epochs, means, sample stds)."""
+    at: dict[float, list[float]] = {}
+    for r in group:
+        for x, y in r.curve:
+            at.setdefault(x, []).append(y)
+    xs = sorted(at)
+    stats = [mean_spread(at[x]) for x in xs]
+    return xs, [m for m, _ in stats], [e for _, e in stats]
+
+
 def plot(path: Path, runs: list[Run]) -> None:
     import matplotlib
 
@@ -220,47 +300,60 @@ def plot(path: Path, runs: list[Run]) -> None:
 
     ok = [r for r in runs if not r.failed]
     varied = _varied_overrides(runs)
-    names = [_plot_label(r, varied.get(r.dir, "")) for r in ok]
-    accuracies = [(k, name) for k, name in ACCURACIES if any(isinstance(r.results.get(k), (int, float)) for r in ok)]
+    groups = seed_groups(runs)  # one bar and one curve per run, or per set of runs differing only in seed
+    names = [_group_label(g, varied) for g in groups]
+    accuracies = [(k, name) for k, name in ACCURACIES if any(_scores(g, k) for g in groups)]
     lines_per_label = max([n.count("\n") + 1 for n in names] or [1])
     row = max(0.3 * max(1, len(accuracies)), 0.22 * lines_per_label) + 0.15
-    height = max(4.5, row * len(ok) + 2.0)
+    height = max(4.5, row * len(groups) + 2.0)
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(15, height), gridspec_kw={"width_ratios": [1.15, 1]})
-    colors = plt.get_cmap("tab10" if len(ok) <= 10 else "tab20")
+    colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
 
     width = 0.8 / max(1, len(accuracies))
+    extent = []  # (low, high) of every bar and its spread: the accuracy axis is fitted to them
     for j, (key, name) in enumerate(accuracies):
-        ys = [i + (j - (len(accuracies) - 1) / 2) * width for i in range(len(ok))]
-        values = [r.results.get(key) if isinstance(r.results.get(key), (int, float)) else 0.0 for r in ok]
-        drawn = bars.barh(ys, values, height=width, label=name, color=f"C{j}")
-        bars.bar_label(drawn, labels=[_fmt_acc(r.results.get(key)) for r in ok], padding=2, fontsize=8)
-    bars.set_yticks(range(len(ok)), names, fontsize=8)
-    for tick, i in zip(bars.get_yticklabels(), range(len(ok))):
+        ys = [i + (j - (len(accuracies) - 1) / 2) * width for i in range(len(groups))]
+        stats = [mean_spread(_scores(g, key)) if _scores(g, key) else None for g in groups]
+        spreads = [st[1] if st else 0.0 for st in stats]
+        drawn = bars.barh(ys, [st[0] if st else 0.0 for st in stats], height=width, label=name, color=f"C{j}",
+                          xerr=spreads if any(spreads) else None, capsize=3, error_kw={"elinewidth": 1})
+        bars.bar_label(drawn, labels=["-" if st is None else f"{st[0]:.4f}" + (f" ± {st[1]:.4f}" if len(g) > 1 else "")
+                                      for st, g in zip(stats, groups)], padding=4, fontsize=8)
+        extent += [(st[0] - st[1], st[0] + st[1]) for st in stats if st]
+    bars.set_yticks(range(len(groups)), names, fontsize=8)
+    for tick, i in zip(bars.get_yticklabels(), range(len(groups))):
         tick.set_color(colors(i % colors.N))  # the same colour as the run's kNN curve
     bars.invert_yaxis()
-    bars.set_xlim(0, 1.1)
-    bars.set_xlabel("top-1 accuracy after training")
-    bars.set_title("Accuracy per run")
+    left, right = fitted_range(extent)
+    bars.set_xlim(left, right + 0.3 * (right - left))  # room for the value labels
+    bars.set_xlabel("top-1 accuracy after training" + (f" (axis from {left:.2f}: fitted to the data)" if left > 0 else ""))
+    bars.set_title("Accuracy per run" + (" (mean ± std over seeds)" if any(len(g) > 1 for g in groups) else ""))
     bars.grid(axis="x", alpha=0.3)
     if accuracies:
         bars.legend(loc="upper center", bbox_to_anchor=(0.5, -0.5 / height - 0.06), ncol=len(accuracies),
                     fontsize=8, frameon=False)
 
-    for i, (r, name) in enumerate(zip(ok, names)):
-        if r.curve:
-            xs, ys = zip(*r.curve)
-            curves.plot(xs, ys, marker="o", markersize=4, color=colors(i % colors.N),
-                        label=name.split("\n")[0] if len(ok) > 1 else name.replace("\n", " "))
+    for i, (g, name) in enumerate(zip(groups, names)):
+        xs, means, spreads = _mean_curve(g)
+        if not xs:
+            continue
+        color = colors(i % colors.N)
+        curves.plot(xs, means, marker="o", markersize=4, color=color,
+                    label=name.split("\n")[0] if len(groups) > 1 else name.replace("\n", " "))
+        if len(g) > 1:
+            curves.fill_between(xs, [m - e for m, e in zip(means, spreads)], [m + e for m, e in zip(means, spreads)],
+                                color=color, alpha=0.2, linewidth=0)
     all_x = [x for r in ok for x, _ in r.curve]
     if all_x:
         curves.set_xlim(min(all_x) - 0.5, max(all_x) + 0.5)
         curves.xaxis.set_major_locator(MultipleLocator(max(1, round((max(all_x) - min(all_x)) / 10))))
+        curves.set_ylim(*fitted_range([(y, y) for r in ok for _, y in r.curve]))
     curves.set_xlabel("epochs completed (0: at init)")
     curves.set_ylabel("val/knn_top1")
-    curves.set_title("kNN top-1 over training (one line per run)")
+    curves.set_title("kNN top-1 over training (one line per run; band: ± std over seeds)")
     curves.grid(alpha=0.3)
     if any(r.curve for r in ok):
-        curves.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=1 if len(ok) <= 20 else 2,
+        curves.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=1 if len(groups) <= 20 else 2,
                       frameon=False)
     failed = len(runs) - len(ok)
     fig.suptitle(f"{len(ok)} run(s)" + (f", {failed} failed (listed in report.md)" if failed else ""), fontsize=10)

@@ -7,7 +7,9 @@ One run at a time (never time or train in parallel on a small CPU). The threshol
 mean - 3 sd over the seeds, but never below MIN_KNN_GAIN (the noise of top-1 on 1,017 images) nor
 below the control's gain + MIN_KNN_GAIN; a case whose seeds cannot clear that is reported as such.
 For a pretext task (`task_metric`) its own metric is the learning signal (threshold mean - 3 sd, which
-must clear the control's) and the kNN must only not fall below init."""
+must clear the control's), and its kNN must not fall below the control's beyond noise: training on
+tiles or rotated images re-estimates BatchNorm's statistics on that input even at lr ~ 0, which
+alone moves the kNN of whole images (jigsaw: -0.036 at lr ~ 0)."""
 from __future__ import annotations
 
 import argparse
@@ -52,9 +54,10 @@ def summarise(name: str, runs: list[dict], control: dict) -> dict:
         summary.update(knn_gain_threshold=max(floor, mean - 3 * sd), holds=mean - 3 * sd >= floor)
     else:
         t_mean, t_sd = mean_sd([r["task"] for r in runs])
-        summary.update(knn_gain_threshold=0.0, task_mean=t_mean, task_sd=t_sd, task_control=control["task"],
-                       task_threshold=t_mean - 3 * t_sd,
-                       holds=t_mean - 3 * t_sd > control["task"] and min(r["knn_gain"] for r in runs) >= 0)
+        summary.update(task_mean=t_mean, task_sd=t_sd, task_control=control["task"],
+                       task_threshold=t_mean - 3 * t_sd, knn_gain_threshold=control["knn_gain"] - MIN_KNN_GAIN,
+                       holds=t_mean - 3 * t_sd > control["task"]
+                       and min(r["knn_gain"] for r in runs) >= control["knn_gain"] - MIN_KNN_GAIN)
     return summary
 
 
@@ -77,7 +80,7 @@ def main() -> None:
             print(f"{name} seed {seed}: kNN {runs[-1]['knn_at_init']:.4f} -> {runs[-1]['knn']:.4f} "
                   f"({runs[-1]['knn_gain']:+.4f})" + (f", task {runs[-1]['task']:.4f}" if runs[-1]["task"] is not None else ""),
                   flush=True)
-        control = measure(name, seeds[0], control=True)
+        control = (None if args.fresh else table[name].get("control")) or measure(name, seeds[0], control=True)
         table[name] = {**summarise(name, runs, control), "command": command(name, "<cifar10-subset>", seeds[0]),
                        "measured": time.strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - start)}
         s = table[name]

@@ -33,15 +33,6 @@ TINY_RUN = [
 ]
 
 
-# The cheapest recipe found to learn reliably on 2 CPU cores (figures in the closing notes of issues 3
-# and 4): the standard 7x7/2 stem at 32 px (~10x cheaper than the CIFAR stem), AdamW (SGD at these
-# ~80 steps learned 2x less: SimCLR +0.023 vs +0.047 kNN top-1), no per-epoch kNN monitor (the final kNN
-# is in results.json) and no linear probe. Add data.root=<cifar_subset>.
-LEARNING_RUN = ["data=folder", "data.resolution=32", "data.batch_size=128", "backbone.cifar_stem=false",
-                "optimizer=adamw", "optimizer.lr=2e-3", "optimizer.weight_decay=1e-4", "trainer.max_epochs=2",
-                "trainer.limit_val_batches=0", "eval.linear=null", "trainer.enable_progress_bar=false", "seed=0"]
-
-
 @pytest.fixture
 def cifar_subset() -> Path:
     if not (CIFAR_SUBSET / "train").is_dir():

@@ -122,7 +122,7 @@ def test_project_side_stops_at_its_budget_and_records_knn_over_time(tiny_folder,
     assert run["steps"] < 8, "the budget, not the recipe's 8 epochs of one step, ended the run"
     curve = run["curve"]
     assert curve[0]["seconds"] == 0.0 and curve[0]["step"] == 0 and curve[-1]["seconds"] >= 0.5
-    assert run["knn_top1"] == curve[-1]["knn_top1"] and 0.0 <= run["linear_top1"] <= 1.0
+    assert run["knn_top1"] == curve[-1]["knn_top1"] and "linear_top1" in run
     # the pipeline's own final evaluation of the same weights agrees with the clock's last point
     assert json.loads((tmp_path / "run" / "results.json").read_text())["knn_top1"] == pytest.approx(run["knn_top1"])
 

@@ -34,10 +34,20 @@ def _register_resolvers() -> None:
         # before the first job too, where a multirun's sweeper resolves hydra.sweep.dir.
         "cwd": lambda: os.getcwd(),
         "auto_precision": _auto_precision,
+        "run_dir": _run_dir,
         "local_crop": _local_crop_resolution,
     }
     for name, fn in resolvers.items():
         OmegaConf.register_new_resolver(name, fn, replace=True)
+
+
+def _run_dir() -> str:
+    """The job's output directory, ${hydra:runtime.output_dir}; before a job exists (`--cfg job
+    --resolve`) that is unset, so the directory a run of this command would get."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    return OmegaConf.select(hydra_cfg, "runtime.output_dir", throw_on_missing=False) or hydra_cfg.run.dir
 
 
 def _local_crop_resolution(resolution: int) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import List, Optional
 
 from omegaconf import MISSING
@@ -13,12 +14,17 @@ class KNNConfig:
     temperature: float = MISSING
 
 
+class LinearSolver(StrEnum):  # an Enum field: Hydra refuses eval.linear.solver=adam at compose time
+    lbfgs = "lbfgs"                         # full batch
+    sgd = "sgd"                             # mini-batch, for large feature sets
+
+
 @dataclass
 class LinearConfig:
     weight_decays: List[float] = field(default_factory=lambda: [0.0, 1e-5, 1e-4, 1e-3])
     max_iter: int = 200                     # L-BFGS iterations on cached features
     holdout_fraction: float = 0.1           # of train, used to pick the weight decay
-    solver: str = "lbfgs"                   # lbfgs (full batch) | sgd (mini-batch, for large feature sets)
+    solver: LinearSolver = LinearSolver.lbfgs
     sgd_epochs: int = 100
     sgd_lr: float = 0.1
     sgd_batch_size: int = 1024

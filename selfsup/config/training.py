@@ -2,14 +2,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
 
+class OptimizerName(StrEnum):  # an Enum field: Hydra refuses optimizer.name=larss at compose time
+    sgd = "sgd"
+    lars = "lars"
+    adamw = "adamw"
+
+
+class SchedulerName(StrEnum):
+    warmup_cosine = "warmup_cosine"
+    constant = "constant"
+
+
 @dataclass
 class OptimizerConfig:
-    name: str = MISSING                     # sgd | lars | adamw
+    name: OptimizerName = MISSING
     lr: float = MISSING                     # base LR for a global batch of 256
     scale_lr: bool = True                   # lr = base_lr * global_batch / 256
     weight_decay: float = MISSING
@@ -25,7 +37,7 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    name: str = MISSING                     # warmup_cosine | constant
+    name: SchedulerName = MISSING
     warmup_epochs: float = 0.0
     warmup_start_factor: float = 0.0
     min_lr_factor: float = 0.0

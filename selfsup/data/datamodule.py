@@ -14,6 +14,7 @@ from selfsup.data.transforms import MultiViewTransform, eval_transform
 from selfsup.errors import UserError
 
 MAX_INFERRED_RESOLUTION = 224
+MAX_UPSCALE = 4  # data.resolution at most this many times the images' own side (digits: 8 px -> 32)
 
 
 class TransformedDataset(Dataset):
@@ -69,8 +70,13 @@ class SSLDataModule(pl.LightningDataModule):
         """Fill in what the data config left to the data (resolution, number of classes); other
         groups read them by interpolation, so call this before building anything else."""
         with open_dict(self.cfg):
+            native = first_image_size(self.pretrain)
             if self.cfg.resolution is None:
-                self.cfg.resolution = min(first_image_size(self.pretrain), MAX_INFERRED_RESOLUTION)
+                self.cfg.resolution = min(native, MAX_INFERRED_RESOLUTION)
+            elif self.cfg.resolution > MAX_UPSCALE * native:  # upsampled pixels: compute spent on no information
+                raise UserError(
+                    f"data.resolution={self.cfg.resolution} is over {MAX_UPSCALE}x the {native} px images of "
+                    f"{self.cfg.name}: use data.resolution<={MAX_UPSCALE * native} (null: the images' own size)")
             if self.cfg.num_classes is None:
                 self.cfg.num_classes = len(self.labelled.classes)
 

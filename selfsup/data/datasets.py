@@ -134,6 +134,11 @@ def _torchvision(cls, root: str, download: bool, name: str, **kwargs) -> Dataset
             f"{name} not found under {root} ({err}): set data.download=true if this machine is "
             f"online, or data.root=<dir holding the torchvision {name} files>"
         ) from None
+    except OSError as err:  # URLError, socket errors: data.download=true without a network
+        raise UserError(
+            f"cannot download {name} to {root} ({type(err).__name__}: {str(err).splitlines()[0][:120]}): this "
+            f"machine is offline or the server unreachable; download it elsewhere and pass data.root=<that dir>"
+        ) from None
 
 
 def build_datasets(cfg) -> tuple[Dataset, Dataset, Dataset]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from selfsup.losses.barlow_twins import BarlowTwinsLoss
 from selfsup.methods.base import SSLMethod, StepOutput
 from selfsup.models.heads import MLPHead
 
 
 class BarlowTwins(SSLMethod):
     num_views = 2
+    losses = (BarlowTwinsLoss,)
 
     def __init__(self, cfg):
         super().__init__(cfg)

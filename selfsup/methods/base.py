@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
@@ -57,6 +57,7 @@ def forward_by_resolution(module: nn.Module, views: list[torch.Tensor]) -> list[
 
 class SSLMethod(pl.LightningModule):
     num_views: int | None = None  # augmented views per image that `training_loss` takes (None: any number)
+    losses: tuple[type, ...] = ()  # the loss classes `training_loss` is written for (checked against loss=)
     separately_optimized: tuple[str, ...] = ()  # children with an optimizer of their own (a GAN critic)
     constant_lr_modules: tuple[str, ...] = ()   # children whose LR the schedule leaves at the base LR (SimSiam)
 
@@ -94,6 +95,11 @@ class SSLMethod(pl.LightningModule):
             raise UserError(f"method={cfg.method.name} takes {wanted} per image, but augmentation="
                             f"{cfg.augmentation.name} makes {views}: drop the augmentation override (each "
                             "method picks its own) or use one that makes " + wanted)
+        target = (cfg.get("loss") or {}).get("_target_")
+        if target is not None and cls.losses and not issubclass(get_class(target), cls.losses):
+            raise UserError(f"method={cfg.method.name} trains with {' or '.join(c.__name__ for c in cls.losses)}, "
+                            f"not the {target.rpartition('.')[2]} of this loss= override: drop the loss override "
+                            "(each method picks its own loss)")
 
     def training_loss(self, views: list[torch.Tensor]) -> StepOutput:
         raise NotImplementedError

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from selfsup.losses.byol import BYOLLoss
+from selfsup.losses.negative_cosine import NegativeCosineLoss
 from selfsup.methods.base import StepOutput
 from selfsup.methods.momentum_method import MomentumMethod
 from selfsup.models.heads import MLPHead
@@ -12,6 +14,7 @@ from selfsup.models.heads import MLPHead
 
 class BYOL(MomentumMethod):
     num_views = 2
+    losses = (BYOLLoss, NegativeCosineLoss)
 
     def __init__(self, cfg):
         super().__init__(cfg)

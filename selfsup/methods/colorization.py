@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from selfsup.data.pretext import lab_to_rgb, rgb_to_lab
 from selfsup.errors import UserError
+from selfsup.losses.colorization import ColorizationLoss
 from selfsup.methods.base import StepOutput
 from selfsup.methods.pretext_base import PretextMethod
 from selfsup.models.decoders import UpConvDecoder
@@ -14,6 +15,8 @@ from selfsup.visualize import ImageGridMixin, denormalize
 
 
 class Colorization(ImageGridMixin, PretextMethod):
+    losses = (ColorizationLoss,)
+
     def __init__(self, cfg):
         super().__init__(cfg)
         method = cfg.method

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from selfsup.data.pretext import apply_mask, make_mask
 from selfsup.errors import UserError
+from selfsup.losses.context_encoder import ContextEncoderLoss
 from selfsup.methods.base import StepOutput
 from selfsup.methods.pretext_base import PretextMethod
 from selfsup.models.decoders import PatchDiscriminator, UpConvDecoder
@@ -19,6 +20,7 @@ MASKS = ("central", "random_block", "random_region")
 
 
 class ContextEncoder(ImageGridMixin, PretextMethod):
+    losses = (ContextEncoderLoss,)
     separately_optimized = ("discriminator",)
 
     def __init__(self, cfg):

@@ -9,12 +9,14 @@ from torch import nn
 
 from selfsup.data.transforms import global_view_count
 from selfsup.errors import UserError
+from selfsup.losses.dino import DINOLoss
 from selfsup.methods.base import StepOutput, forward_by_resolution
 from selfsup.methods.momentum_method import MomentumMethod
 from selfsup.models.heads import DINOHead
 
 
 class DINO(MomentumMethod):
+    losses = (DINOLoss,)
     target_name = "teacher"
 
     def __init__(self, cfg):

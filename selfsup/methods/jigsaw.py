@@ -16,6 +16,8 @@ TILES = 9
 
 
 class Jigsaw(PretextMethod):
+    losses = (nn.CrossEntropyLoss,)
+
     def __init__(self, cfg):
         super().__init__(cfg)
         method = cfg.method

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from selfsup.errors import UserError
+from selfsup.losses.mae import MAELoss
 from selfsup.methods.base import StepOutput
 from selfsup.methods.pretext_base import PretextMethod
 from selfsup.models.backbones import VITS, vit_patch_size
@@ -48,6 +49,8 @@ def random_masking(batch: int, num_patches: int, ratio: float, device) -> tuple[
 
 
 class MAE(ImageGridMixin, PretextMethod):
+    losses = (MAELoss,)
+
     @classmethod
     def check_config(cls, cfg, world_size: int) -> None:
         super().check_config(cfg, world_size)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from selfsup import distributed
 from selfsup.errors import UserError
+from selfsup.losses.info_nce import InfoNCELoss
 from selfsup.methods.base import StepOutput
 from selfsup.methods.momentum_method import MomentumMethod
 from selfsup.methods.queue import FeatureQueue, check_queue_divisible
@@ -16,6 +17,7 @@ from selfsup.models.heads import MLPHead
 
 class MoCoV2(MomentumMethod):
     num_views = 2
+    losses = (InfoNCELoss,)
     target_name = "key_encoder"
 
     def __init__(self, cfg):

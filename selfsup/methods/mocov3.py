@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from selfsup.errors import UserError
+from selfsup.losses.info_nce import MoCoV3Loss
 from selfsup.methods.base import StepOutput
 from selfsup.methods.momentum_method import MomentumMethod
 from selfsup.models.backbones import VITS
@@ -32,6 +33,7 @@ def freeze_patch_projection(vit: nn.Module) -> None:
 
 class MoCoV3(MomentumMethod):
     num_views = 2
+    losses = (MoCoV3Loss,)
     target_name = "momentum_encoder"
 
     @classmethod

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from selfsup.data.pretext import rotate_batch
 from selfsup.methods.base import StepOutput
@@ -10,6 +11,8 @@ from selfsup.models.heads import MLPHead
 
 
 class RotNet(PretextMethod):
+    losses = (nn.CrossEntropyLoss,)
+
     def __init__(self, cfg):
         super().__init__(cfg)
         head = cfg.method.head

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import torch
 
+from selfsup.losses.nt_xent import NTXentLoss
+from selfsup.losses.pairwise_margin import PairwiseMarginLoss
 from selfsup.methods.base import SSLMethod, StepOutput
 from selfsup.models.heads import MLPHead
 
 
 class SimCLR(SSLMethod):
     num_views = 2
+    losses = (NTXentLoss, PairwiseMarginLoss)
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import torch
 
+from selfsup.losses.byol import BYOLLoss
+from selfsup.losses.negative_cosine import NegativeCosineLoss
 from selfsup.methods.base import SSLMethod, StepOutput
 from selfsup.models.heads import MLPHead
 
 
 class SimSiam(SSLMethod):
     num_views = 2
+    losses = (BYOLLoss, NegativeCosineLoss)
 
     def __init__(self, cfg):
         super().__init__(cfg)

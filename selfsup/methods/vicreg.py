@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import torch
 
+from selfsup.losses.vicreg import VICRegLoss
 from selfsup.methods.base import SSLMethod, StepOutput
 from selfsup.models.heads import MLPHead
 
 
 class VICReg(SSLMethod):
     num_views = 2
+    losses = (VICRegLoss,)
 
     def __init__(self, cfg):
         super().__init__(cfg)

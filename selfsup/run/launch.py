@@ -45,18 +45,36 @@ def check_strategy(cfg, method_class) -> None:
     accelerator = str(trainer.accelerator)
     gpus = visible_gpus()
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and gpus == 0)
+    wanted = requested_devices(trainer.devices)
+    if accelerator == "auto" and gpus == 0 and wanted is not None and wanted > 1:
+        raise UserError(
+            f"trainer.devices={trainer.devices} asks for {wanted} devices but no GPU is visible, so they would be "
+            f"{wanted} CPU processes: run on a GPU machine, drop trainer.devices (one CPU process), or pass "
+            f"trainer.accelerator=cpu trainer.devices={wanted} if you really want CPU DDP")
+    if accelerator == "auto" and gpus == 0 and trainer.num_nodes > 1:
+        raise UserError(
+            f"trainer.num_nodes={trainer.num_nodes} on a machine without GPUs: this recipe is for a GPU cluster; "
+            "pass trainer.num_nodes=1 (and trainer.devices=auto) to run it here")
     if strategy.sync_batchnorm and on_cpu:
         raise UserError(
             f"strategy={strategy.name} needs GPUs: torch.nn.SyncBatchNorm does not run on CPU; use strategy=ddp on CPU"
         )
     if accelerator in ("gpu", "cuda") and gpus == 0:
         raise UserError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible: use trainer.accelerator=cpu")
-    wanted = requested_devices(trainer.devices)
     if accelerator in ("gpu", "cuda", "auto") and gpus > 0 and wanted is not None and wanted > gpus:
         raise UserError(
             f"trainer.devices={trainer.devices} asks for {wanted} GPUs per node but {gpus} are visible here: "
             f"set trainer.devices to at most {gpus} (nodes: trainer.num_nodes)"
         )
+    if str(strategy.strategy).startswith("ddp") and planned_world_size(trainer) == 1:
+        single = "single_shufflebn (ShuffleBN emulated on one device)" if strategy.shuffle_bn else "single"
+        raise UserError(
+            f"strategy={strategy.name} on one device ({'trainer.devices=1' if wanted == 1 else 'no GPU visible'}) starts "
+            f"a process group for nothing: use strategy={single}, or trainer.devices=<N> for N devices")
+    if on_cpu and str(trainer.precision).startswith("16"):
+        raise UserError(
+            f"trainer.precision={trainer.precision} (float16) does not run on a CPU (Lightning would silently use bf16): "
+            "use trainer.precision=bf16-mixed or 32-true here")
     groups = strategy.split_bn_groups
     if groups < 1:
         raise UserError(f"strategy.split_bn_groups must be >= 1, got {groups}")
@@ -92,11 +110,6 @@ def check_launch(cfg, trainer: pl.Trainer, world: int, multirun: bool) -> None:
             f"the Trainer starts {trainer.world_size} processes where trainer.devices={cfg.trainer.devices} x "
             f"trainer.num_nodes={cfg.trainer.num_nodes} plan {world}: set both to what this machine or job provides")
     strategy = cfg.strategy
-    if strategy.shuffle_bn and trainer.world_size == 1 and strategy.split_bn_groups == 1:
-        raise UserError(
-            f"strategy={strategy.name} on one device would shuffle keys within a single BatchNorm batch, "
-            "which does not stop MoCo from cheating through BN: use strategy=single_shufflebn on one device"
-        )
     if multirun and relaunches_script(trainer):
         raise UserError(
             f"strategy={strategy.name} on {trainer.num_devices} devices re-launches train.py once per rank, "

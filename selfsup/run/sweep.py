@@ -13,6 +13,7 @@ import sys
 import traceback
 from typing import Callable, Optional
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from selfsup.run.results import write_results
@@ -49,6 +50,23 @@ def run_job(task: Callable[[DictConfig], dict], cfg: DictConfig) -> Optional[flo
         return None
     finish_wandb(exit_code=0)
     return metric_value(results, OmegaConf.select(cfg, "optimized_metric"))
+
+
+class FailedSweep(Callback):
+    """Hydra callback (conf/hydra/default.yaml, after the report): a multirun in which every job failed
+    exits non-zero with one line, so a script or scheduler sees it; one that kept any job exits 0."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        from pathlib import Path
+
+        from selfsup.report import collect
+
+        runs = collect(Path(config.hydra.sweep.dir))
+        if runs and all(r.failed for r in runs):
+            first = runs[0].results.get("error", "unknown error")
+            print(f"error: all {len(runs)} job(s) of the sweep failed, the first with: {first} "
+                  f"(each job's error is in its results.json and report.md)", file=sys.stderr, flush=True)
+            sys.exit(1)
 
 
 def _record_failure(cfg: DictConfig, err: Exception) -> None:

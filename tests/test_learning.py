@@ -1,0 +1,44 @@
+"""Learning on real images (`-m learning`): each method's short CPU recipe (conf/experiment/*_cpu_short.yaml)
+for the suite's budget (tests/learning_cases.py) on the CIFAR-10 sample, asserted against thresholds
+measured over 3 seeds with a no-learning control (lr ~ 0) by tests/calibrate_learning.py and stored,
+with every figure, in tests/learning_calibration.json.
+
+SSL methods: the kNN top-1 gain over init must reach max(0.02, control + 0.02, mean - 3 sd). Pretext
+tasks: the task's own metric must reach mean - 3 sd (above the control's), and the kNN must not fall
+below the control's gain by more than 0.02 (BatchNorm re-estimated on tiles / rotations moves it alone)."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from conftest import train
+from learning_cases import CASES, MIN_KNN_GAIN, calibration, command
+
+CALIBRATED = calibration()
+SEED = 0
+
+
+def last_logged(run_dir, key: str, count: int = 3) -> float:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        values = [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+    return sum(values[-count:]) / len(values[-count:])
+
+
+@pytest.mark.learning
+@pytest.mark.parametrize("name", [name for name in CASES if name in CALIBRATED])
+def test_learns_on_real_images(name, tmp_path, cifar_subset):
+    case, calibrated = CASES[name], CALIBRATED[name]
+    results = train(command(name, cifar_subset, SEED), tmp_path)
+    gain = results["knn_top1"] - results["knn_top1_at_init"]
+    measured = f"calibrated {calibrated['knn_gain_mean']:+.4f} +- {calibrated['knn_gain_sd']:.4f} over 3 seeds"
+    print(f"{name}: kNN top-1 {results['knn_top1_at_init']:.4f} -> {results['knn_top1']:.4f} ({gain:+.4f}; {measured}), "
+          f"{results['train_seconds']:.0f} s of training")
+    assert gain >= calibrated["knn_gain_threshold"], f"{name}: kNN gain {gain:+.4f} ({measured})"
+    if case.knn_must_rise:
+        assert gain >= MIN_KNN_GAIN
+    if case.task_metric:
+        task = last_logged(tmp_path, case.task_metric)
+        print(f"{name}: {case.task_metric} {task:.4f} (calibrated {calibrated['task_mean']:.4f} +- "
+              f"{calibrated['task_sd']:.4f}, lr ~ 0: {calibrated['task_control']:.4f})")
+        assert task >= calibrated["task_threshold"] > calibrated["task_control"]
