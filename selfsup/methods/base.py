@@ -63,7 +63,9 @@ class SSLMethod(pl.LightningModule):
 
     def __init__(self, cfg: DictConfig):
         super().__init__()
-        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
+        # enum_to_str: the schema's choice fields (optimizer.name, ...) as plain strings, which a
+        # weights_only checkpoint load (Lightning's resume) accepts
+        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)})
         self.cfg = cfg
         self.backbone = build_backbone(**cfg.backbone)
         self.feature_dim = self.backbone.output_dim
