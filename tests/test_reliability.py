@@ -1,5 +1,5 @@
 """Issue 8: bad input fails before training in one line; a killed run resumes; bad data, NaNs and
-determinism behave as documented (README: "Reliability").
+determinism behave as documented (docs/reliability.md).
 
 Every run here goes through `python train.py ...` as a user runs it, on tiny folder datasets of
 generated PNGs (4 classes, 10 train / 5 val images each) so that a whole run takes seconds."""

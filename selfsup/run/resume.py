@@ -1,7 +1,7 @@
 """Which checkpoint `trainer.fit` continues from: `resume_point` is the one place that decides.
 
 resume=auto (the default) makes the same command, run again, continue its unfinished run
-(README: "Resuming"); `ckpt_path=` names a checkpoint explicitly; a SLURM job that was requeued
+(docs/reliability.md, "Resuming"); `ckpt_path=` names a checkpoint explicitly; a SLURM job that was requeued
 continues from its run directory's newest checkpoint, its own last.ckpt or Lightning's requeue
 checkpoint (hpc_ckpt_<n>.ckpt, saved on the requeue signal).
 """
