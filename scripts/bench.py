@@ -130,7 +130,8 @@ def step_config(args, out_dir: Path, precision=None, channels_last=None):
     overrides = common_overrides(args, args.method, precision, channels_last)
     if args.data:
         overrides.append(f"data={args.data}")
-    return compose(overrides + ["trainer.max_epochs=1", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
+    return compose(overrides + ["trainer.max_epochs=1", "trainer.limit_val_batches=0", "trainer.check_val_every_n_epoch=1",
+                                "trainer.enable_progress_bar=false",
                                 "eval.knn_at_init=false", *args.overrides], out_dir)
 
 
@@ -227,7 +228,7 @@ class BareLoop:
         self.scheduler.step()
         t3 = perf_counter()
         self.position.global_step += 1
-        pass  # BROKEN
+        m.on_train_batch_end(None, (views, labels), self.position.global_step - 1)
         t4 = perf_counter()
         return dict(zip(self.PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
 

@@ -147,7 +147,7 @@ def time_pipeline(overrides: list[str], warmup: int, steps: int, run_dir: Path) 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")]))}
     with open(log_path, "w") as log:
         run = subprocess.Popen(command, cwd=bench.REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True)  # its own process group: the run and its loader workers
+                               process_group=0)  # its own group (the run, its loader workers), in this session
     try:
         while not result.exists():
             if run.poll() is not None:

@@ -180,6 +180,10 @@ def _check_ranges(cfg) -> None:
     trainer = cfg.trainer
     if trainer.max_steps is not None and trainer.max_steps != -1 and trainer.max_steps <= 0:
         raise UserError(f"trainer.max_steps must be > 0 (or -1: bounded by max_epochs), got {trainer.max_steps}")
+    every = trainer.check_val_every_n_epoch
+    if every != "auto" and not (isinstance(every, int) and every >= 1):
+        raise UserError(f"trainer.check_val_every_n_epoch={every} must be auto (the kNN monitor takes ~5% of the "
+                        "training compute) or an epoch count >= 1")
     check_eval_options(cfg.eval)
     if cfg.data.num_workers is not None and cfg.data.num_workers < 0:
         raise UserError(f"data.num_workers must be >= 0 (0: load in the main process), got {cfg.data.num_workers}")

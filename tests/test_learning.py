@@ -5,7 +5,8 @@ with every figure, in tests/learning_calibration.json.
 
 SSL methods: the kNN top-1 gain over init must reach max(0.02, control + 0.02, mean - 3 sd). Pretext
 tasks: the task's own metric must reach mean - 3 sd (above the control's), and the kNN must not fall
-below the control's gain by more than 0.02 (BatchNorm re-estimated on tiles / rotations moves it alone)."""
+below the control's gain by more than 0.02 (BatchNorm re-estimated on tiles / rotations moves it alone).
+A case not yet in the calibration file asserts the floor, a kNN gain of 0.02, and says so."""
 from __future__ import annotations
 
 import csv
@@ -26,12 +27,15 @@ def last_logged(run_dir, key: str, count: int = 3) -> float:
 
 
 @pytest.mark.learning
-@pytest.mark.parametrize("name", [name for name in CASES if name in CALIBRATED])
+@pytest.mark.parametrize("name", CASES)
 def test_learns_on_real_images(name, tmp_path, cifar_subset):
-    case, calibrated = CASES[name], CALIBRATED[name]
+    case = CASES[name]
+    calibrated = CALIBRATED.get(name) or {"knn_gain_threshold": MIN_KNN_GAIN}
+    assert calibrated.get("task_threshold") is not None or not case.task_metric, f"{name}: calibrate its task metric"
     results = train(command(name, cifar_subset, SEED), tmp_path)
     gain = results["knn_top1"] - results["knn_top1_at_init"]
-    measured = f"calibrated {calibrated['knn_gain_mean']:+.4f} +- {calibrated['knn_gain_sd']:.4f} over 3 seeds"
+    measured = (f"calibrated {calibrated['knn_gain_mean']:+.4f} +- {calibrated['knn_gain_sd']:.4f} over 3 seeds"
+                if "knn_gain_mean" in calibrated else "not calibrated yet: the 0.02 floor")
     print(f"{name}: kNN top-1 {results['knn_top1_at_init']:.4f} -> {results['knn_top1']:.4f} ({gain:+.4f}; {measured}), "
           f"{results['train_seconds']:.0f} s of training")
     assert gain >= calibrated["knn_gain_threshold"], f"{name}: kNN gain {gain:+.4f} ({measured})"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def pretrain(cfg: DictConfig) -> dict:
     Everything that can be checked is checked once, before anything is built that takes time: the
     devices and strategy, the checkpoint to continue from, then, with the data known, the batch
     against the data and the method's own rules at the world size the Trainer will have."""
+    started = time.perf_counter()
     method = get_class(cfg.method._target_)
     check_strategy(cfg, method)
     resume = resume_point(cfg)  # may point paths.output_dir at the run it continues
@@ -60,6 +62,8 @@ def pretrain(cfg: DictConfig) -> dict:
             dataset.log_skipped_to(skipped_list)
     datamodule.complete_config()  # data.resolution / num_classes from the data: other groups interpolate them
     check_run(cfg, world, datamodule, method)
+    with open_dict(cfg):
+        cfg.trainer.check_val_every_n_epoch = monitor_interval(cfg, datamodule)
     OmegaConf.resolve(cfg)  # ranks spawned by ddp_spawn have no Hydra context to resolve ${hydra:...} in
     model = method(cfg)
     if cfg.strategy.split_bn_groups > 1:  # strategy=single_shufflebn: per-device BN of that many devices
@@ -70,9 +74,11 @@ def pretrain(cfg: DictConfig) -> dict:
 
     device, bf16 = training_device(cfg.trainer), "bf16" in str(cfg.trainer.precision)
     evaluated = EvaluatedBackbone(model.backbone, model.evaluation_input)
-    at_init = {}
+    at_init, seconds = {}, {}
     if cfg.eval.knn_at_init and cfg.eval.knn is not None and rank_zero_only.rank == 0:
+        start = time.perf_counter()
         at_init = evaluate_backbone(evaluated, datamodule, cfg.eval, device, bf16, linear=False)
+        seconds["init_eval"] = time.perf_counter() - start
         print(f"kNN top-1 at init: {at_init['knn_top1']:.4f}", flush=True)
 
     start = time.perf_counter()
@@ -84,9 +90,12 @@ def pretrain(cfg: DictConfig) -> dict:
     if not trainer.is_global_zero:
         return {}
 
+    start = time.perf_counter()
     features = model.final_eval_features or embed_evaluation_splits(evaluated, datamodule, device, bf16)
     scores = evaluate_backbone(evaluated, datamodule, cfg.eval, device, bf16, features=features)
+    seconds["final_eval"] = time.perf_counter() - start
     progress = run_progress(trainer)  # rank 0's, also when it trained in a spawned process
+    seconds.update(training=train_seconds - progress["monitor_seconds"], monitor=progress["monitor_seconds"])
     last = next((c.path for c in trainer.callbacks if isinstance(c, ResumeCheckpoint)), None)
     skipped = read_skipped_images(skipped_list)
     results = {
@@ -115,7 +124,14 @@ def pretrain(cfg: DictConfig) -> dict:
         "resumed_from": dataclasses.asdict(resume) if resume else None,
     }
     if cfg.images:
+        start = time.perf_counter()
         save_final_pictures(cfg.paths.output_dir, datamodule, features, trainer.loggers, results)
+        seconds["pictures"] = time.perf_counter() - start
+    # Where the wall-clock went: evaluation = kNN at init + the per-epoch monitor + the final evaluation.
+    seconds["total"] = time.perf_counter() - started
+    evaluating = seconds.get("init_eval", 0.0) + seconds["monitor"] + seconds["final_eval"]
+    results.update(seconds={key: round(value, 2) for key, value in seconds.items()},
+                   eval_fraction=round(evaluating / seconds["total"], 4))
     write_results(results, cfg.paths.output_dir)
     if skipped:
         shown = ", ".join(skipped[:5]) + (f", ... ({len(skipped) - 5} more)" if len(skipped) > 5 else "")
@@ -123,6 +139,30 @@ def pretrain(cfg: DictConfig) -> dict:
               f"{skipped_list})", flush=True)
     log_final_results(trainer.loggers, results, step=progress["steps"])
     return results
+
+
+MONITOR_SHARE = 0.05  # trainer.check_val_every_n_epoch=auto: the kNN monitor's share of the training compute
+
+
+def monitor_interval(cfg: DictConfig, datamodule: SSLDataModule) -> int:
+    """trainer.check_val_every_n_epoch, with `auto` resolved so that the kNN monitor (one forward of the
+    memory bank and the val split) costs at most about MONITOR_SHARE of the training (forward + backward,
+    ~3 forwards, of every view of every training image), at an interval that divides trainer.max_epochs:
+    the last epoch is always monitored, and that one is free, since the final evaluation reuses its
+    features (it embeds the same images with the same weights)."""
+    every = cfg.trainer.check_val_every_n_epoch
+    if every != "auto":
+        return every
+    bank = min(len(datamodule.labelled), cfg.data.knn_bank_size or len(datamodule.labelled))
+    train_cost = 3 * len(datamodule.pretrain) * len(cfg.augmentation.views)
+    every = max(1, math.ceil((bank + len(datamodule.val)) / (MONITOR_SHARE * train_cost)))
+    epochs = cfg.trainer.max_epochs
+    if epochs and epochs > 0:
+        every = min(n for n in range(every, epochs + 1) if epochs % n == 0) if every <= epochs else epochs
+    if rank_zero_only.rank == 0:
+        print(f"kNN monitor every {every} epoch{'s' if every > 1 else ''} (trainer.check_val_every_n_epoch=auto: "
+              f"~{MONITOR_SHARE:.0%} of the training compute)", flush=True)
+    return every
 
 
 def embed_evaluation_splits(backbone, datamodule: SSLDataModule, device, bf16: bool) -> tuple[torch.Tensor, ...]:
