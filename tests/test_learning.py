@@ -30,7 +30,7 @@ def last_logged(run_dir, key: str, count: int = 3) -> float:
 @pytest.mark.parametrize("name", CASES)
 def test_learns_on_real_images(name, tmp_path, cifar_subset):
     case = CASES[name]
-    calibrated = CALIBRATED.get(name) or {"knn_gain_threshold": MIN_KNN_GAIN}
+    calibrated = CALIBRATED.get(name, {})  # (a case still being calibrated holds only its runs so far)
     assert calibrated.get("task_threshold") is not None or not case.task_metric, f"{name}: calibrate its task metric"
     results = train(command(name, cifar_subset, SEED), tmp_path)
     gain = results["knn_top1"] - results["knn_top1_at_init"]
@@ -38,7 +38,7 @@ def test_learns_on_real_images(name, tmp_path, cifar_subset):
                 if "knn_gain_mean" in calibrated else "not calibrated yet: the 0.02 floor")
     print(f"{name}: kNN top-1 {results['knn_top1_at_init']:.4f} -> {results['knn_top1']:.4f} ({gain:+.4f}; {measured}), "
           f"{results['train_seconds']:.0f} s of training")
-    assert gain >= calibrated["knn_gain_threshold"], f"{name}: kNN gain {gain:+.4f} ({measured})"
+    assert gain >= calibrated.get("knn_gain_threshold", MIN_KNN_GAIN), f"{name}: kNN gain {gain:+.4f} ({measured})"
     if case.knn_must_rise:
         assert gain >= MIN_KNN_GAIN
     if case.task_metric:
