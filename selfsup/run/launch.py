@@ -141,6 +141,8 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     if torch.cuda.is_available():
         callbacks.append(GPUMemoryMonitor())
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if trainer_kwargs.get("check_val_every_n_epoch") == "auto":  # not resolved against the data (pretrain does it)
+        trainer_kwargs["check_val_every_n_epoch"] = 1
     if trainer_kwargs.get("benchmark") is None:  # cudnn autotuning (fixed input sizes), unless deterministic
         trainer_kwargs["benchmark"] = not trainer_kwargs.get("deterministic")
     return pl.Trainer(
