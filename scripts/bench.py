@@ -52,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--e2e", action="store_true", help="end to end: train.py's pipeline vs a plain loop (bench_e2e.py)")
     p.add_argument("--methods", default=",".join(E2E_METHODS), help="--e2e: comma-separated conf/method names")
     p.add_argument("--root", default=str(CIFAR_SAMPLE), help="--e2e: image folder (<root>/train/<class>/<image>)")
+    p.add_argument("--tty", action="store_true",
+                   help="--e2e: run train.py on a pseudo-terminal, as interactively (Rich progress bar, not epoch lines)")
     p.add_argument("--method", default="simclr", help="step mode: conf/method/<name> (simclr, mocov2, byol, ...)")
     p.add_argument("--backbone", default="resnet18", help="conf/backbone/<name>")
     p.add_argument("--data", default=None, help="step mode: conf/data/<name> (default: train.yaml's, the digits)")
@@ -132,7 +134,7 @@ def step_config(args, out_dir: Path, precision=None, channels_last=None):
         overrides.append(f"data={args.data}")
     return compose(overrides + ["trainer.max_epochs=1", "trainer.limit_val_batches=0", "trainer.check_val_every_n_epoch=1",
                                 "trainer.enable_progress_bar=false",
-                                "eval.knn_at_init=false", *args.overrides], out_dir)
+                                "eval.knn_at_init=false", "images=false", *args.overrides], out_dir)
 
 
 def build(cfg):

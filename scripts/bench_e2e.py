@@ -23,12 +23,18 @@ On a GPU these are host times: the device runs ahead of them; the window's edges
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import multiprocessing
 import os
+import pty
+import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
+import threading
 import time
 from pathlib import Path
 
@@ -87,7 +93,8 @@ class PipelineClock(pl.Callback):
             actions = {a: s for a, s in spent.items() if s > 0 and not a.endswith(self.CONTAINERS)}
             top = sorted(actions.items(), key=lambda item: -item[1])[:15]
             result = window(self.steps, len(batch[1]) * trainer.world_size, self._start, phases)
-            result["actions_ms_per_step"] = {a: round(1000 * s / self.steps, 2) for a, s in top}
+            # (a callback's name carries its state key, e.g. ModelCheckpoint{'monitor': ...}: dropped)
+            result["actions_ms_per_step"] = {re.sub(r"\{.*\}", "", a): round(1000 * s / self.steps, 2) for a, s in top}
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(result, indent=2) + "\n")
             os.replace(tmp, self.path)  # whole or absent: the bench polls for it
@@ -135,8 +142,9 @@ def window(steps: int, batch: int, stopwatch: Stopwatch, phases: dict) -> dict:
             "cpu_share_used_elsewhere": round(elsewhere, 3)}
 
 
-def time_pipeline(overrides: list[str], warmup: int, steps: int, run_dir: Path) -> dict:
-    """train.py with `overrides` until PipelineClock has written its window; then the run is ended."""
+def time_pipeline(overrides: list[str], warmup: int, steps: int, run_dir: Path, tty: bool = False) -> dict:
+    """train.py with `overrides` until PipelineClock has written its window; then the run is ended.
+    tty: on a pseudo-terminal, as an interactive user runs it (Lightning's Rich bar, not epoch lines)."""
     result, log_path = run_dir / "clock.json", run_dir / "train.log"
     run_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, str(bench.REPO / "train.py"), *overrides,
@@ -145,21 +153,37 @@ def time_pipeline(overrides: list[str], warmup: int, steps: int, run_dir: Path) 
                "+callbacks.bench_clock._target_=bench_e2e.PipelineClock", f"+callbacks.bench_clock.warmup={warmup}",
                f"+callbacks.bench_clock.steps={steps}", f"+callbacks.bench_clock.path={result}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")]))}
-    with open(log_path, "w") as log:
-        run = subprocess.Popen(command, cwd=bench.REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
+    with open(log_path, "wb") as log:
+        output = log
+        if tty:
+            reader, output = pty.openpty()
+            fcntl.ioctl(output, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # 40 x 120 characters
+            env.setdefault("TERM", "xterm-256color")
+            threading.Thread(target=_copy_terminal, args=(reader, log), daemon=True).start()
+        run = subprocess.Popen(command, cwd=bench.REPO, stdout=output, stderr=subprocess.STDOUT, env=env,
                                process_group=0)  # its own group (the run, its loader workers), in this session
-    try:
-        while not result.exists():
-            if run.poll() is not None:
-                tail = "\n".join(log_path.read_text().splitlines()[-15:])
-                raise SystemExit(f"bench: train.py exited ({run.returncode}) before its timed window ended; "
-                                 f"{log_path}:\n{tail}")
-            time.sleep(0.2)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
+        if tty:
+            os.close(output)
+        try:
+            while not result.exists():
+                if run.poll() is not None:
+                    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+                    raise SystemExit(f"bench: train.py exited ({run.returncode}) before its timed window ended; "
+                                     f"{log_path}:\n{tail}")
+                time.sleep(0.2)
+        finally:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
     return json.loads(result.read_text())
+
+
+def _copy_terminal(reader: int, log) -> None:
+    """What the run writes to its terminal, into its log (until the terminal closes)."""
+    with contextlib.suppress(OSError):
+        while data := os.read(reader, 1 << 16):
+            log.write(data)
+    os.close(reader)
 
 
 # --- the plain side: ImageFolder + DataLoader + the bare loop ---------------------------------------
@@ -238,7 +262,12 @@ def time_plain(overrides: list[str], root: str, warmup: int, steps: int, run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     process = multiprocessing.get_context("spawn").Process(target=plain_loop, args=(overrides, root, warmup, steps, run_dir))
     process.start()
-    process.join()
+    try:
+        process.join()
+    finally:
+        if process.is_alive():
+            process.terminate()
+            process.join()
     if process.exitcode != 0:
         raise SystemExit(f"bench: the plain loop failed (exit {process.exitcode}); see its traceback above")
     return json.loads((run_dir / "clock.json").read_text())
@@ -246,7 +275,18 @@ def time_plain(overrides: list[str], root: str, warmup: int, steps: int, run_dir
 
 # --- both, per method ---------------------------------------------------------------------------------
 def run(args, out_dir: Path) -> tuple[dict, str]:
+    """Both sides for each of `args.methods`: (the report, its table)."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # killed: end the runs too
+    try:
+        return _run(args, out_dir)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args, out_dir: Path) -> tuple[dict, str]:
     from torchvision.datasets import ImageFolder
+
+    from selfsup.run.launch import training_device
 
     root = Path(args.root).expanduser()
     if not (root / "train").is_dir():
@@ -260,11 +300,15 @@ def run(args, out_dir: Path) -> tuple[dict, str]:
         overrides = bench.common_overrides(args, method) + ["data=folder", f"data.root={root}",
                                                             "backbone.cifar_stem=false", "optimizer=sgd"]
         overrides = last_wins(overrides + list(args.overrides))
+        cfg = bench.compose(overrides, out_dir)
+        if cfg.augmentation.get("on_device") or cfg.data.get("decode_on_gpu"):
+            raise SystemExit("bench --e2e: the plain loop augments in its loader workers, as torchvision does: "
+                             "drop --on-device / augmentation.on_device / data.decode_on_gpu")
         runs = {"pipeline": [], "plain": []}
         for r in range(args.repeats):  # alternating which side goes first, so drifting load hits both alike
             for side in ("pipeline", "plain") if r % 2 == 0 else ("plain", "pipeline"):
                 run_dir = out_dir / method / f"{side}{r}"
-                runs[side].append(time_pipeline(overrides, args.warmup, steps, run_dir) if side == "pipeline"
+                runs[side].append(time_pipeline(overrides, args.warmup, steps, run_dir, args.tty) if side == "pipeline"
                                   else time_plain(overrides, str(root), args.warmup, steps, run_dir))
         pipeline, plain = (median_run(runs[side]) for side in ("pipeline", "plain"))
         ratio = pipeline["images_per_sec"] / plain["images_per_sec"]
@@ -272,9 +316,9 @@ def run(args, out_dir: Path) -> tuple[dict, str]:
                                      "repeats": {side: [round(r["images_per_sec"], 1) for r in rs] for side, rs in runs.items()}}
         lines += method_lines(method, pipeline, plain, ratio)
         print("\n".join(lines[-3:]), flush=True)
-    cfg = bench.compose(overrides, out_dir)
-    report["config"] = {**bench.run_config(cfg, args), "steps": steps, "root": str(root)}
-    report["machine"] = bench.machine(bench_device(cfg))
+    config = {key: value for key, value in bench.run_config(cfg, args).items() if key not in ("method", "views")}
+    report["config"] = {"methods": list(report["methods"]), **config, "steps": steps, "root": str(root)}
+    report["machine"] = bench.machine(training_device(cfg.trainer))
     header = (f"\nend to end, {args.warmup} warm-up + {steps} timed steps per side; {cfg.backbone.name} "
               f"{'CIFAR' if cfg.backbone.cifar_stem else 'standard'} stem at {cfg.data.resolution} px, batch "
               f"{cfg.data.batch_size}, {cfg.trainer.precision}, {'channels_last' if cfg.backbone.channels_last else 'NCHW'}, "
@@ -292,12 +336,6 @@ def last_wins(overrides: list[str]) -> list[str]:
     """Overrides with one entry per key, the last given (Hydra refuses a key twice)."""
     by_key = {o.split("=", 1)[0].lstrip("+~"): o for o in overrides}
     return list(by_key.values())
-
-
-def bench_device(cfg):
-    from selfsup.run.launch import training_device
-
-    return training_device(cfg.trainer)
 
 
 def method_lines(method: str, pipeline: dict, plain: dict, ratio: float) -> list[str]:

@@ -34,6 +34,18 @@ TINY_RUN = [
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny tensors: a second intra-op thread only adds synchronisation (and, on a busy machine, a scheduler
+    quantum per op); a step and its reference then also reduce in the same order."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def cifar_subset() -> Path:
     if not (CIFAR_SUBSET / "train").is_dir():
         pytest.skip(f"real-image learning data not found at {CIFAR_SUBSET} (shared/data/cifar10-subset)")

@@ -121,6 +121,23 @@ def test_bare_loop_step_is_the_trainer_step(method, tmp_path):
         assert "queue" in changed
 
 
+def test_loader_transforms_hold_plain_floats():
+    """The per-image transforms must not read the config: handed OmegaConf lists, torchvision's
+    Normalize converted them element by element through OmegaConf on every image, which was half a
+    CIFAR image's loader time (and the end-to-end gap to a plain loop)."""
+    from torchvision import transforms as T
+
+    from selfsup.data.transforms import MultiViewTransform, eval_transform
+
+    cfg = compose_train(["data.resolution=16"])
+    pipelines = [*MultiViewTransform(cfg.augmentation).views, eval_transform(16, cfg.data.mean, cfg.data.std)]
+    normalizers = [step for pipeline in pipelines for step in pipeline.transforms if isinstance(step, T.Normalize)]
+    assert len(normalizers) == len(pipelines)
+    for step in normalizers:
+        for values in (step.mean, step.std):
+            assert type(values) in (list, tuple) and all(type(v) is float for v in values), type(values)
+
+
 # ---------------------------------------------------------------- on-device augmentations
 def _images(batch=8, size=12, seed=0):
     return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))

@@ -1,7 +1,6 @@
 """Every choice of every config group composes, and what it configures can be built."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl

@@ -83,15 +83,6 @@ def test_knn_vote_ties_go_to_the_lowest_class_and_k_beyond_the_bank_uses_all_of_
 
 # --- the online probe ----------------------------------------------------------------------------
 
-@pytest.fixture
-def one_thread():
-    """The step and its reference reduce in the same order: gradients comparable to float rounding."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class FixedBatch(Dataset):
     """One batch of two 16 px views with the given labels (-1: unlabelled)."""
 

@@ -44,14 +44,7 @@ class RandomViews(Dataset):
         return [self.views[i, 0], self.views[i, 1]], self.labels[i]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The in-process steps run on tiny tensors, where a second intra-op thread only adds
-    synchronisation (and, on a busy machine, waits of a scheduler quantum per op)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(method: str, tmp_path, *overrides: str):

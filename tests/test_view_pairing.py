@@ -18,13 +18,7 @@ TINY = ["data=digits", f"data.batch_size={BATCH}", "backbone.cifar_stem=false",
         "method.projector.hidden_dim=32", "method.projector.output_dim=16"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronisation."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(method: str, tmp_path, *overrides: str):
