@@ -30,7 +30,6 @@ spread over seeds); prints their paths.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import statistics
@@ -201,7 +200,7 @@ def run_project(method: str, seed: int, budget_s: float, eval_every_s: float, da
     summary = run_dir / "clock.json"
     command = [sys.executable, "train.py", f"experiment={method}_cpu_short", f"data.root={data_root}", f"seed={seed}",
                "resume=never", "eval.knn_at_init=false", "trainer.enable_progress_bar=false", "images=false",
-               f"+callbacks.wall_clock._target_=benchmarks.peer_table.WallClockBudget",
+               "+callbacks.wall_clock._target_=benchmarks.peer_table.WallClockBudget",
                f"+callbacks.wall_clock.budget_s={budget_s}", f"+callbacks.wall_clock.eval_every_s={eval_every_s}",
                f"+callbacks.wall_clock.out={summary}", f"hydra.run.dir={run_dir}"]
     return _run(command, run_dir, summary, "project", method, seed)

@@ -45,7 +45,7 @@ def check_global_batch(cfg, world: int) -> None:
         return
     per_device, rest = divmod(wanted, world * accumulate)
     fix = (f"set data.batch_size={per_device}" if not rest and per_device > 0 else
-           f"use a device count that divides it (or trainer.accumulate_grad_batches)")
+           "use a device count that divides it (or trainer.accumulate_grad_batches)")
     raise UserError(f"the recipe's global batch is data.global_batch_size={wanted}, but data.batch_size="
                     f"{cfg.data.batch_size} x {world} devices x {accumulate} accumulation = {actual}: {fix} to keep "
                     f"it, or data.global_batch_size={actual} to change the recipe")

@@ -110,7 +110,7 @@ def color_jitter(images: Tensor, brightness: float, contrast: float, saturation:
     the four adjustments, as torchvision's ColorJitter draws them per image."""
     batch, device = images.shape[0], images.device
     applied = _rand(batch, device, generator) < p
-    ops, identities = [], []
+    ops = []
     for op, strength, identity in ((adjust_brightness, brightness, 1.0), (adjust_contrast, contrast, 1.0),
                                    (adjust_saturation, saturation, 1.0), (adjust_hue, hue, 0.0)):
         if strength > 0:
