@@ -58,3 +58,8 @@ class EvaluatedBackbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.evaluation_input(images))
+
+
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The backbone itself, for what reads its structure (a ViT's blocks for layer-wise LR decay)."""
+    return model.backbone if isinstance(model, EvaluatedBackbone) else model

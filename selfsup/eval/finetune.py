@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
+from selfsup.eval.features import unwrapped
 from selfsup.optim import layer_decay_groups
 
 
@@ -59,7 +60,7 @@ def finetune(backbone: nn.Module, datamodule, cfg, device, bf16: bool = False, s
     model.requires_grad_(True)  # what pretraining held fixed (MoCo v3's patch projection) is fine-tuned too
     optimizer = torch.optim.SGD(
         [*({"params": params, "lr": lr * cfg.backbone_lr_factor * scale}
-           for scale, params in layer_decay_groups(model, cfg.layer_decay)),
+           for scale, params in layer_decay_groups(unwrapped(model), cfg.layer_decay)),
          {"params": head.parameters(), "lr": lr}],
         lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay,
     )
