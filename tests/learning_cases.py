@@ -10,7 +10,7 @@ from pathlib import Path
 CALIBRATION = Path(__file__).with_name("learning_calibration.json")
 
 # The suite's budget on top of each recipe: `epochs` of the CIFAR sample (39 steps each at batch 128).
-BUDGET = ["trainer.enable_progress_bar=false"]
+BUDGET = ["trainer.enable_progress_bar=false", "resume=never"]  # never continue another unfinished run
 # lr ~ 0: BatchNorm running statistics still adapt to the data, so the kNN of the untouched weights moves
 # too; a learning test's gain has to come from learning, i.e. stand clear of this control's.
 NO_LEARNING = ["optimizer.lr=1e-9"]
