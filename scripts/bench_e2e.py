@@ -106,7 +106,15 @@ class Stopwatch:
     the last says how far a window's figures were disturbed. Linux /proc; elsewhere it reads 0."""
 
     def __init__(self):
-        self.wall, self.cpu, self.busy, self.ours = time.perf_counter(), time.process_time(), *self._ticks()
+        self.wall, self.times, self.faults = time.perf_counter(), os.times(), self._faults()
+        self.busy, self.ours = self._ticks()
+
+    @staticmethod
+    def _faults() -> int:
+        """Minor page faults of this process so far (fresh memory from the kernel, zeroed page by page)."""
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
     @staticmethod
     def _ticks() -> tuple[int, int]:
@@ -123,23 +131,27 @@ class Stopwatch:
         except OSError:
             return 0, 0
 
-    def read(self) -> tuple[float, float, float]:
-        """(wall seconds, this process's CPU seconds, share of all CPUs used elsewhere) since start."""
-        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
-        busy, ours = self._ticks()
-        elsewhere = (busy - self.busy) - (ours - self.ours)
-        return wall, cpu, max(0.0, elsewhere / (os.sysconf("SC_CLK_TCK") * wall * os.cpu_count()))
+    def read(self) -> dict:
+        """Since start: wall seconds, this process's user and system CPU seconds and minor page
+        faults, and the share of all CPUs used elsewhere."""
+        times, busy, ours = os.times(), *self._ticks()
+        wall, elsewhere = time.perf_counter() - self.wall, (busy - self.busy) - (ours - self.ours)
+        return {"wall": wall, "user": times.user - self.times.user, "system": times.system - self.times.system,
+                "faults": self._faults() - self.faults,
+                "elsewhere": max(0.0, elsewhere / (os.sysconf("SC_CLK_TCK") * wall * os.cpu_count()))}
 
 
 def window(steps: int, batch: int, stopwatch: Stopwatch, phases: dict) -> dict:
     """images/s and ms per step of a timed window; what the phases leave of the wall time is framework."""
-    wall, cpu, elsewhere = stopwatch.read()
+    spent = stopwatch.read()
     ms = {name: 1000 * phases[name] / steps for name in PHASES}
-    ms["framework"] = 1000 * wall / steps - sum(ms.values())
-    return {"images_per_sec": steps * batch / wall, "seconds": wall, "steps": steps,
+    ms["framework"] = 1000 * spent["wall"] / steps - sum(ms.values())
+    return {"images_per_sec": steps * batch / spent["wall"], "seconds": spent["wall"], "steps": steps,
             "ms_per_step": {name: round(v, 1) for name, v in ms.items()},
-            "main_process_cpu_ms_per_step": round(1000 * cpu / steps, 1),
-            "cpu_share_used_elsewhere": round(elsewhere, 3)}
+            "main_process_per_step": {"user_ms": round(1000 * spent["user"] / steps, 1),
+                                      "system_ms": round(1000 * spent["system"] / steps, 1),
+                                      "page_faults": round(spent["faults"] / steps)},
+            "cpu_share_used_elsewhere": round(spent["elsewhere"], 3)}
 
 
 def time_pipeline(overrides: list[str], warmup: int, steps: int, run_dir: Path, tty: bool = False) -> dict:

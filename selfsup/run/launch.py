@@ -11,7 +11,7 @@ from selfsup.callbacks import CpuThreadsPerRank, ThroughputMonitor
 from selfsup.checks import check_global_batch, requested_devices
 from selfsup.errors import UserError
 from selfsup.pictures import ViewsPicture
-from selfsup.run.checkpoint import AtomicCheckpointIO
+from selfsup.run.checkpoint import checkpoint_io
 from selfsup.run.history import logger_kwargs
 from selfsup.run.progress import RunProgress
 from selfsup.run.state import RunState
@@ -152,7 +152,7 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
         # Under SLURM (also via hydra/launcher=submitit_slurm) the ranks are SLURM's tasks, not re-launched;
         # on the requeue signal Lightning saves hpc_ckpt_<n>.ckpt and requeues the job, which resumes.
         plugins=[*([SLURMEnvironment(auto_requeue=True)] if SLURMEnvironment.detect() else []),
-                 AtomicCheckpointIO()],  # temp file + rename: a kill never tears a checkpoint
+                 checkpoint_io(background=not SLURMEnvironment.detect())],
         logger=loggers,
         callbacks=callbacks,
         default_root_dir=run_dir,
