@@ -64,7 +64,7 @@ def test_run_writes_and_names_its_pictures(cifar_run):
 
 
 def test_images_false_writes_no_pictures_and_the_key_is_schema_checked(tmp_path):
-    from selfsup.pictures import ViewsPicture
+    from selfsup.pictures.publish import ViewsPicture
     from selfsup.run.launch import build_trainer
 
     with pytest.raises(ConfigCompositionException):
@@ -77,7 +77,7 @@ def test_images_false_writes_no_pictures_and_the_key_is_schema_checked(tmp_path)
 
 
 def test_neighbours_are_the_nearest_by_cosine_and_queries_span_the_classes():
-    from selfsup.pictures import nearest_neighbours, query_indices
+    from selfsup.pictures.grids import nearest_neighbours, query_indices
 
     val_y = torch.tensor([3, 3, 0, 1, 2, 2, 1, 0])
     assert query_indices(val_y, count=4) == [2, 3, 4, 0]  # the first image of each class
@@ -89,7 +89,8 @@ def test_neighbours_are_the_nearest_by_cosine_and_queries_span_the_classes():
 def test_views_picture_draws_the_batch_it_is_given_denormalised(tmp_path):
     """The callback draws the batch Lightning hands to on_train_batch_start, i.e. after the transfer
     hooks (device augmentation); the de-normalisation must give back the pixels."""
-    from selfsup.pictures import CELL_SIDE, ViewsPicture
+    from selfsup.pictures.grids import CELL_SIDE
+    from selfsup.pictures.publish import ViewsPicture
 
     mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
     colour = torch.tensor([0.2, 0.6, 0.9])
@@ -104,7 +105,8 @@ def test_views_picture_draws_the_batch_it_is_given_denormalised(tmp_path):
 
 
 def test_embedding_and_curves_draw_from_their_inputs(tmp_path):
-    from selfsup.pictures import embed_2d, read_metrics, save_curves, save_embedding
+    from selfsup.pictures.curves import read_metrics, save_curves
+    from selfsup.pictures.embedding import embed_2d, save_embedding
 
     features = torch.cat([torch.randn(60, 32) + 6 * torch.eye(32)[c] for c in range(3)])
     points = torch.from_numpy(embed_2d(features))

@@ -109,7 +109,7 @@ class TrainConfig:
     hparams_search: Any = None              # conf/hparams_search/<name>.yaml (Optuna), a multirun
     optimized_metric: Optional[str] = None  # what train.py returns to a sweeper, e.g. val/knn_top1
     compile: bool = False                   # torch.compile the backbone (first steps slower, later ones faster)
-    images: bool = True                     # <run dir>/images/: views, neighbours, embedding, curves (selfsup/pictures.py)
+    images: bool = True                     # <run dir>/images/: views, neighbours, embedding, curves (selfsup/pictures/)
     resume: str = "auto"                    # auto: continue this command's unfinished run | never
     on_nonfinite: str = "stop"              # a NaN/inf loss: stop (keep the last good checkpoint) | skip the batch
     inject_nan_at_step: Optional[int] = None  # TEST HOOK (debug=inject_nan): the loss of this global step becomes NaN

@@ -10,7 +10,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from selfsup.callbacks import CpuThreadsPerRank, ThroughputMonitor
 from selfsup.checks import check_global_batch, requested_devices
 from selfsup.errors import UserError
-from selfsup.pictures import ViewsPicture
+from selfsup.pictures.publish import ViewsPicture
 from selfsup.run.checkpoint import checkpoint_io
 from selfsup.run.history import logger_kwargs
 from selfsup.run.progress import RunProgress

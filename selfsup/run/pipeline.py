@@ -26,7 +26,7 @@ from selfsup.eval.linear import linear_probe
 from selfsup.eval.linear_standard import linear_standard
 from selfsup.eval.subsets import class_balanced_indices, dataset_labels
 from selfsup.models.backbones import backbone_state, build_backbone
-from selfsup.pictures import save_final_pictures
+from selfsup.pictures.publish import save_final_pictures
 from selfsup.run.checkpoint import ResumeCheckpoint, read_checkpoint
 from selfsup.run.history import CsvHistory
 from selfsup.run.launch import (build_trainer, check_launch, check_run, check_strategy, planned_world_size,
