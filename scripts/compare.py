@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selfsup.report import write_report  # noqa: E402
+from selfsup.report.write import write_report  # noqa: E402
 
 
 def main() -> int:

@@ -139,7 +139,8 @@ def _fake_run(root, job: int, lr: str, seed: int, knn: float):
 
 
 def test_report_shows_runs_differing_only_in_seed_as_mean_and_spread(tmp_path):
-    from selfsup.report import collect, markdown, seed_groups
+    from selfsup.report.markdown import markdown
+    from selfsup.report.runs import collect, seed_groups
 
     for job, (lr, seed, knn) in enumerate([("0.1", 1, 0.90), ("0.1", 2, 0.92), ("0.1", 3, 0.94), ("0.3", 1, 0.5)]):
         _fake_run(tmp_path, job, lr, seed, knn)
@@ -150,7 +151,7 @@ def test_report_shows_runs_differing_only_in_seed_as_mean_and_spread(tmp_path):
 
 
 def test_report_accuracy_axis_is_fitted_to_the_data():
-    from selfsup.report import fitted_range
+    from selfsup.report.plot import fitted_range
 
     low, high = fitted_range([(0.91, 0.91), (0.93, 0.94)])
     assert 0.85 < low < 0.91 and 0.94 < high < 1.0

@@ -304,7 +304,7 @@ def _read_offline(path: Path) -> dict:
 
 def test_report_lists_a_job_without_results_json(tmp_path):
     """A job killed before writing results.json still appears, as failed."""
-    from selfsup.report import write_report
+    from selfsup.report.write import write_report
 
     (tmp_path / "0_x" / ".hydra").mkdir(parents=True)
     (tmp_path / "0_x" / ".hydra" / "config.yaml").write_text("method: {name: byol}\ndata: {name: digits}\n")

@@ -43,7 +43,7 @@ def test_run_ends_with_its_score_and_prints_one_line_per_epoch_off_a_terminal(ci
 
 
 def test_score_line_gives_the_change_since_init():
-    from selfsup.report import score_line
+    from selfsup.report.markdown import score_line
 
     line = score_line({"knn_top1": 0.45, "knn_top1_at_init": 0.40, "linear_top1": 0.5})
     assert line == "final: kNN top-1 0.4500 (+0.0500 from init 0.4000), linear top-1 0.5000"

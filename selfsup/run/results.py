@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from selfsup.report import score_line
+from selfsup.report.markdown import score_line
 
 
 def write_results(results: dict, output_dir: str) -> Path:

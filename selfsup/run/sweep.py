@@ -59,7 +59,7 @@ class FailedSweep(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         from pathlib import Path
 
-        from selfsup.report import collect
+        from selfsup.report.runs import collect
 
         runs = collect(Path(config.hydra.sweep.dir))
         if runs and all(r.failed for r in runs):
