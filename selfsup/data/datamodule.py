@@ -6,7 +6,7 @@ import os
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from selfsup.data.datasets import build_datasets, first_image_size
@@ -52,11 +52,36 @@ def collate_encoded(items):
     return [data for data, _ in items], torch.tensor([label for _, label in items])
 
 
+def data_values(data_cfg, datasets: tuple[Dataset, Dataset, Dataset]) -> dict:
+    """What the data config leaves to the data, {"resolution": ..., "num_classes": ...}, from the
+    datasets `build_datasets(data_cfg)` returned; a set value is kept (a resolution far above the
+    images' own is refused). Nothing is written: the caller merges the values into the config it uses."""
+    pretrain, labelled, _ = datasets
+    native = first_image_size(pretrain)
+    resolution = data_cfg.resolution
+    if resolution is None:
+        resolution = min(native, MAX_INFERRED_RESOLUTION)
+    elif resolution > MAX_UPSCALE * native:  # upsampled pixels: compute spent on no information
+        raise UserError(
+            f"data.resolution={resolution} is over {MAX_UPSCALE}x the {native} px images of "
+            f"{data_cfg.name}: use data.resolution<={MAX_UPSCALE * native} (null: the images' own size)")
+    num_classes = data_cfg.num_classes if data_cfg.num_classes is not None else len(labelled.classes)
+    return {"resolution": resolution, "num_classes": num_classes}
+
+
+def completed_config(cfg: DictConfig, datasets: tuple[Dataset, Dataset, Dataset]) -> DictConfig:
+    """A copy of the train config `cfg` with `data_values` in data.resolution / num_classes; other
+    groups read those by interpolation, so build everything from the copy. `cfg` stays as it was."""
+    return OmegaConf.merge(cfg, {"data": data_values(cfg.data, datasets)})
+
+
 class SSLDataModule(pl.LightningDataModule):
-    def __init__(self, data_cfg, augmentation_cfg, devices_per_node: int = 1):
+    def __init__(self, data_cfg, augmentation_cfg, devices_per_node: int = 1, datasets=None):
+        """`datasets`: `build_datasets(data_cfg)` when the caller built them already, to complete the
+        config from them first (`data_values`, `completed_config`)."""
         super().__init__()
         self.cfg, self.augmentation = data_cfg, augmentation_cfg
-        self.pretrain, self.labelled, self.val = build_datasets(data_cfg)
+        self.pretrain, self.labelled, self.val = datasets if datasets is not None else build_datasets(data_cfg)
         self.num_workers = self._num_workers(devices_per_node)
         if data_cfg.get("decode_on_gpu", False):
             EncodedImages(self.pretrain)  # fails now, in one line, if the dataset is not an image folder
@@ -67,18 +92,10 @@ class SSLDataModule(pl.LightningDataModule):
             )
 
     def complete_config(self) -> None:
-        """Fill in what the data config left to the data (resolution, number of classes); other
-        groups read them by interpolation, so call this before building anything else."""
+        """In place, for scripts/bench.py and benchmarks/lightly_peers.py only, whose owners have
+        not moved them to `completed_config` yet: `data_values` written into the data config given."""
         with open_dict(self.cfg):
-            native = first_image_size(self.pretrain)
-            if self.cfg.resolution is None:
-                self.cfg.resolution = min(native, MAX_INFERRED_RESOLUTION)
-            elif self.cfg.resolution > MAX_UPSCALE * native:  # upsampled pixels: compute spent on no information
-                raise UserError(
-                    f"data.resolution={self.cfg.resolution} is over {MAX_UPSCALE}x the {native} px images of "
-                    f"{self.cfg.name}: use data.resolution<={MAX_UPSCALE * native} (null: the images' own size)")
-            if self.cfg.num_classes is None:
-                self.cfg.num_classes = len(self.labelled.classes)
+            self.cfg.merge_with(data_values(self.cfg, (self.pretrain, self.labelled, self.val)))
 
     def _num_workers(self, devices_per_node: int) -> int:
         if self.cfg.num_workers is not None:

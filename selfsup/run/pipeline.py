@@ -16,8 +16,8 @@ from torch.utils.data import Subset
 
 from selfsup import distributed
 from selfsup.checks import check_eval_options, requested_devices
-from selfsup.data.datamodule import SSLDataModule
-from selfsup.data.datasets import SKIPPED_IMAGES_FILE, read_skipped_images
+from selfsup.data.datamodule import SSLDataModule, completed_config, data_values
+from selfsup.data.datasets import SKIPPED_IMAGES_FILE, build_datasets, read_skipped_images
 from selfsup.errors import UserError
 from selfsup.eval.features import EvaluatedBackbone, EvaluationInput, extract_features
 from selfsup.eval.finetune import finetune
@@ -55,12 +55,14 @@ def pretrain(cfg: DictConfig) -> dict:
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # (the seed is in the config and results.json)
     world = planned_world_size(cfg.trainer)
-    datamodule = SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=requested_devices(cfg.trainer.devices) or 1)
+    datasets = build_datasets(cfg.data)
     skipped_list = Path(cfg.paths.output_dir) / SKIPPED_IMAGES_FILE
-    for dataset in {id(d): d for d in (datamodule.pretrain, datamodule.labelled, datamodule.val)}.values():
+    for dataset in {id(d): d for d in datasets}.values():
         if hasattr(dataset, "log_skipped_to"):  # data.skip_corrupt: one list for all loader workers and ranks
             dataset.log_skipped_to(skipped_list)
-    datamodule.complete_config()  # data.resolution / num_classes from the data: other groups interpolate them
+    cfg = completed_config(cfg, datasets)  # data.resolution / num_classes from the data: other groups interpolate them
+    datamodule = SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=requested_devices(cfg.trainer.devices) or 1,
+                               datasets=datasets)
     check_run(cfg, world, datamodule, method)
     with open_dict(cfg):
         cfg.trainer.check_val_every_n_epoch = monitor_interval(cfg, datamodule)
@@ -217,11 +219,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     train_cfg = OmegaConf.create(saved.cfg)
     transfer = cfg.get("data")  # absent (data: null): the checkpoint's own pretraining data
     data_cfg = transfer if transfer is not None else train_cfg.data
-    with open_dict(data_cfg):
-        if transfer is not None and transfer.resolution is None:
-            data_cfg.resolution = train_cfg.data.resolution
-    datamodule = SSLDataModule(data_cfg, None)
-    datamodule.complete_config()
+    if transfer is not None and transfer.resolution is None:
+        data_cfg = OmegaConf.merge(data_cfg, {"resolution": train_cfg.data.resolution})
+    datasets = build_datasets(data_cfg)
+    data_cfg = OmegaConf.merge(data_cfg, data_values(data_cfg, datasets))
+    datamodule = SSLDataModule(data_cfg, None, datasets=datasets)
 
     backbone = build_backbone(**train_cfg.backbone)
     backbone.load_state_dict(backbone_state(saved.state_dict))
