@@ -138,21 +138,24 @@ def step_config(args, out_dir: Path, precision=None, channels_last=None):
 
 
 def build(cfg):
+    """(the config completed from the data, its data module, its model); `cfg` is left as it was."""
     from hydra.utils import get_class
     from omegaconf import OmegaConf
 
     from selfsup import distributed
     from selfsup.checks import check_train_config
-    from selfsup.data.datamodule import SSLDataModule
+    from selfsup.data.datamodule import SSLDataModule, completed_config
+    from selfsup.data.datasets import build_datasets
 
     check_train_config(cfg)
-    datamodule = SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=1)
-    datamodule.complete_config()
+    datasets = build_datasets(cfg.data)
+    cfg = completed_config(cfg, datasets)
     OmegaConf.resolve(cfg)
+    datamodule = SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=1, datasets=datasets)
     model = get_class(cfg.method._target_)(cfg)
     if cfg.strategy.split_bn_groups > 1:
         distributed.convert_split_batchnorm(model, cfg.strategy.split_bn_groups)
-    return datamodule, model
+    return cfg, datamodule, model
 
 
 # --- the bare loop: the module's own step, no framework -------------------------------------------
@@ -383,7 +386,8 @@ def run_loader(datamodule, batches: int, device, device_augment=None) -> float:
 def loader_figures(args, out_dir: Path, device) -> dict:
     from omegaconf import OmegaConf, open_dict
 
-    from selfsup.data.datamodule import SSLDataModule
+    from selfsup.data.datamodule import SSLDataModule, completed_config
+    from selfsup.data.datasets import build_datasets
     from selfsup.data.gpu_augment import DeviceAugment
 
     figures = {}
@@ -392,17 +396,17 @@ def loader_figures(args, out_dir: Path, device) -> dict:
         with open_dict(cfg):
             cfg.augmentation.on_device = on_device
             cfg.data.decode_on_gpu = False
-        datamodule = SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=1)
-        datamodule.complete_config()
+        datasets = build_datasets(cfg.data)
+        cfg = completed_config(cfg, datasets)
         OmegaConf.resolve(cfg)
+        datamodule = SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=1, datasets=datasets)
         augment = DeviceAugment(cfg.augmentation) if on_device else None
         figures[f"loader_{name}_images_per_sec"] = run_loader(datamodule, args.loader_batches, device, augment)
         figures["loader_workers"] = datamodule.num_workers
         if name == "on_device" and hasattr(datamodule.pretrain, "samples"):  # image folder: decode on the device too
             with open_dict(cfg):
                 cfg.data.decode_on_gpu = True
-            decode_dm = SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=1)
-            decode_dm.complete_config()
+            decode_dm = SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=1)  # its own, encoded, datasets
             augment = DeviceAugment(cfg.augmentation, decode=True)
             figures["loader_decode_on_device_images_per_sec"] = run_loader(decode_dm, args.loader_batches, device, augment)
     return figures
@@ -415,7 +419,7 @@ def run_step_mode(args, out_dir: Path) -> dict:
 
     cfg = step_config(args, out_dir)
     pl.seed_everything(cfg.seed or 0, verbose=False)
-    datamodule, model = build(cfg)
+    cfg, datamodule, model = build(cfg)
     device = training_device(cfg.trainer)
     decode = model.device_augment is not None and model.device_augment.decode
     first = next(iter(datamodule.train_dataloader()))
@@ -427,7 +431,7 @@ def run_step_mode(args, out_dir: Path) -> dict:
     if args.baseline:
         base_cfg = step_config(args, out_dir / "baseline", precision="32-true", channels_last=False)
         pl.seed_everything(cfg.seed or 0, verbose=False)
-        _, base_model = build(base_cfg)
+        base_cfg, _, base_model = build(base_cfg)
         contenders["baseline"] = (base_cfg, base_model)
     bare = BareLoop(cfg, model, device, total_steps=10_000, steps_per_epoch=1_000)
 

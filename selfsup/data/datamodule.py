@@ -6,7 +6,7 @@ import os
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from selfsup.data.datasets import build_datasets, first_image_size
@@ -90,12 +90,6 @@ class SSLDataModule(pl.LightningDataModule):
                 f"data.batch_size={data_cfg.batch_size} exceeds the {len(self.pretrain)} training "
                 f"images of {data_cfg.name}; with drop_last no batch would remain: lower data.batch_size"
             )
-
-    def complete_config(self) -> None:
-        """In place, for scripts/bench.py and benchmarks/lightly_peers.py only, whose owners have
-        not moved them to `completed_config` yet: `data_values` written into the data config given."""
-        with open_dict(self.cfg):
-            self.cfg.merge_with(data_values(self.cfg, (self.pretrain, self.labelled, self.val)))
 
     def _num_workers(self, devices_per_node: int) -> int:
         if self.cfg.num_workers is not None:
