@@ -147,6 +147,10 @@ def test_eval_finetune_and_transfer_to_another_data_config(pretrained, tmp_path)
     assert results["finetune_epochs"] == 2 and (results["finetune_top1"] * 16).is_integer()
     assert "linear_top1" not in results
     assert results["knn_top1"] >= 0.9  # red vs blue: separable by colour even on barely trained features (1.0 measured)
+    # The pictures of the evaluated features, on the transfer data; curves.png only comes with training.
+    drawn = sorted(p.name for p in (run_dir / "images").glob("*.png"))
+    assert drawn == ["embedding.png", "neighbours.png"], drawn
+    assert f"image: {run_dir / 'images' / 'neighbours.png'}" in proc.stdout
 
 
 # --- multirun: a method comparison with a failing job, then the report ----------------------------

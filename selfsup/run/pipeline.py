@@ -230,7 +230,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     backbone = EvaluatedBackbone(backbone, EvaluationInput.from_config(train_cfg.method, data_cfg))
     device = training_device(cfg.trainer)
     bf16 = "bf16" in str(cfg.trainer.precision)
-    scores = evaluate_backbone(backbone, datamodule, cfg.eval, device, bf16)
+    features = embed_evaluation_splits(backbone.to(device), datamodule, device, bf16)
+    scores = evaluate_backbone(backbone, datamodule, cfg.eval, device, bf16, features=features)
     results = {
         "checkpoint": str(cfg.ckpt_path),
         "method": train_cfg.method.name,
@@ -242,6 +243,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         "run_dir": cfg.paths.output_dir,
     }
     write_results(results, cfg.paths.output_dir)
+    if cfg.images:  # the nearest neighbours and the embedding map of the evaluated features (no curves: no training)
+        save_final_pictures(cfg.paths.output_dir, datamodule, features, [], results)
     if (cfg.get("logger") or {}).get("wandb") is not None:
         config = {**OmegaConf.to_container(cfg, resolve=True), "pretrain": OmegaConf.to_container(train_cfg)}
         log_eval_run(cfg.logger.wandb, results, config, group=train_cfg.method.name,
