@@ -136,8 +136,10 @@ def config_error_message(err: Exception) -> str:
 def one_line_config_errors() -> None:
     """Make Hydra report a configuration mistake it finds while composing (an unknown group option,
     a typo'd key, a wrong type, a malformed override) as one line `error: ...` with exit status 2,
-    like a `UserError`, instead of its multi-line report. Errors raised once the task runs keep
-    Hydra's handling; HYDRA_FULL_ERROR=1 keeps the full traceback for both."""
+    like a `UserError`, instead of its multi-line report; the same for two of Hydra's modes at once
+    (e.g. `-m ... --cfg job`), which Hydra refuses with a traceback. Errors raised once the task runs
+    keep Hydra's handling; HYDRA_FULL_ERROR=1 keeps the full traceback for both."""
+    _refuse_two_modes(sys.argv[1:])
     try:
         import hydra._internal.utils as hydra_utils
     except ImportError:  # pragma: no cover - a Hydra without this seam: keep its own report
@@ -163,3 +165,21 @@ def one_line_config_errors() -> None:
 
     run_and_report._selfsup_one_line = True
     hydra_utils.run_and_report = run_and_report
+
+
+def _refuse_two_modes(args: list[str]) -> None:
+    """Hydra runs one of --multirun, --cfg, --info, --run, --shell-completion; two of them: one line."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return
+    from hydra._internal.utils import get_args_parser
+
+    parsed, _ = get_args_parser().parse_known_args(args)
+    modes = [flag for flag, given in (("--multirun", parsed.multirun), ("--cfg", parsed.cfg), ("--info", parsed.info),
+                                      ("--run", parsed.run), ("--shell-completion", parsed.shell_completion)) if given]
+    if len(modes) > 1:
+        hint = (" --cfg prints one job's config: drop -m/--multirun to see the first combination's "
+                "(e.g. `python train.py method=simclr --cfg job`), or drop --cfg to run the sweep"
+                if "--cfg" in modes and "--multirun" in modes else "")
+        print(f"error: {' and '.join(modes)} cannot be combined (Hydra runs one mode at a time);{hint}",
+              file=sys.stderr, flush=True)
+        sys.exit(2)

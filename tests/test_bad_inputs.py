@@ -114,6 +114,7 @@ def _one_error_line(proc) -> str:
     ("eval.py", ["ckpt_path={tmp}/notes.txt"], "it is truncated or not a Lightning checkpoint"),
     ("train.py", ["optimizer.name=larss"], "expected one of [sgd, lars, adamw] (did you mean lars?)"),
     ("train.py", ["trainer.devices=3"], "trainer.accelerator=cpu trainer.devices=3"),
+    ("train.py", ["-m", "method=simclr,byol", "--cfg", "job"], "--multirun and --cfg cannot be combined"),
 ])
 def test_entry_point_fails_in_one_line(script, args, message, tmp_path):
     (tmp_path / "notes.txt").write_text("not a checkpoint")
