@@ -56,25 +56,7 @@ def _mae_baseline(cfg, loss, images):
     return loss(torch.zeros_like(patches), patches, torch.ones(patches.shape[:2]))
 
 
-def _context_encoder_baseline(cfg, loss, images):
-    """The hole and its rim predicted as the images' mean colour."""
-    from selfsup.data.pretext import make_mask
-    mask_cfg, (batch, _, height, width) = cfg.method.mask, images.shape
-    mask = make_mask(mask_cfg.kind, batch, height, width, None, mask_cfg.area, mask_cfg.block_size)
-    return loss(images.mean(dim=(0, 2, 3), keepdim=True).expand_as(images), images, mask)
-
-
-def _colorization_baseline(cfg, loss, images):
-    """Every pixel predicted as the images' mean ab (regression on ab / 110)."""
-    from selfsup.data.pretext import rgb_to_lab
-    from selfsup.losses.colorization import AB_MAX
-    assert cfg.loss.kind == "regression", "the mean-colour baseline is written for the regression loss"
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (cfg.data.mean, cfg.data.std))
-    ab = rgb_to_lab((images * std + mean).clamp(0.0, 1.0))[:, 1:]
-    return loss((ab.mean(dim=(0, 2, 3), keepdim=True) / AB_MAX).expand_as(ab), ab)
-
-
-BASELINES = {"mae": _mae_baseline, "context_encoder": _context_encoder_baseline, "colorization": _colorization_baseline}
+BASELINES = {"mae": _mae_baseline}  # by method: the task loss of predicting the mean
 
 
 def trivial_baseline(name: str) -> float | None:
