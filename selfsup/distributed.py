@@ -25,6 +25,12 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def global_positions(local_batch: int, device=None) -> torch.Tensor:
+    """Where this rank's samples sit in the batch gathered from all ranks (rank order, the same
+    local batch B on every rank): local sample i at global position rank * B + i."""
+    return torch.arange(local_batch, device=device) + rank() * local_batch
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward returns to each rank the sum, over ranks, of the gradients that
     reached its slice: with DDP averaging the parameter gradients, exactly the global-batch gradient."""

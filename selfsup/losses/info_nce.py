@@ -56,5 +56,5 @@ class MoCoV3Loss(nn.Module):
         k = distributed.gather(F.normalize(key.detach().float(), dim=1))  # (N, D), rank order
         with torch.autocast(q.device.type, enabled=False):  # else mixed precision runs this in bf16/fp16
             logits = q @ k.T / self.temperature                          # (B, N)
-        labels = torch.arange(len(q), device=q.device) + distributed.rank() * len(q)
+        labels = distributed.global_positions(len(q), q.device)
         return 2 * self.temperature * F.cross_entropy(logits, labels)

@@ -13,7 +13,8 @@ class NTXentLoss(nn.Module):
     *global* batch (all ranks, gathered with gradient) is a negative.
 
     Rows are the local 2B views, columns the global 2N views; the local sample i sits at global
-    position rank * B + i, so labels are offset by rank (the bug of lightly #1176 avoided).
+    position rank * B + i (`distributed.global_positions`), so labels are offset by rank (the bug of
+    lightly #1176 avoided).
 
     Scale: the mean over all 2B anchors, half of the official code's loss (SimCLR's TF
     `add_contrastive_loss` returns loss_a + loss_b, each a mean over B anchors). The gradients differ
@@ -37,8 +38,7 @@ class NTXentLoss(nn.Module):
         global_batch = z_global.shape[0] // 2                            # N
 
         logits = z_local @ z_global.T / self.temperature                 # (2B, 2N)
-        offset = distributed.rank() * local_batch
-        local_index = torch.arange(local_batch, device=z1.device) + offset
+        local_index = distributed.global_positions(local_batch, z1.device)
         self_index = torch.cat([local_index, local_index + global_batch])
         positive_index = torch.cat([local_index + global_batch, local_index])
         rows = torch.arange(2 * local_batch, device=z1.device)

@@ -36,10 +36,9 @@ class PairwiseMarginLoss(nn.Module):
         z2_global = distributed.gather_with_grad(z2)                            # (N, D)
 
         squared_distance = (2 - 2 * z1 @ z2_global.T).clamp_min(0)             # (B, N), unit vectors
-        offset = distributed.rank() * local_batch
         rows = torch.arange(local_batch, device=z1.device)
         is_positive = torch.zeros_like(squared_distance, dtype=torch.bool)
-        is_positive[rows, rows + offset] = True
+        is_positive[rows, distributed.global_positions(local_batch, z1.device)] = True
 
         positive = squared_distance[is_positive].mean()
         distance = squared_distance[~is_positive].clamp_min(1e-12).sqrt()     # clamp: finite sqrt gradient at 0
