@@ -8,9 +8,10 @@ optimizer, batch, precision, memory format, loader workers, seed):
   SimpleProfiler (trainer.profiler=simple) and `PipelineClock`, a callback added by Hydra override
   that times the window from inside the run and writes it to a file; the bench then ends the run
   (its final evaluation is no part of training).
-- plain: a torchvision ImageFolder of <root>/train with torchvision's transforms written out per
-  view from the same augmentation config (`PlainViews`), a DataLoader (shuffle, drop_last,
-  persistent workers) and `bench.BareLoop`: the module's own step with no framework around it.
+- plain (bench_plain.py): a torchvision ImageFolder of <root>/train with torchvision's transforms
+  written out per view from the same augmentation config (`PlainViews`), a DataLoader (shuffle,
+  drop_last, persistent workers) and `bench_common.BareLoop`: the module's own step with no
+  framework around it.
 Each window starts after the last warm-up step and holds N optimizer steps (and N EMA updates); with
 the default N, one epoch of the data, it also holds one epoch boundary and what happens there.
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import multiprocessing
 import os
 import pty
 import re
@@ -40,10 +40,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-import bench
+from bench_common import PHASES, REPO, Stopwatch, common_overrides, compose, machine, run_config, sync, window
+from bench_plain import time_plain
 
 SCRIPTS = Path(__file__).resolve().parent
-PHASES = ("data", "forward", "backward", "update", "targets")
 
 
 # --- the pipeline side: train.py, timed from inside -----------------------------------------------
@@ -74,12 +74,12 @@ class PipelineClock(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         # (before the module's own on_train_batch_end: each window holds the EMA updates of N steps)
         if trainer.global_step == self.warmup:
-            bench.sync(pl_module.device)
+            sync(pl_module.device)
             self._counts = {action: len(d) for action, d in trainer.profiler.recorded_durations.items()}
             self._update = 0.0
             self._start = Stopwatch()
         elif trainer.global_step == self.warmup + self.steps and self._start is not None:
-            bench.sync(pl_module.device)
+            sync(pl_module.device)
             spent = {action: sum(d[self._counts.get(action, 0):])
                      for action, d in trainer.profiler.recorded_durations.items()}
             module = f"[LightningModule]{type(pl_module).__name__}"
@@ -100,66 +100,12 @@ class PipelineClock(pl.Callback):
             os.replace(tmp, self.path)  # whole or absent: the bench polls for it
 
 
-class Stopwatch:
-    """Wall time, this process's CPU time and the CPU time the rest of the machine used (all
-    processes but this one and its children, the loader workers) since `start`: on a shared machine
-    the last says how far a window's figures were disturbed. Linux /proc; elsewhere it reads 0."""
-
-    def __init__(self):
-        self.wall, self.times, self.faults = time.perf_counter(), os.times(), self._faults()
-        self.busy, self.ours = self._ticks()
-
-    @staticmethod
-    def _faults() -> int:
-        """Minor page faults of this process so far (fresh memory from the kernel, zeroed page by page)."""
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-    @staticmethod
-    def _ticks() -> tuple[int, int]:
-        """(busy ticks of all CPUs, ticks of this process and its children)."""
-        try:
-            busy = sum(int(v) for i, v in enumerate(Path("/proc/stat").read_text().split()[1:9]) if i not in (3, 4))
-            ours = 0
-            for stat in Path("/proc").glob("[0-9]*/stat"):
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    fields = stat.read_text().rsplit(")", 1)[1].split()
-                    if stat.parent.name == str(os.getpid()) or fields[1] == str(os.getpid()):
-                        ours += int(fields[11]) + int(fields[12])  # utime + stime
-            return busy, ours
-        except OSError:
-            return 0, 0
-
-    def read(self) -> dict:
-        """Since start: wall seconds, this process's user and system CPU seconds and minor page
-        faults, and the share of all CPUs used elsewhere."""
-        times, busy, ours = os.times(), *self._ticks()
-        wall, elsewhere = time.perf_counter() - self.wall, (busy - self.busy) - (ours - self.ours)
-        return {"wall": wall, "user": times.user - self.times.user, "system": times.system - self.times.system,
-                "faults": self._faults() - self.faults,
-                "elsewhere": max(0.0, elsewhere / (os.sysconf("SC_CLK_TCK") * wall * os.cpu_count()))}
-
-
-def window(steps: int, batch: int, stopwatch: Stopwatch, phases: dict) -> dict:
-    """images/s and ms per step of a timed window; what the phases leave of the wall time is framework."""
-    spent = stopwatch.read()
-    ms = {name: 1000 * phases[name] / steps for name in PHASES}
-    ms["framework"] = 1000 * spent["wall"] / steps - sum(ms.values())
-    return {"images_per_sec": steps * batch / spent["wall"], "seconds": spent["wall"], "steps": steps,
-            "ms_per_step": {name: round(v, 1) for name, v in ms.items()},
-            "main_process_per_step": {"user_ms": round(1000 * spent["user"] / steps, 1),
-                                      "system_ms": round(1000 * spent["system"] / steps, 1),
-                                      "page_faults": round(spent["faults"] / steps)},
-            "cpu_share_used_elsewhere": round(spent["elsewhere"], 3)}
-
-
 def time_pipeline(overrides: list[str], warmup: int, steps: int, run_dir: Path, tty: bool = False) -> dict:
     """train.py with `overrides` until PipelineClock has written its window; then the run is ended.
     tty: on a pseudo-terminal, as an interactive user runs it (Lightning's Rich bar, not epoch lines)."""
     result, log_path = run_dir / "clock.json", run_dir / "train.log"
     run_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, str(bench.REPO / "train.py"), *overrides,
+    command = [sys.executable, str(REPO / "train.py"), *overrides,
                f"trainer.max_steps={warmup + steps}", "trainer.limit_val_batches=0", "eval.knn_at_init=false",
                "trainer.profiler=simple", "resume=never", f"hydra.run.dir={run_dir}",
                "+callbacks.bench_clock._target_=bench_e2e.PipelineClock", f"+callbacks.bench_clock.warmup={warmup}",
@@ -172,7 +118,7 @@ def time_pipeline(overrides: list[str], warmup: int, steps: int, run_dir: Path, 
             fcntl.ioctl(output, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # 40 x 120 characters
             env.setdefault("TERM", "xterm-256color")
             threading.Thread(target=_copy_terminal, args=(reader, log), daemon=True).start()
-        run = subprocess.Popen(command, cwd=bench.REPO, stdout=output, stderr=subprocess.STDOUT, env=env,
+        run = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, env=env,
                                process_group=0)  # its own group (the run, its loader workers), in this session
         if tty:
             os.close(output)
@@ -196,93 +142,6 @@ def _copy_terminal(reader: int, log) -> None:
         while data := os.read(reader, 1 << 16):
             log.write(data)
     os.close(reader)
-
-
-# --- the plain side: ImageFolder + DataLoader + the bare loop ---------------------------------------
-class PlainViews:
-    """torchvision's transforms for each configured view, written out as a plain script (or lightly's
-    transforms) would: crop, flip, colour jitter, grayscale, blur, solarize, to tensor, normalise."""
-
-    def __init__(self, augmentation):
-        from torchvision import transforms as T
-
-        def view(v):
-            size = v.get("resolution") or augmentation.resolution
-            blur = T.GaussianBlur(int(0.1 * size) // 2 * 2 + 1, sigma=(0.1, 2.0))
-            return T.Compose([
-                T.RandomResizedCrop(size, scale=tuple(v.crop_scale)), T.RandomHorizontalFlip(v.flip_p),
-                T.RandomApply([T.ColorJitter(v.brightness, v.contrast, v.saturation, v.hue)], p=v.jitter_p),
-                T.RandomGrayscale(v.grayscale_p), T.RandomApply([blur], p=v.blur_p if augmentation.blur else 0.0),
-                T.RandomSolarize(128, p=v.solarize_p), T.ToTensor(), T.Normalize(list(augmentation.mean), list(augmentation.std)),
-            ])
-
-        self.views = [view(v) for v in augmentation.views]
-
-    def __call__(self, image):
-        return [view(image) for view in self.views]
-
-
-def plain_loop(overrides: list[str], root: str, warmup: int, steps: int, run_dir: Path) -> None:
-    """(In a fresh process.) The plain side's window, written to <run_dir>/clock.json."""
-    import torch
-    from hydra.utils import get_class
-    from omegaconf import OmegaConf, open_dict
-    from torch.utils.data import DataLoader
-    from torchvision.datasets import ImageFolder
-
-    from selfsup.run.launch import training_device
-
-    bench.quiet()
-    cfg = bench.compose(overrides, run_dir)
-    torch.manual_seed(cfg.seed)
-    images = ImageFolder(str(Path(root) / "train"), transform=PlainViews(cfg.augmentation))
-    with open_dict(cfg):
-        cfg.data.num_classes = len(images.classes)
-    OmegaConf.resolve(cfg)
-    model = get_class(cfg.method._target_)(cfg)
-    device = training_device(cfg.trainer)
-    workers = cfg.data.num_workers
-    loader = DataLoader(images, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-    loop = bench.BareLoop(cfg, model, device, total_steps=warmup + steps, steps_per_epoch=len(loader))
-    loop.start()
-    phases, done, start = dict.fromkeys(PHASES, 0.0), 0, None
-    while done < warmup + steps:
-        batches = iter(loader)
-        while done < warmup + steps:
-            waiting = time.perf_counter()
-            batch = next(batches, None)
-            if batch is None:
-                break
-            waited = time.perf_counter() - waiting
-            views, labels = batch
-            spent = loop.step([v.to(device, non_blocking=True) for v in views], labels.to(device, non_blocking=True))
-            done += 1
-            if start is not None:
-                for name, seconds in (("data", waited), *spent.items()):
-                    phases[name] += seconds
-            elif done == warmup:
-                bench.sync(device)
-                start = Stopwatch()
-        loop.position.current_epoch += 1
-    bench.sync(device)
-    result = window(steps, cfg.data.batch_size, start, phases)
-    (run_dir / "clock.json").write_text(json.dumps(result, indent=2) + "\n")
-
-
-def time_plain(overrides: list[str], root: str, warmup: int, steps: int, run_dir: Path) -> dict:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    process = multiprocessing.get_context("spawn").Process(target=plain_loop, args=(overrides, root, warmup, steps, run_dir))
-    process.start()
-    try:
-        process.join()
-    finally:
-        if process.is_alive():
-            process.terminate()
-            process.join()
-    if process.exitcode != 0:
-        raise SystemExit(f"bench: the plain loop failed (exit {process.exitcode}); see its traceback above")
-    return json.loads((run_dir / "clock.json").read_text())
 
 
 # --- both, per method ---------------------------------------------------------------------------------
@@ -309,10 +168,10 @@ def _run(args, out_dir: Path) -> tuple[dict, str]:
     report = {"mode": "e2e", "methods": {}}
     lines = []
     for method in args.methods.split(","):
-        overrides = bench.common_overrides(args, method) + ["data=folder", f"data.root={root}",
+        overrides = common_overrides(args, method) + ["data=folder", f"data.root={root}",
                                                             "backbone.cifar_stem=false", "optimizer=sgd"]
         overrides = last_wins(overrides + list(args.overrides))
-        cfg = bench.compose(overrides, out_dir)
+        cfg = compose(overrides, out_dir)
         if cfg.augmentation.get("on_device") or cfg.data.get("decode_on_gpu"):
             raise SystemExit("bench --e2e: the plain loop augments in its loader workers, as torchvision does: "
                              "drop --on-device / augmentation.on_device / data.decode_on_gpu")
@@ -328,9 +187,9 @@ def _run(args, out_dir: Path) -> tuple[dict, str]:
                                      "repeats": {side: [round(r["images_per_sec"], 1) for r in rs] for side, rs in runs.items()}}
         lines += method_lines(method, pipeline, plain, ratio)
         print("\n".join(lines[-3:]), flush=True)
-    config = {key: value for key, value in bench.run_config(cfg, args).items() if key not in ("method", "views")}
+    config = {key: value for key, value in run_config(cfg, args).items() if key not in ("method", "views")}
     report["config"] = {"methods": list(report["methods"]), **config, "steps": steps, "root": str(root)}
-    report["machine"] = bench.machine(training_device(cfg.trainer))
+    report["machine"] = machine(training_device(cfg.trainer))
     header = (f"\nend to end, {args.warmup} warm-up + {steps} timed steps per side; {cfg.backbone.name} "
               f"{'CIFAR' if cfg.backbone.cifar_stem else 'standard'} stem at {cfg.data.resolution} px, batch "
               f"{cfg.data.batch_size}, {cfg.trainer.precision}, {'channels_last' if cfg.backbone.channels_last else 'NCHW'}, "

@@ -82,8 +82,9 @@ def test_e2e_bench_times_train_py_and_the_plain_loop(tmp_path, capsys):
 def test_bare_loop_step_is_the_trainer_step(method, tmp_path):
     """The bench's bare loop cannot drift from what is trained: one step of it and one step of the
     Trainer, from the same weights on the same batch, leave the same weights, EMA target and queue."""
-    import bench
     import pytorch_lightning as pl
+    from bench_common import BareLoop
+    from bench_step import FixedBatches
     from hydra.utils import get_class
 
     from selfsup.run.launch import build_trainer
@@ -105,8 +106,8 @@ def test_bare_loop_step_is_the_trainer_step(method, tmp_path):
     by_trainer, by_bare = models
     trainer = build_trainer(cfg)
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, pl.callbacks.ModelCheckpoint)]
-    trainer.fit(by_trainer, train_dataloaders=bench.FixedBatches(batch, 1))
-    loop = bench.BareLoop(cfg, by_bare, torch.device("cpu"), total_steps=1, steps_per_epoch=1)
+    trainer.fit(by_trainer, train_dataloaders=FixedBatches(batch, 1))
+    loop = BareLoop(cfg, by_bare, torch.device("cpu"), total_steps=1, steps_per_epoch=1)
     loop.start()
     loop.step(*batch)
     trained, bare = by_trainer.state_dict(), by_bare.state_dict()
