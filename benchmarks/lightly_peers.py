@@ -142,14 +142,9 @@ PEERS = {"simclr": SimCLR, "mocov2": MoCoV2, "byol": BYOL, "barlow_twins": Barlo
 
 def compose_recipe(method: str, data_root: str, seed: int):
     """The project's config for `train.py experiment=<method>_cpu_short data.root=... seed=...`."""
-    from hydra import compose, initialize_config_dir
+    from selfsup.config import compose_train
 
-    from selfsup.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="train",
-                       overrides=[f"experiment={method}_cpu_short", f"data.root={data_root}", f"seed={seed}"])
+    return compose_train([f"experiment={method}_cpu_short", f"data.root={data_root}", f"seed={seed}"])
 
 
 def train(method: str, seed: int, budget_s: float, eval_every_s: float, data_root: str) -> dict:

@@ -1,6 +1,7 @@
-"""What the parts of `scripts/bench.py` share: the config as train.py composes it, the bare loop
-(the module's own step with no framework around it), a timed window (--e2e), and what ran where
-(config, machine).
+"""What the parts of `scripts/bench.py` share: the overrides the command line asks for (the config
+itself is composed by `selfsup.config.compose_train`, as train.py composes it), the bare loop (the
+module's own step with no framework around it), a timed window (--e2e), and what ran where (config,
+machine).
 
 Imported by bench_step.py and bench_loader.py (step mode), bench_e2e.py and bench_plain.py (--e2e)
 and bench.py (the CLI); it imports none of them."""
@@ -20,26 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-# --- config, as train.py / the run pipeline compose it ----------------------------------------------
-def compose(overrides: list[str], out_dir: Path):
-    """conf/train.yaml with `overrides`, as train.py composes it, its paths pointed at `out_dir`."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import open_dict
-
-    from selfsup.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(REPO)
-        cfg.paths.output_dir = str(out_dir)
-        cfg.paths.data_dir = str(REPO / "data")
-        cfg.paths.log_dir = str(REPO / "outputs")
-    return cfg
-
-
+# --- the command line's overrides -----------------------------------------------------------------
 def common_overrides(args, method: str, precision=None, channels_last=None) -> list[str]:
     """The Hydra overrides the command line asks for, shared by both modes and both sides."""
     overrides = [f"method={method}", f"backbone={args.backbone}", f"data.batch_size={args.batch_size}"]

@@ -40,8 +40,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from bench_common import PHASES, REPO, Stopwatch, common_overrides, compose, machine, run_config, sync, window
+from bench_common import PHASES, REPO, Stopwatch, common_overrides, machine, run_config, sync, window
 from bench_plain import time_plain
+from selfsup.config import compose_train
 
 SCRIPTS = Path(__file__).resolve().parent
 
@@ -171,7 +172,7 @@ def _run(args, out_dir: Path) -> tuple[dict, str]:
         overrides = common_overrides(args, method) + ["data=folder", f"data.root={root}",
                                                             "backbone.cifar_stem=false", "optimizer=sgd"]
         overrides = last_wins(overrides + list(args.overrides))
-        cfg = compose(overrides, out_dir)
+        cfg = compose_train(overrides, out_dir)
         if cfg.augmentation.get("on_device") or cfg.data.get("decode_on_gpu"):
             raise SystemExit("bench --e2e: the plain loop augments in its loader workers, as torchvision does: "
                              "drop --on-device / augmentation.on_device / data.decode_on_gpu")

@@ -9,7 +9,8 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from bench_common import PHASES, BareLoop, Stopwatch, compose, quiet, sync, window
+from bench_common import PHASES, BareLoop, Stopwatch, quiet, sync, window
+from selfsup.config import compose_train
 
 
 class PlainViews:
@@ -46,7 +47,7 @@ def plain_loop(overrides: list[str], root: str, warmup: int, steps: int, run_dir
     from selfsup.run.launch import training_device
 
     quiet()
-    cfg = compose(overrides, run_dir)
+    cfg = compose_train(overrides, run_dir)
     torch.manual_seed(cfg.seed)
     images = ImageFolder(str(Path(root) / "train"), transform=PlainViews(cfg.augmentation))
     with open_dict(cfg):

@@ -8,8 +8,9 @@ import statistics
 import time
 from pathlib import Path
 
-from bench_common import BareLoop, common_overrides, compose, machine, run_config, sync
+from bench_common import BareLoop, common_overrides, machine, run_config, sync
 from bench_loader import loader_figures
+from selfsup.config import compose_train
 
 
 # --- config and model, as train.py / the run pipeline build them -----------------------------------
@@ -17,9 +18,9 @@ def step_config(args, out_dir: Path, precision=None, channels_last=None):
     overrides = common_overrides(args, args.method, precision, channels_last)
     if args.data:
         overrides.append(f"data={args.data}")
-    return compose(overrides + ["trainer.max_epochs=1", "trainer.limit_val_batches=0", "trainer.check_val_every_n_epoch=1",
-                                "trainer.enable_progress_bar=false",
-                                "eval.knn_at_init=false", "images=false", *args.overrides], out_dir)
+    return compose_train(overrides + ["trainer.max_epochs=1", "trainer.limit_val_batches=0",
+                                      "trainer.check_val_every_n_epoch=1", "trainer.enable_progress_bar=false",
+                                      "eval.knn_at_init=false", "images=false", *args.overrides], out_dir)
 
 
 def build(cfg):

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+
+from selfsup import config
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_SUBSET = REPO.parent / "shared" / "data" / "cifar10-subset"
@@ -52,17 +52,9 @@ def cifar_subset() -> Path:
     return CIFAR_SUBSET
 
 
-def compose_train(overrides: list[str], output_dir: str | Path = "/tmp/selfsup-test"):
-    """The train.yaml config as train.py would compose it, with `${hydra:...}` paths filled in."""
-    from selfsup.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(REPO)
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
+def compose_train(overrides: list[str], output_dir: str | Path = "/tmp/selfsup-test", hydra_config: bool = False):
+    """`selfsup.config.compose_train`, its paths.output_dir a scratch directory unless the test names one."""
+    return config.compose_train(overrides, output_dir, hydra_config)
 
 
 def run_script(script: str, args: list[str], run_dir: Path | None = None, timeout: int = 600, env=None):

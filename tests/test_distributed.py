@@ -185,17 +185,10 @@ def test_gpu_requests_beyond_the_machine_fail_in_one_line(monkeypatch):
 
 def test_submitit_slurm_recipe_writes_the_expected_sbatch_script(tmp_path, monkeypatch):
     import submitit
-    from hydra import compose, initialize_config_dir
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-    from selfsup.config import register_configs
-
-    register_configs()
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=submitit_slurm", "trainer.devices=4", "trainer.num_nodes=2",
-                                          "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}"],
-                      return_hydra_config=True)
+    cfg = compose_train(["hydra/launcher=submitit_slurm", "trainer.devices=4", "trainer.num_nodes=2",
+                         "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}"], hydra_config=True)
     params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert params.pop("_target_").endswith("submitit_launcher.SlurmLauncher")
     # What SlurmLauncher.launch does with them; update_parameters rejects any unknown key.

@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import REPO, run_script
-from selfsup.config import register_configs
+from conftest import REPO, compose_train, run_script
 from selfsup.errors import UserError
 
 # The brief's tiny budget; the linear probe fits one weight decay (no holdout sweep) to stay quick.
@@ -227,9 +225,7 @@ def test_every_family_has_an_optuna_search():
 
 @pytest.mark.parametrize("search", SEARCHES)
 def test_optuna_search_composes(search, tmp_path):
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"hparams_search={search}"], return_hydra_config=True)
+    cfg = compose_train([f"hparams_search={search}"], tmp_path, hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert "OptunaSweeper" in sweeper._target_ and sweeper.direction == "maximize"
     assert cfg.optimized_metric == "val/knn_top1" and str(cfg.hydra.mode) == "RunMode.MULTIRUN"

@@ -9,14 +9,12 @@ import os
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from conftest import REPO, compose_train
-from selfsup.config import register_configs
+from conftest import compose_train
 from selfsup.errors import UserError
 from selfsup.methods.nonfinite import MAX_CONSECUTIVE_SKIPS, skipped_batches
 from selfsup.optim import build_scheduler
@@ -151,10 +149,7 @@ def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_one_whole(tmp_
 def hydra_overrides():
     """Stands in for the Hydra run of `train.py <overrides>` that resume=auto reads its command line from."""
     def set_overrides(overrides: list[str]):
-        register_configs()
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            HydraConfig.instance().set_config(compose(config_name="train", overrides=overrides,
-                                                      return_hydra_config=True))
+        HydraConfig.instance().set_config(compose_train(overrides, hydra_config=True))
     yield set_overrides
     HydraConfig.instance().cfg = None
 

@@ -5,14 +5,17 @@ YAML files pull their schema with `defaults: [/schema/<group>/<name>@_here_, _se
 live in this package's modules by group (data, model, losses, training, evaluation) and are
 registered below. One source per value: a schema holds types and what is required; the values are in
 the YAML, so a field that its YAML sets has no default here (MISSING). Only what no YAML sets has a
-default in the schema. Custom resolvers used by the YAML tree are registered here too.
+default in the schema. Custom resolvers used by the YAML tree are registered here too, and
+`compose_train` composes conf/train.yaml outside a Hydra app (tests, bench, notebooks).
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from selfsup.config.data import AugmentationConfig, DataConfig, MultiCropConfig
 from selfsup.config.evaluation import EvalConfig
@@ -23,6 +26,8 @@ from selfsup.config.model import (BackboneConfig, BarlowTwinsConfig, BYOLConfig,
                                   ContextEncoderConfig, DINOConfig, JigsawConfig, MAEConfig, MoCoV2Config, MoCoV3Config,
                                   RotNetConfig, SimCLRConfig, SimSiamConfig, VICRegConfig, ViTBackboneConfig)
 from selfsup.config.training import OptimizerConfig, PathsConfig, SchedulerConfig, StrategyConfig, TrainConfig, TrainerConfig
+
+REPO = Path(__file__).resolve().parents[2]  # the checkout: conf/ and the default paths.root_dir
 
 
 def _register_resolvers() -> None:
@@ -124,3 +129,19 @@ def register_configs() -> None:
         if not group:
             group, name = path, "base"
         store.store(group=f"schema/{group}", name=name, node=node)
+
+
+def compose_train(overrides: list[str], output_dir: str | Path | None = None, hydra_config: bool = False) -> DictConfig:
+    """conf/train.yaml with `overrides`, composed as train.py composes it but outside a Hydra app:
+    paths.root_dir is the checkout (so paths.data_dir and paths.log_dir are its data/ and outputs/
+    unless overridden) and paths.output_dir is `output_dir`; with None it stays `${run_dir:}`, which
+    resolves inside a Hydra job only. `hydra_config`: keep the `hydra` node (launcher, sweeper, the
+    command line's overrides) too. A bad override raises Hydra's error as it composes."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=hydra_config)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(REPO)
+        if output_dir is not None:
+            cfg.paths.output_dir = str(output_dir)
+    return cfg
