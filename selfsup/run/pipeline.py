@@ -8,23 +8,17 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
-from torch.utils.data import Subset
 
 from selfsup import distributed
 from selfsup.checks import check_eval_options, requested_devices
 from selfsup.data.datamodule import SSLDataModule, completed_config, data_values
 from selfsup.data.datasets import SKIPPED_IMAGES_FILE, build_datasets, read_skipped_images
 from selfsup.errors import UserError
-from selfsup.eval.features import EvaluatedBackbone, EvaluationInput, extract_features
-from selfsup.eval.finetune import finetune
-from selfsup.eval.knn import knn_accuracy
-from selfsup.eval.linear import linear_probe
-from selfsup.eval.linear_standard import linear_standard
-from selfsup.eval.subsets import class_balanced_indices, dataset_labels
+from selfsup.eval.evaluate import embed_evaluation_splits, evaluate_backbone
+from selfsup.eval.features import EvaluatedBackbone, EvaluationInput
 from selfsup.models.backbones import backbone_state, build_backbone
 from selfsup.pictures.publish import save_final_pictures
 from selfsup.run.checkpoint import ResumeCheckpoint, read_checkpoint
@@ -165,49 +159,6 @@ def monitor_interval(cfg: DictConfig, datamodule: SSLDataModule) -> int:
         print(f"kNN monitor every {every} epoch{'s' if every > 1 else ''} (trainer.check_val_every_n_epoch=auto: "
               f"~{MONITOR_SHARE:.0%} of the training compute)", flush=True)
     return every
-
-
-def embed_evaluation_splits(backbone, datamodule: SSLDataModule, device, bf16: bool) -> tuple[torch.Tensor, ...]:
-    """(train_x, train_y, val_x, val_y): frozen, augmentation-free features of `evaluation_loaders()`, in order."""
-    backbone.to(device)
-    train_loader, val_loader = datamodule.evaluation_loaders()
-    train_x, train_y = extract_features(backbone, train_loader, device, bf16, "embedding train split")
-    val_x, val_y = extract_features(backbone, val_loader, device, bf16, "embedding val split")
-    return train_x, train_y, val_x, val_y
-
-
-def evaluate_backbone(backbone, datamodule: SSLDataModule, eval_cfg, device, bf16: bool, linear: bool = True,
-                      features: tuple[torch.Tensor, ...] | None = None) -> dict:
-    """kNN (and the offline linear probe) on frozen, augmentation-free features (embedded here unless
-    `features` = (train_x, train_y, val_x, val_y) are given); the standard linear protocol
-    (eval=linear_standard) and fine-tuning (eval=finetune) on the images. With eval.label_fraction the
-    linear evaluations and fine-tuning see a class-balanced, seeded part of the labelled split; kNN all of it."""
-    backbone.to(device)
-    if features is None:
-        features = embed_evaluation_splits(backbone, datamodule, device, bf16)
-    train_x, train_y, val_x, val_y = (t.to(device) for t in features)
-    num_classes = datamodule.cfg.num_classes
-    scores = {}
-    if eval_cfg.knn is not None:
-        for k in (1, 5):
-            scores[f"knn_top{k}"] = knn_accuracy(train_x, train_y, val_x, val_y, num_classes, eval_cfg.knn.k,
-                                                 eval_cfg.knn.temperature, top_k=k)
-    if not linear:
-        return scores
-    fraction, labelled = eval_cfg.get("label_fraction"), None
-    if fraction is not None:
-        scores["label_fraction"] = fraction
-        labelled_index = class_balanced_indices(dataset_labels(datamodule.labelled), fraction)
-        labelled = Subset(datamodule.labelled, labelled_index.tolist())
-        train_x, train_y = train_x[labelled_index.to(device)], train_y[labelled_index.to(device)]
-        scores["labelled_images"] = len(labelled_index)
-    if eval_cfg.linear is not None:
-        scores.update(linear_probe(train_x, train_y, val_x, val_y, num_classes, **eval_cfg.linear))
-    if eval_cfg.get("linear_standard") is not None:
-        scores.update(linear_standard(backbone, datamodule, eval_cfg.linear_standard, device, bf16, labelled=labelled))
-    if eval_cfg.get("finetune") is not None:
-        scores.update(finetune(backbone, datamodule, eval_cfg.finetune, device, bf16, labelled=labelled))
-    return scores
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
