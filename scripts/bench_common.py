@@ -127,13 +127,19 @@ PHASES = ("data", "forward", "backward", "update", "targets")
 
 
 class Stopwatch:
-    """Wall time, this process's CPU time and the CPU time the rest of the machine used (all
-    processes but this one and its children, the loader workers) since `start`: on a shared machine
-    the last says how far a window's figures were disturbed. Linux /proc; elsewhere it reads 0."""
+    """Wall time, this process's CPU time, its children's (the loader workers: on a small CPU their
+    augmentation competes with the step's compute threads) and the CPU time the rest of the machine
+    used since `start`: on a shared machine the last says how far a window's figures were disturbed.
+    `lap()` at the end of every step gives the median step, which one slow stretch does not move.
+    Linux /proc; elsewhere the CPU figures read 0."""
 
     def __init__(self):
         self.wall, self.times, self.faults = time.perf_counter(), os.times(), self._faults()
-        self.busy, self.ours = self._ticks()
+        self.busy, self.own, self.children = self._ticks()
+        self.laps = [self.wall]
+
+    def lap(self) -> None:
+        self.laps.append(time.perf_counter())
 
     @staticmethod
     def _faults() -> int:
@@ -143,28 +149,35 @@ class Stopwatch:
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
     @staticmethod
-    def _ticks() -> tuple[int, int]:
-        """(busy ticks of all CPUs, ticks of this process and its children)."""
+    def _ticks() -> tuple[int, int, int]:
+        """(busy ticks of all CPUs, ticks of this process, ticks of its children)."""
         try:
             busy = sum(int(v) for i, v in enumerate(Path("/proc/stat").read_text().split()[1:9]) if i not in (3, 4))
-            ours = 0
+            own = children = 0
             for stat in Path("/proc").glob("[0-9]*/stat"):
                 with contextlib.suppress(OSError, ValueError, IndexError):
                     fields = stat.read_text().rsplit(")", 1)[1].split()
-                    if stat.parent.name == str(os.getpid()) or fields[1] == str(os.getpid()):
-                        ours += int(fields[11]) + int(fields[12])  # utime + stime
-            return busy, ours
+                    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+                    if stat.parent.name == str(os.getpid()):
+                        own += ticks
+                    elif fields[1] == str(os.getpid()):
+                        children += ticks
+            return busy, own, children
         except OSError:
-            return 0, 0
+            return 0, 0, 0
 
     def read(self) -> dict:
         """Since start: wall seconds, this process's user and system CPU seconds and minor page
-        faults, and the share of all CPUs used elsewhere."""
-        times, busy, ours = os.times(), *self._ticks()
-        wall, elsewhere = time.perf_counter() - self.wall, (busy - self.busy) - (ours - self.ours)
+        faults, its children's CPU seconds, the median lap and the share of all CPUs used elsewhere."""
+        times, (busy, own, children) = os.times(), self._ticks()
+        tick = os.sysconf("SC_CLK_TCK")
+        wall = time.perf_counter() - self.wall
+        elsewhere = (busy - self.busy) - (own - self.own) - (children - self.children)
+        laps = sorted(b - a for a, b in zip(self.laps, self.laps[1:]))
         return {"wall": wall, "user": times.user - self.times.user, "system": times.system - self.times.system,
-                "faults": self._faults() - self.faults,
-                "elsewhere": max(0.0, elsewhere / (os.sysconf("SC_CLK_TCK") * wall * os.cpu_count()))}
+                "faults": self._faults() - self.faults, "children": (children - self.children) / tick,
+                "median_lap": laps[(len(laps) - 1) // 2] if laps else None,
+                "elsewhere": max(0.0, elsewhere / (tick * wall * os.cpu_count()))}
 
 
 def window(steps: int, batch: int, stopwatch: Stopwatch, phases: dict) -> dict:
@@ -174,9 +187,11 @@ def window(steps: int, batch: int, stopwatch: Stopwatch, phases: dict) -> dict:
     ms["framework"] = 1000 * spent["wall"] / steps - sum(ms.values())
     return {"images_per_sec": steps * batch / spent["wall"], "seconds": spent["wall"], "steps": steps,
             "ms_per_step": {name: round(v, 1) for name, v in ms.items()},
+            "median_step_ms": spent["median_lap"] and round(1000 * spent["median_lap"], 1),
             "main_process_per_step": {"user_ms": round(1000 * spent["user"] / steps, 1),
                                       "system_ms": round(1000 * spent["system"] / steps, 1),
                                       "page_faults": round(spent["faults"] / steps)},
+            "loader_workers_cpu_ms_per_step": round(1000 * spent["children"] / steps, 1),
             "cpu_share_used_elsewhere": round(spent["elsewhere"], 3)}
 
 

@@ -79,7 +79,9 @@ class PipelineClock(pl.Callback):
             self._counts = {action: len(d) for action, d in trainer.profiler.recorded_durations.items()}
             self._update = 0.0
             self._start = Stopwatch()
-        elif trainer.global_step == self.warmup + self.steps and self._start is not None:
+        elif self._start is not None and trainer.global_step <= self.warmup + self.steps:
+            self._start.lap()
+        if trainer.global_step == self.warmup + self.steps and self._start is not None:
             sync(pl_module.device)
             spent = {action: sum(d[self._counts.get(action, 0):])
                      for action, d in trainer.profiler.recorded_durations.items()}
@@ -185,7 +187,9 @@ def _run(args, out_dir: Path) -> tuple[dict, str]:
         pipeline, plain = (median_run(runs[side]) for side in ("pipeline", "plain"))
         ratio = pipeline["images_per_sec"] / plain["images_per_sec"]
         report["methods"][method] = {"pipeline": pipeline, "plain": plain, "ratio": round(ratio, 4),
-                                     "repeats": {side: [round(r["images_per_sec"], 1) for r in rs] for side, rs in runs.items()}}
+                                     "repeats": {side: [round(r["images_per_sec"], 1) for r in rs] for side, rs in runs.items()},
+                                     "paired_ratios": [round(a["images_per_sec"] / b["images_per_sec"], 4)
+                                                       for a, b in zip(runs["pipeline"], runs["plain"])]}
         lines += method_lines(method, pipeline, plain, ratio)
         print("\n".join(lines[-3:]), flush=True)
     config = {key: value for key, value in run_config(cfg, args).items() if key not in ("method", "views")}
@@ -195,7 +199,8 @@ def _run(args, out_dir: Path) -> tuple[dict, str]:
               f"{'CIFAR' if cfg.backbone.cifar_stem else 'standard'} stem at {cfg.data.resolution} px, batch "
               f"{cfg.data.batch_size}, {cfg.trainer.precision}, {'channels_last' if cfg.backbone.channels_last else 'NCHW'}, "
               f"{cfg.data.num_workers} loader worker(s), {cfg.optimizer.name}; {report['machine']['device_name']}\n"
-              f"  {'':8} {'':9} {'images/s':>9}   ms/step: " + " ".join(f"{p:>9}" for p in (*PHASES, "framework")) + "  CPU elsewhere")
+              f"  {'':8} {'':9} {'images/s':>9}   ms/step: " + " ".join(f"{p:>9}" for p in (*PHASES, "framework"))
+              + "  median step  workers CPU ms  CPU elsewhere")
     return report, header + "\n" + "\n".join(lines)
 
 
@@ -214,6 +219,8 @@ def method_lines(method: str, pipeline: dict, plain: dict, ratio: float) -> list
     def row(name, side):
         ms = side["ms_per_step"]
         return (f"  {name:<18} {side['images_per_sec']:9.1f}            " + " ".join(f"{ms[p]:9.1f}" for p in (*PHASES, "framework"))
+                + f" {side['median_step_ms']:11.1f} {side['loader_workers_cpu_ms_per_step']:14.1f}"
                 + f" {100 * side['cpu_share_used_elsewhere']:11.0f}%")
 
-    return [row(f"{method} pipeline", pipeline), row(f"{method} plain", plain), f"  {method} ratio {ratio:.3f}"]
+    return [row(f"{method} pipeline", pipeline), row(f"{method} plain", plain),
+            f"  {method} ratio {ratio:.3f} (median step: {plain['median_step_ms'] / pipeline['median_step_ms']:.3f})"]

@@ -73,6 +73,7 @@ def plain_loop(overrides: list[str], root: str, warmup: int, steps: int, run_dir
             spent = loop.step([v.to(device, non_blocking=True) for v in views], labels.to(device, non_blocking=True))
             done += 1
             if start is not None:
+                start.lap()
                 for name, seconds in (("data", waited), *spent.items()):
                     phases[name] += seconds
             elif done == warmup:

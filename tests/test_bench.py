@@ -70,6 +70,9 @@ def test_e2e_bench_times_train_py_and_the_plain_loop(tmp_path, capsys):
         assert figures["ms_per_step"]["forward"] > 0 and figures["ms_per_step"]["backward"] > 0
         assert figures["ms_per_step"]["targets"] > 0  # BYOL's EMA update, on both sides
         assert 0 <= figures["cpu_share_used_elsewhere"] <= 1
+        assert 0 < figures["median_step_ms"] <= 1000 * figures["seconds"]
+        assert figures["loader_workers_cpu_ms_per_step"] == 0  # --workers 0: the process itself is not its child
+    assert byol["paired_ratios"] == [round(byol["ratio"], 4)]  # one repeat: its pair is the medians
     assert abs(byol["ratio"] - byol["pipeline"]["images_per_sec"] / byol["plain"]["images_per_sec"]) < 1e-3
     assert byol["pipeline"]["actions_ms_per_step"]  # Lightning's own actions, for a regression to point at
     run_dir = out / "byol" / "pipeline0"
