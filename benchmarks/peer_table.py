@@ -66,13 +66,19 @@ SIDES = ("project", "peer")
 MIN_GAIN = 0.03  # the table marks a method whose mean kNN gain over init is below this
 
 
-def parse_options(argv: list[str]) -> dict:
-    options = dict(DEFAULTS)
+def key_values(argv: list[str], defaults: dict) -> dict:
+    """`defaults` updated from key=value arguments (values as strings); an unknown key fails in one line."""
+    options = dict(defaults)
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or key not in options:
             raise SystemExit(f"unknown option {arg!r}: use key=value with key one of {', '.join(options)}")
         options[key] = value
+    return options
+
+
+def parse_options(argv: list[str]) -> dict:
+    options = key_values(argv, DEFAULTS)
     options["methods"] = [m for m in str(options["methods"]).split(",") if m]
     unknown = sorted(set(options["methods"]) - set(METHODS))
     if unknown:
@@ -196,9 +202,10 @@ def _run(command: list[str], run_dir: Path, summary: Path, side: str, method: st
             "wall_seconds": round(time.perf_counter() - started, 1), "run_dir": str(run_dir)}
 
 
-def run_project(method: str, seed: int, budget_s: float, eval_every_s: float, data_root: str, run_dir: Path) -> dict:
+def run_project(method: str, seed: int, budget_s: float, eval_every_s: float, data_root: str, run_dir: Path,
+                overrides: tuple[str, ...] = ()) -> dict:
     summary = run_dir / "clock.json"
-    command = [sys.executable, "train.py", f"experiment={method}_cpu_short", f"data.root={data_root}", f"seed={seed}",
+    command = [sys.executable, "train.py", f"experiment={method}_cpu_short", *overrides, f"data.root={data_root}", f"seed={seed}",
                "resume=never", "eval.knn_at_init=false", "trainer.enable_progress_bar=false", "images=false",
                "+callbacks.wall_clock._target_=benchmarks.peer_table.WallClockBudget",
                f"+callbacks.wall_clock.budget_s={budget_s}", f"+callbacks.wall_clock.eval_every_s={eval_every_s}",
