@@ -56,7 +56,15 @@ def _mae_baseline(cfg, loss, images):
     return loss(torch.zeros_like(patches), patches, torch.ones(patches.shape[:2]))
 
 
-BASELINES = {"mae": _mae_baseline}  # by method: the task loss of predicting the mean
+def _context_encoder_baseline(cfg, loss, images):
+    """The hole and its rim predicted as the images' mean colour."""
+    from selfsup.data.pretext import make_mask
+    mask_cfg, (batch, _, height, width) = cfg.method.mask, images.shape
+    mask = make_mask(mask_cfg.kind, batch, height, width, None, mask_cfg.area, mask_cfg.block_size)
+    return loss(images.mean(dim=(0, 2, 3), keepdim=True).expand_as(images), images, mask)
+
+
+BASELINES = {"mae": _mae_baseline, "context_encoder": _context_encoder_baseline}  # the task loss of predicting the mean
 
 
 def trivial_baseline(name: str) -> float | None:
