@@ -34,6 +34,27 @@ POOLS = {"token": "token", "mean": "avg"}  # backbone.pool -> timm's global_pool
 POS_EMBEDS = ("learn", "sincos")
 
 
+class SmallMapSafeConv2d(nn.Conv2d):
+    """A strided Conv2d that computes in fp32 where PyTorch's CPU bf16 kernel returns a wrong weight
+    gradient: a strided 3x3 convolution of a 1x1 map under CPU autocast gives NaN or ~1e30 in dW
+    (torch 2.14.1, oneDNN, measured in docs/cpu_runs.md; the output and input gradients are right).
+    That is ResNet layer4's first convolution on a 16-px view with the standard stem (DINO's local
+    crops at 32 px). Anywhere else, and on GPUs, it is a plain Conv2d; its weights are a Conv2d's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.shape[-2:] == (1, 1) and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
+def guard_small_map_convs(backbone: nn.Module) -> None:
+    """Every strided convolution with a kernel wider than 1 becomes a SmallMapSafeConv2d (same weights)."""
+    for module in backbone.modules():
+        if type(module) is nn.Conv2d and max(module.stride) > 1 and max(module.kernel_size) > 1:
+            module.__class__ = SmallMapSafeConv2d
+
+
 def build_backbone(
     name: str, cifar_stem: bool = False, zero_init_residual: bool = False, channels_last: bool = True,
     image_size: int | None = None, patch_size: int | None = None, pool: str = "token",
@@ -54,6 +75,7 @@ def build_backbone(
             # Small images lose too much to the 7x7/2 conv + max-pool (SimCLR App. B.9).
             backbone.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
             backbone.maxpool = nn.Identity()
+        guard_small_map_convs(backbone)
     else:
         raise UserError(
             f"unknown backbone '{name}': choose one of {', '.join([*RESNETS, *VITS])} or 'timm/<model name>'"
