@@ -115,7 +115,7 @@ def test_eval_finetune_and_transfer_to_another_data_config(pretrained, tmp_path)
     assert_succeeded(proc, "eval.py eval=finetune data=folder")
     results = json.loads((run_dir / "results.json").read_text())
     assert results["pretrain_data"] == "digits" and results["data"] == "folder" and results["eval"] == "finetune"
-    # Scored on the folder's 16 validation images (not the digits'); that fine-tuning learns is tests/test_eval.py's.
+    # Scored on the folder's 16 validation images (not the digits'); that fine-tuning learns is tests/eval/test_probes.py's.
     assert results["finetune_epochs"] == 2 and (results["finetune_top1"] * 16).is_integer()
     assert "linear_top1" not in results
     assert results["knn_top1"] >= 0.9  # red vs blue: separable by colour even on barely trained features (1.0 measured)
