@@ -2,7 +2,8 @@
 
 Weight decay and LARS adaptation skip biases and normalisation weights (all 1-D parameters), as in
 SimCLR/BYOL/Barlow Twins, and a ViT's position embedding and CLS token (MAE, MoCo v3, DINO); the LR
-is given per 256 images and scaled by the global batch. Fine-tuning can decay the LR layer by layer."""
+is given per 256 images and scaled by the global batch. (Fine-tuning's layer-wise LR decay is timm's:
+selfsup/eval/finetune.py.)"""
 from __future__ import annotations
 
 import math
@@ -89,31 +90,6 @@ def parameter_groups(model: nn.Module, weight_decay: float, exclude_bias_and_nor
         groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True,
                        "lr_factor": bias_and_norm_lr_factor})
     return groups
-
-
-def layer_decay_groups(backbone: nn.Module, decay: float) -> list[tuple[float, list[nn.Parameter]]]:
-    """Layer-wise LR decay (BEiT; MAE fine-tuning): (LR scale, parameters) per depth of a ViT. The
-    patch / position / CLS embeddings are layer 0, block i is layer i + 1, the rest (final norm) is
-    layer L + 1 at scale 1, and layer l is scaled by decay ** (L + 1 - l). decay=1: one group."""
-    if decay == 1.0:
-        return [(1.0, list(backbone.parameters()))]
-    if not 0.0 < decay < 1.0:
-        raise UserError(f"eval.finetune.layer_decay={decay} must be in (0, 1] (1: no decay; MAE uses 0.65-0.75)")
-    blocks = getattr(backbone, "blocks", None)
-    if not isinstance(blocks, nn.Sequential):
-        raise UserError("eval.finetune.layer_decay applies to ViT backbones (backbone=vit_tiny|vit_small|vit_base): "
-                        "set eval.finetune.layer_decay=1.0")
-    top = len(blocks) + 1
-    by_layer: dict[int, list[nn.Parameter]] = {}
-    for name, param in backbone.named_parameters():
-        if name.startswith(("patch_embed.", "pos_embed", "cls_token", "reg_token")):
-            layer = 0
-        elif name.startswith("blocks."):
-            layer = int(name.split(".")[1]) + 1
-        else:
-            layer = top
-        by_layer.setdefault(layer, []).append(param)
-    return [(decay ** (top - layer), params) for layer, params in sorted(by_layer.items())]
 
 
 def scaled_lr(cfg, global_batch: int) -> float:

@@ -32,6 +32,16 @@ def view_transform(view, resolution: int, mean, std, blur: bool, on_device: bool
     return T.Compose(steps)
 
 
+def supervised_train_transform(resolution: int, mean, std, crop_scale, flip_p: float) -> T.Compose:
+    """Random resized crop + flip: the augmentation of the standard linear protocol."""
+    return T.Compose([
+        T.RandomResizedCrop(resolution, scale=tuple(crop_scale), antialias=True),
+        T.RandomHorizontalFlip(flip_p),
+        T.ToTensor(),
+        normalize(mean, std),
+    ])
+
+
 def normalize(mean, std) -> T.Normalize:
     """Normalize with plain floats: handed the config's lists, torchvision would read them through
     OmegaConf element by element on every image (half a CIFAR image's loader time)."""

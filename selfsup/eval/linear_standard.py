@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from selfsup.data.transforms import supervised_train_transform
 from selfsup.eval.accuracy import topk_accuracy
-from selfsup.eval.finetune import supervised_train_transform
 
 PROTOCOL = "standard"  # results.json linear_protocol: SGD on augmented frozen features, centre-crop test
 

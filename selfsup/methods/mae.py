@@ -5,7 +5,7 @@ saving that makes long schedules affordable), and let a small decoder with mask 
 pixels of the hidden patches; the loss scores the hidden patches only. The context encoder's idea,
 inpainting from context, made to scale: many small random holes instead of one central one, the
 encoder never sees a placeholder, and no adversary. MAE features are meant to be fine-tuned
-(`primary_eval: finetune`, eval=finetune with eval.finetune.layer_decay); linear probing comes second.
+(`primary_eval: finetune`, eval=finetune_vit: its recipe, through timm); linear probing comes second.
 """
 from __future__ import annotations
 

@@ -91,6 +91,27 @@ def backbone_state(state_dict: dict) -> dict:
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
+DROP_PATH_SLOTS = ("drop_path", "drop_path1", "drop_path2")  # timm's names for a residual branch's stochastic depth
+
+
+def set_drop_path(backbone: nn.Module, rate: float) -> None:
+    """Stochastic depth on a built timm backbone (fine-tuning: MAE 0.1 for ViT-B), by timm's rule: the
+    residual blocks in order, the first at 0 and the last at `rate`, linearly between (a ViT's blocks,
+    a timm ResNet's bottlenecks, ConvNeXt's blocks: the modules holding `drop_path*` slots)."""
+    from timm.layers import DropPath
+
+    blocks = [m for m in backbone.modules()
+              if any(slot in vars(m) or slot in m._modules for slot in DROP_PATH_SLOTS)]
+    if not blocks:
+        raise UserError(f"eval.finetune.drop_path={rate} needs a timm backbone with residual drop-path slots "
+                        "(backbone=vit_tiny|vit_small|vit_base or timm/<model>): set eval.finetune.drop_path=0")
+    for i, block in enumerate(blocks):
+        block_rate = rate * i / max(1, len(blocks) - 1)
+        for slot in DROP_PATH_SLOTS:
+            if slot in vars(block) or slot in block._modules:
+                setattr(block, slot, DropPath(block_rate) if block_rate > 0 else nn.Identity())
+
+
 def _timm_backbone(model_name: str) -> nn.Module:
     try:
         import timm
