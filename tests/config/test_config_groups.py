@@ -8,6 +8,7 @@ from conftest import REPO, compose_train
 from hydra.errors import ConfigCompositionException
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
+from pytorch_lightning.loggers import Logger
 
 from selfsup.data.datamodule import SSLDataModule, completed_config
 from selfsup.data.datasets import build_datasets
@@ -89,8 +90,9 @@ def test_loggers_and_callbacks_instantiate(group, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     for choice in choices(group):
         cfg = compose_train([f"{group}={choice}"], tmp_path)
-        for node in (cfg[group] or {}).values():
-            assert instantiate(node) is not None
+        for name, node in (cfg[group] or {}).items():
+            built = instantiate(node)
+            assert isinstance(built, {"logger": Logger, "callbacks": pl.Callback}[group]), (choice, name, built)
 
 
 def test_typos_and_wrong_types_fail_at_compose_time(tmp_path):

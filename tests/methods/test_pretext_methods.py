@@ -2,11 +2,13 @@
 each composes and trains a step; runs through train.py write their results and image grids."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import TINY_RUN, compose_train, run_script, train
 from hydra.utils import get_class
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from selfsup.errors import UserError
 from selfsup.visualize import denormalize
@@ -101,7 +103,9 @@ def test_generative_run_writes_results_and_its_image_grid(method, tmp_path):
 def test_simclr_with_the_pairwise_margin_loss_writes_results(tmp_path):
     results = train(["method=simclr", "loss=pairwise_margin", "data=digits", *TINY_RUN], tmp_path)
     assert RESULT_KEYS <= results.keys() and results["method"] == "simclr" and results["steps"] == 2
-    assert (tmp_path / "results.json").is_file()
+    trained_with = OmegaConf.load(tmp_path / ".hydra" / "config.yaml").loss._target_
+    assert trained_with == "selfsup.losses.pairwise_margin.PairwiseMarginLoss"
+    assert math.isfinite(results["metrics"]["train/loss"])
 
 
 def test_colorization_is_evaluated_on_its_lightness_input(tmp_path, monkeypatch):

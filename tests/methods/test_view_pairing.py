@@ -1,7 +1,8 @@
 """Which view feeds which network, against computations written out here from the module's parts:
-BYOL predicts each view's target projection from the other view; MoCo's queries come from the online
-encoder with gradient, its keys from the momentum encoder without; the pairwise margin loss on 2 CPU
-ranks equals one process on the global batch."""
+BYOL predicts each view's target projection from the other view; SimSiam predicts each view's
+projection from the other view's, held fixed by a stop-gradient; MoCo's queries come from the online
+encoder with gradient, its keys from the momentum encoder without; MoCo v3 contrasts each view's
+query with the other view's keys over the batch."""
 from __future__ import annotations
 
 import pytest
@@ -91,4 +92,66 @@ def test_moco_queries_from_the_online_encoder_keys_from_the_momentum_encoder(sym
     out.loss.backward()
     assert all(p.grad is None for p in model.key_encoder.parameters())  # keys carry no gradient
     assert all(p.grad is not None for p in model.projector.parameters())  # queries do
+    assert model.backbone.conv1.weight.grad.abs().sum() > 0
+
+
+def _negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """D(p, z) of SimSiam's Eq. 1, without the stop-gradient: the caller decides what z carries."""
+    return -F.cosine_similarity(p, z, dim=1).mean()
+
+
+def test_simsiam_predicts_each_views_projection_from_the_other_view_under_a_stop_gradient(tmp_path):
+    model = _model("simsiam", tmp_path, "method.predictor.hidden_dim=8", "method.predictor.output_dim=16")
+    views = _views()
+    out = model.training_loss(views)
+    out.loss.backward()
+    method_grad = model.backbone.conv1.weight.grad.clone()
+    model.zero_grad()
+
+    def loss(stop_gradient: bool, cross: bool = True) -> torch.Tensor:
+        projections = [model.projector(model.backbone(v)) for v in views]  # one forward per view
+        predictions = [model.predictor(z) for z in projections]
+        targets = [z.detach() if stop_gradient else z for z in projections]
+        other = (1, 0) if cross else (0, 1)
+        return (_negative_cosine(predictions[0], targets[other[0]])
+                + _negative_cosine(predictions[1], targets[other[1]])) / 2
+
+    expected = loss(stop_gradient=True)
+    assert not torch.allclose(expected, loss(stop_gradient=True, cross=False), atol=1e-3)  # pairing observable
+    torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(out.features, model.backbone(views[0]))  # the probe sees the first view
+
+    expected.backward()
+    torch.testing.assert_close(method_grad, model.backbone.conv1.weight.grad)
+    model.zero_grad()
+    loss(stop_gradient=False).backward()  # without the stop-gradient the backbone would get another gradient
+    assert not torch.allclose(method_grad, model.backbone.conv1.weight.grad, atol=1e-6)
+
+
+def test_mocov3_contrasts_each_views_query_with_the_other_views_keys(tmp_path):
+    model = _model("mocov3", tmp_path, "backbone=resnet18", "method.predictor.hidden_dim=32",
+                   "method.predictor.output_dim=16")
+    _move_away(model.momentum_encoder)
+    views = _views()
+    out = model.training_loss(views)
+    temperature = model.loss_fn.temperature
+
+    def contrast(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Each query's positive is the key of its own image; every other key of the batch is a negative
+        (the paper's Algorithm 1: ctr(q, k) = CrossEntropy(q k^T / tau, arange(N)) x 2 tau)."""
+        logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).T / temperature
+        return F.cross_entropy(logits, torch.arange(BATCH)) * 2 * temperature
+
+    queries = [model.predictor(model.projector(model.backbone(v))) for v in views]  # online, with predictor
+    with torch.no_grad():
+        keys = [model.momentum_encoder(v) for v in views]  # momentum encoder: backbone + projector
+    expected = contrast(queries[0], keys[1]) + contrast(queries[1], keys[0])
+    same_view = contrast(queries[0], keys[0]) + contrast(queries[1], keys[1])
+    assert not torch.allclose(expected, same_view, atol=1e-3)  # the pairing is observable with these weights
+    torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(out.features, model.backbone(views[0]))  # the probe sees the first view
+
+    out.loss.backward()
+    assert all(p.grad is None for p in model.momentum_encoder.parameters())  # keys carry no gradient: EMA only
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.predictor.parameters())
     assert model.backbone.conv1.weight.grad.abs().sum() > 0

@@ -2,7 +2,8 @@
 masking, MoCo v3's frozen patch projection, tiny runs (fine-tuning's layer-wise LR decay: tests/eval/test_finetune_recipe.py)."""
 from __future__ import annotations
 
-import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,7 +156,7 @@ def test_mocov3_tiny_run_writes_results(backbone, tmp_path):
                     tmp_path)
     assert results["method"] == "mocov3" and results["backbone"] == backbone and results["steps"] == 2
     assert results["primary_eval"] == "linear"
-    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert Path(results["checkpoint"]).is_file() and math.isfinite(results["metrics"]["train/loss"])
 
 
 def test_dino_on_a_vit_tiny_run_writes_results(tmp_path):
