@@ -9,6 +9,8 @@ arguments (key=value):
   format=torchvision|timm    how the printed code builds the model (default: torchvision for resnet18/34/50,
                              timm for a timm/<name> backbone; the weights are the same)
   out=DIR                    where to write the two files (default: the checkpoint's directory)
+  encoder=online|momentum    BYOL, MoCo v2/v3, DINO: which encoder's backbone (default: the run's
+                             method.eval_encoder: DINO's teacher, the others' online encoder)
 
 examples:
   python scripts/export.py ckpt_path=outputs/train/runs/2026-01-01_12-00-00/checkpoints/last.ckpt
@@ -23,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfsup.errors import UserError, exit_on_user_error  # noqa: E402  (light: no torch)
 
-KEYS = ("ckpt_path", "format", "out")
+KEYS = ("ckpt_path", "format", "out", "encoder")
 
 
 def parse(argv: list[str]) -> dict[str, str]:
@@ -46,8 +48,13 @@ def main(argv: list[str]) -> None:
     args = parse(argv)
     from selfsup.export import export_backbone  # (torch loads only now: --help stays instant)
 
-    paths, code = export_backbone(args["ckpt_path"], args.get("format") or None, args.get("out") or None)
-    print("wrote " + " and ".join(str(p) for p in paths))
+    paths, code = export_backbone(args["ckpt_path"], args.get("format") or None, args.get("out") or None,
+                                  args.get("encoder") or None)
+    from safetensors import safe_open
+
+    with safe_open(str(paths[0]), "pt") as f:
+        encoder = f.metadata()["encoder"]
+    print("wrote " + " and ".join(str(p) for p in paths) + f" (the {encoder} encoder's backbone)")
     print("load it with:")
     print("\n".join(f"  {line}" for line in code))
 

@@ -8,9 +8,13 @@ model the backbone came from, with the classifier removed:
   3x3 stride-1 conv1 and no max-pool: the printed code gives the stock model the same, in one more statement;
 * vit_tiny/small/base: timm's ViT of that size, built with the run's image and patch size and pooling;
 * timm/<name>: `timm.create_model("<name>", num_classes=0)`.
-Only the training module's `backbone.` prefix is dropped from the keys."""
+Only the training module's `backbone.` prefix is dropped from the keys. A momentum method's checkpoint exports
+the backbone its `method.eval_encoder` names (DINO: the teacher), or `encoder=online|momentum`; the file's
+metadata records which, and the backbone config (eval.py and train.py take the file as weights=)."""
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -54,26 +58,47 @@ def loading_code(backbone_cfg, fmt: str, path: str | Path) -> list[str]:
             f'model.load_state_dict(safetensors.torch.load_file("{Path(path).resolve()}"))']
 
 
-def export_backbone(ckpt_path: str, fmt: str | None = None, out: str | None = None) -> tuple[list[Path], list[str]]:
-    """Writes <out or the checkpoint's dir>/backbone.{safetensors,pt}; returns their paths and the loading code."""
+def writable_dir(path: Path) -> Path:
+    """`path`, made a directory and written to once (a temporary file), so that an export that cannot
+    be written fails before the checkpoint is read."""
+    path = path.expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as err:
+        raise UserError(f"cannot write the export to {path} ({err.strerror or err}): pass out=<a writable directory>") from None
+    return path
+
+
+def export_backbone(ckpt_path: str, fmt: str | None = None, out: str | None = None,
+                    encoder: str | None = None) -> tuple[list[Path], list[str]]:
+    """Writes <out or the checkpoint's dir>/backbone.{safetensors,pt}; returns their paths and the loading code.
+    `encoder`: a momentum method's online or momentum backbone (None: its method.eval_encoder)."""
     from safetensors.torch import save_file
 
     from selfsup.run.checkpoint import read_checkpoint
+    from selfsup.run.evaluated import trained_method
 
+    out_dir = writable_dir(Path(out) if out else Path(ckpt_path).expanduser().parent)
     saved = read_checkpoint(ckpt_path)
-    backbone_cfg = OmegaConf.create(saved.cfg).backbone
+    train_cfg = OmegaConf.create(saved.cfg)
+    backbone_cfg, method = train_cfg.backbone, trained_method(train_cfg)
+    encoder = encoder or (train_cfg.get("method") or {}).get("eval_encoder", "online")
+    method.check_encoder(encoder)
     fmt = fmt or default_format(backbone_cfg.name)
     if fmt not in FORMATS:
         raise UserError(f"format={fmt} is not one of {', '.join(FORMATS)}")
-    code_path = Path(out or saved.path.parent) / "backbone.safetensors"
+    code_path = out_dir / "backbone.safetensors"
     code = loading_code(backbone_cfg, fmt, code_path)  # (refuses a format the backbone has no stock model in)
     # (contiguous: channels_last conv weights are strided views, which safetensors refuses)
-    weights = {k: v.detach().cpu().contiguous() for k, v in backbone_state(saved.state_dict).items()}
+    prefix = method.encoder_prefix(encoder)
+    weights = {k: v.detach().cpu().contiguous() for k, v in backbone_state(saved.state_dict, prefix).items()}
     if not weights:
-        raise UserError(f"{saved.path} holds no backbone weights (no 'backbone.*' keys)")
-    code_path.parent.mkdir(parents=True, exist_ok=True)
+        raise UserError(f"{saved.path} holds no {encoder} backbone weights (no '{prefix}*' keys)")
+    # backbone_config: what eval.py / train.py weights= build to load the file into
     metadata = {"backbone": backbone_cfg.name, "format": fmt, "checkpoint": str(saved.path.resolve()),
-                "build": code[1]}
+                "encoder": encoder, "build": code[1],
+                "backbone_config": json.dumps(OmegaConf.to_container(backbone_cfg, resolve=True))}
     save_file(weights, str(code_path), metadata=metadata)
     torch.save(weights, code_path.with_suffix(".pt"))
     return [code_path, code_path.with_suffix(".pt")], code

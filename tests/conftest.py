@@ -110,3 +110,42 @@ def assert_one_line_error(proc, *expected: str, only_line: bool = True) -> str:
     for text in expected:
         assert text in errors[0], errors[0]
     return errors[0]
+
+
+IMAGE_FORMATS = ("png", "jpg", "webp", "bmp")
+
+
+def make_image_tree(root: Path, count: int = 36) -> Path:
+    """Unlabelled images as a user has them: nested folders, mixed formats and sizes, no classes, no val
+    split, plus a hidden file and a non-image that data=images must pass over."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        folder = root / f"trip{i % 3}" / ("day2/raw" if i % 4 == 0 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        height, width = (20 + 4 * (i % 5), 24 + 6 * (i % 3))
+        image = np.clip(rng.normal(110 + 40 * (i % 3), 50, size=(height, width, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / f"img_{i:03d}.{IMAGE_FORMATS[i % len(IMAGE_FORMATS)]}")
+    (root / "trip0" / "notes.txt").write_text("not an image\n")
+    (root / "trip1" / ".thumb.png").write_bytes(b"hidden, and not even an image")
+    return root
+
+
+def make_labelled_folder(root: Path, train_per_class: int = 12, val_per_class: int = 6) -> Path:
+    """A small labelled folder (data=folder layout, 3 colour-tinted classes under heavy noise: kNN at random init
+    is well above chance yet below 1), for eval.data= and eval.py."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for label, name in enumerate(("reddish", "greenish", "bluish")):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                image = rng.normal(110, 60, size=(20, 20, 3))
+                image[..., label] += 25
+                Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
+    return root

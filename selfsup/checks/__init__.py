@@ -7,8 +7,9 @@ One concern per file: `train.py` (what train.py runs, in order, and the recipe w
 `config.py` (schema keys, unset values, ranges, run options), `data.py` (data root, normalisation),
 `launch.py` (devices, precision, CPU processes, W&B, the recipe's global batch)."""
 from selfsup.checks.config import check_eval_options, resume_enabled
+from selfsup.checks.data import eval_data
 from selfsup.checks.launch import check_global_batch, requested_devices
 from selfsup.checks.train import check_inputs, check_train_config, recipe_warning
 
-__all__ = ["check_eval_options", "check_global_batch", "check_inputs", "check_train_config", "recipe_warning",
+__all__ = ["check_eval_options", "check_global_batch", "eval_data", "check_inputs", "check_train_config", "recipe_warning",
            "requested_devices", "resume_enabled"]

@@ -1,7 +1,7 @@
 """The config's own values: keys the schema lacks, `???` left unset, ranges, the run options."""
 from __future__ import annotations
 
-from selfsup.data.layout import FOLDER_LAYOUT
+from selfsup.data.layout import FOLDER_LAYOUT, IMAGES_LAYOUT, UNLABELLED_DATASETS
 from selfsup.errors import UserError
 
 RESUME_MODES = {"auto": True, "true": True, "never": False, "false": False, "none": False, "off": False}
@@ -23,6 +23,8 @@ def check_values(cfg) -> None:
             raise UserError(f"{key} must be > 0, got {value}: set {key}=<positive value>")
     if cfg.data.resolution is not None and cfg.data.resolution < 8:
         raise UserError(f"data.resolution={cfg.data.resolution} is too small: use at least 8 pixels")
+    if cfg.optimizer.weight_decay < 0:  # a negative decay pushes the weights away from 0: they grow without bound
+        raise UserError(f"optimizer.weight_decay must be >= 0 (0: none), got {cfg.optimizer.weight_decay}")
 
 
 def check_schema_keys(cfg) -> None:
@@ -75,7 +77,8 @@ def check_missing_values(cfg) -> None:
     walk(cfg, "")
     if missing:
         key = missing[0]
-        hint = f" (the data root, {FOLDER_LAYOUT})" if key == "data.root" else ""
+        layout = IMAGES_LAYOUT if cfg.data.get("name") in UNLABELLED_DATASETS else FOLDER_LAYOUT
+        hint = f" (the data root, {layout})" if key == "data.root" else ""
         more = f" (and {', '.join(missing[1:])})" if len(missing) > 1 else ""
         raise UserError(f"{key} is not set{more}: pass {key}=<value>{hint}")
 

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfsup.data.layout import FOLDER_DATASETS, FOLDER_LAYOUT
+from selfsup.data.layout import FOLDER_DATASETS, FOLDER_LAYOUT, IMAGES_LAYOUT, LIST_SUFFIXES, UNLABELLED_DATASETS
 from selfsup.errors import UserError
 
 IMAGE_CHANNELS = 3  # every dataset is loaded as RGB (digits and grey folders too)
 
 
 def check_data_root(data) -> None:
+    if data.name in UNLABELLED_DATASETS:
+        return _check_images_root(data.root)
     if data.name not in FOLDER_DATASETS:
         return  # torchvision datasets name their own missing files when they are built
     if not data.root:
@@ -25,6 +27,37 @@ def check_data_root(data) -> None:
             raise UserError(f"data root {root} has no {split}/ folder: expected {FOLDER_LAYOUT}")
     if data.class_list and not Path(str(data.class_list)).expanduser().is_file():
         raise UserError(f"data.class_list={data.class_list} does not exist: point it at a file naming one class per line")
+
+
+def _check_images_root(root) -> None:
+    if not root:
+        raise UserError(f"data.root is not set: pass data.root=<{IMAGES_LAYOUT}>")
+    path = Path(str(root)).expanduser()
+    if not path.exists():
+        raise UserError(f"data root {path} does not exist: point data.root at {IMAGES_LAYOUT}")
+    if path.is_file() and path.suffix.lower() not in LIST_SUFFIXES:
+        raise UserError(f"data root {path} is a file but not a {' or '.join(LIST_SUFFIXES)} list of image paths: "
+                        f"point data.root at {IMAGES_LAYOUT}")
+    if path.is_dir() and not any(path.iterdir()):
+        raise UserError(f"data root {path} is empty: point data.root at {IMAGES_LAYOUT}")
+
+
+def eval_data(cfg):
+    """The data config eval.data names (checked: labelled, and where it says), or None when it is not set."""
+    choice = (cfg.get("eval") or {}).get("data")
+    if choice is None:
+        return None
+    from selfsup.config.data_choice import data_config
+
+    data = data_config(str(choice), cfg.paths)
+    if data.name in UNLABELLED_DATASETS:
+        raise UserError(f"eval.data={choice} has no labels: name labelled data, a folder laid out as {FOLDER_LAYOUT} "
+                        "or a dataset such as cifar10")
+    try:
+        check_data_root(data)
+    except UserError as err:
+        raise UserError(f"eval.data={choice}: {err}") from None
+    return data
 
 
 def check_normalisation(data) -> None:

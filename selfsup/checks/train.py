@@ -7,7 +7,7 @@ from pathlib import Path
 
 from selfsup.checks.config import (check_missing_values, check_ranges, check_run_options,
                                    check_schema_keys, check_values, check_warmup)
-from selfsup.checks.data import check_data_root, check_normalisation
+from selfsup.checks.data import check_data_root, check_normalisation, eval_data
 from selfsup.checks.launch import check_cpu_devices, check_devices, check_precision, check_wandb
 
 BENCHMARK_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100")
@@ -28,6 +28,7 @@ def check_inputs(cfg) -> None:
     check_ranges(cfg)
     check_run_options(cfg)
     check_data_root(cfg.data)
+    eval_data(cfg)
     check_normalisation(cfg.data)
     check_warmup(cfg)
     check_devices(cfg)

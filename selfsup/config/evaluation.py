@@ -90,3 +90,6 @@ class EvalConfig:
     label_fraction: Optional[float] = None  # low-shot: linear and fine-tuning on a class-balanced, seeded part
                                             # of the labelled split (0.01, 0.1); null: all of it
     knn_at_init: bool = True
+    data: Optional[str] = None              # labelled data to score on instead of the pretraining data's own
+                                            # splits: a data config name (cifar10) or a labelled folder's root;
+                                            # data=images (no labels) is scored only with it

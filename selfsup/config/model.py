@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Optional
 
 from omegaconf import MISSING
@@ -36,6 +37,11 @@ class HeadConfig:
     last_batch_norm: bool = False
 
 
+class EvalEncoder(StrEnum):  # an Enum field: Hydra refuses method.eval_encoder=teachr at compose time
+    online = "online"                       # the encoder gradients train (student, query encoder)
+    momentum = "momentum"                   # its EMA copy (DINO's teacher, MoCo's key encoder, BYOL's target)
+
+
 @dataclass
 class MethodConfig:
     _target_: str = MISSING
@@ -56,6 +62,7 @@ class MoCoV2Config(MethodConfig):
     queue_size: int = MISSING               # K negatives; a multiple of the global batch
     momentum: float = MISSING               # key encoder EMA
     momentum_cosine: bool = MISSING         # anneal the momentum to 1 over training (cosine)
+    eval_encoder: EvalEncoder = MISSING     # which encoder is evaluated and exported
     symmetric: bool = MISSING               # both view orders (MoCo v2 itself: one)
 
 
@@ -65,6 +72,7 @@ class BYOLConfig(MethodConfig):
     predictor: HeadConfig = field(default_factory=HeadConfig)
     momentum: float = MISSING               # target EMA, base of the schedule
     momentum_cosine: bool = MISSING         # cosine from `momentum` to 1 over training
+    eval_encoder: EvalEncoder = MISSING     # which encoder is evaluated and exported
 
 
 @dataclass
@@ -99,6 +107,7 @@ class DINOConfig(MethodConfig):
     head: DINOHeadConfig = field(default_factory=DINOHeadConfig)
     momentum: float = MISSING               # teacher EMA, base of the schedule
     momentum_cosine: bool = MISSING         # cosine from `momentum` to 1 over training
+    eval_encoder: EvalEncoder = MISSING     # which encoder is evaluated and exported
     freeze_last_layer_epochs: int = MISSING  # the head's last layer gets no update for this many epochs
 
 
@@ -185,4 +194,5 @@ class MoCoV3Config(MethodConfig):
     predictor: HeadConfig = field(default_factory=HeadConfig)
     momentum: float = MISSING               # momentum encoder EMA, base of the schedule
     momentum_cosine: bool = MISSING         # cosine from `momentum` to 1 over training
+    eval_encoder: EvalEncoder = MISSING     # which encoder is evaluated and exported
     freeze_patch_embed: bool = MISSING      # ViTs: a fixed random patch projection (stabilises training)

@@ -106,6 +106,8 @@ class TrainConfig:
     tags: List[str] = field(default_factory=list)
     seed: Optional[int] = 42
     ckpt_path: Optional[str] = None
+    weights: Optional[str] = None           # warm start the backbone: a state dict file, resnet50.IMAGENET1K_V2,
+                                            # timm/<model>.<tag> (local caches only) or random
     hparams_search: Any = None              # conf/hparams_search/<name>.yaml (Optuna), a multirun
     optimized_metric: Optional[str] = None  # what train.py returns to a sweeper, e.g. val/knn_top1
     compile: bool = False                   # torch.compile the backbone (first steps slower, later ones faster)

@@ -15,6 +15,7 @@ from selfsup.errors import UserError
 
 MAX_INFERRED_RESOLUTION = 224
 MAX_UPSCALE = 4  # data.resolution at most this many times the images' own side (digits: 8 px -> 32)
+UNLABELLED_PICTURE_IMAGES = 1000  # data=images without eval.data: the images neighbours.png and embedding.png show
 
 
 class TransformedDataset(Dataset):
@@ -52,10 +53,11 @@ def collate_encoded(items):
     return [data for data, _ in items], torch.tensor([label for _, label in items])
 
 
-def data_values(data_cfg, datasets: tuple[Dataset, Dataset, Dataset]) -> dict:
+def data_values(data_cfg, datasets: tuple[Dataset, Dataset, Dataset], eval_data=None) -> dict:
     """What the data config leaves to the data, {"resolution": ..., "num_classes": ...}, from the
     datasets `build_datasets(data_cfg)` returned; a set value is kept (a resolution far above the
-    images' own is refused). Nothing is written: the caller merges the values into the config it uses."""
+    images' own is refused); with `eval_data` (the data config eval.data names, which the labelled splits
+    come from) its classes. Nothing is written: the caller merges the values into the config it uses."""
     pretrain, labelled, _ = datasets
     native = first_image_size(pretrain)
     resolution = data_cfg.resolution
@@ -65,14 +67,17 @@ def data_values(data_cfg, datasets: tuple[Dataset, Dataset, Dataset]) -> dict:
         raise UserError(
             f"data.resolution={resolution} is over {MAX_UPSCALE}x the {native} px images of "
             f"{data_cfg.name}: use data.resolution<={MAX_UPSCALE * native} (null: the images' own size)")
-    num_classes = data_cfg.num_classes if data_cfg.num_classes is not None else len(labelled.classes)
+    scored = eval_data if eval_data is not None else data_cfg  # whose classes the labelled splits have
+    num_classes = scored.num_classes if labelled is not None else None  # (data=images alone: no classes)
+    if labelled is not None and num_classes is None:
+        num_classes = len(labelled.classes)
     return {"resolution": resolution, "num_classes": num_classes}
 
 
-def completed_config(cfg: DictConfig, datasets: tuple[Dataset, Dataset, Dataset]) -> DictConfig:
+def completed_config(cfg: DictConfig, datasets: tuple[Dataset, Dataset, Dataset], eval_data=None) -> DictConfig:
     """A copy of the train config `cfg` with `data_values` in data.resolution / num_classes; other
     groups read those by interpolation, so build everything from the copy. `cfg` stays as it was."""
-    return OmegaConf.merge(cfg, {"data": data_values(cfg.data, datasets)})
+    return OmegaConf.merge(cfg, {"data": data_values(cfg.data, datasets, eval_data)})
 
 
 class SSLDataModule(pl.LightningDataModule):
@@ -85,7 +90,7 @@ class SSLDataModule(pl.LightningDataModule):
         self.num_workers = self._num_workers(devices_per_node)
         if data_cfg.get("decode_on_gpu", False):
             EncodedImages(self.pretrain)  # fails now, in one line, if the dataset is not an image folder
-        if len(self.pretrain) < data_cfg.batch_size:
+        if augmentation_cfg is not None and len(self.pretrain) < data_cfg.batch_size:  # (None: evaluation only)
             raise UserError(
                 f"data.batch_size={data_cfg.batch_size} exceeds the {len(self.pretrain)} training "
                 f"images of {data_cfg.name}; with drop_last no batch would remain: lower data.batch_size"
@@ -119,7 +124,9 @@ class SSLDataModule(pl.LightningDataModule):
         return self._loader(dataset, self.cfg.batch_size, train=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        """[kNN memory bank (labelled train images), validation images]."""
+        """[kNN memory bank (labelled train images), validation images]; none without labelled data."""
+        if self.labelled is None:
+            return []
         bank = self.labelled
         if self.cfg.knn_bank_size and self.cfg.knn_bank_size < len(bank):
             keep = torch.randperm(len(bank), generator=torch.Generator().manual_seed(0))
@@ -131,8 +138,14 @@ class SSLDataModule(pl.LightningDataModule):
 
     def evaluation_loaders(self) -> tuple[DataLoader, DataLoader]:
         """Full labelled train split and validation split, augmentation-free, for kNN and the
-        offline linear probe. Single-process loaders: they run once, after training."""
+        offline linear probe. Single-process loaders: they run once, after training. Without labelled
+        data: one loader, twice, of a seeded sample of the pretraining images (the pictures' neighbours
+        and embedding)."""
         make = lambda ds: DataLoader(  # noqa: E731
             self._eval_dataset(ds), batch_size=self.cfg.batch_size, num_workers=self.num_workers
         )
         return make(self.labelled), make(self.val)
+        if self.labelled is None:
+            keep = torch.randperm(len(self.pretrain), generator=torch.Generator().manual_seed(0))
+            sample = make(Subset(self.pretrain, keep[:UNLABELLED_PICTURE_IMAGES].tolist()))
+            return sample, sample

@@ -4,6 +4,8 @@ Every dataset is checked when it is built, so a wrong root or layout fails with 
 names the path and the layout expected, not a traceback from deep inside torchvision."""
 from __future__ import annotations
 
+import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +13,8 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision import datasets as tvd
 
-from selfsup.data.layout import FOLDER_LAYOUT
+from selfsup.data.layout import FOLDER_LAYOUT, IMAGE_SUFFIXES, IMAGES_LAYOUT, LIST_SUFFIXES
 from selfsup.errors import UserError
-
-IMAGE_EXTENSIONS = tvd.folder.IMG_EXTENSIONS
 
 
 class DigitsDataset(Dataset):
@@ -99,6 +99,54 @@ class CheckedImageFolder(tvd.ImageFolder):
         raise UserError(f"no readable image in {self.root}")
 
 
+NO_LABEL = -1  # the label of an unlabelled image (the online probe's cross-entropy ignores it)
+
+
+class ImageFiles(CheckedImageFolder):
+    """data=images: every image under a folder tree (any nesting; hidden files and folders left out),
+    or every path listed in a .txt/.csv file (a CSV's first column; relative to the file's folder), each
+    labelled NO_LABEL. Unreadable images are named or skipped as in CheckedImageFolder."""
+
+    def find_classes(self, directory):
+        return [], {}
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        paths = _listed_images(Path(directory)) if Path(directory).is_file() else _images_under(Path(directory))
+        if not paths:
+            raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {directory}: expected {IMAGES_LAYOUT}")
+        return [(str(path), NO_LABEL) for path in paths]
+
+
+def _images_under(root: Path) -> list[Path]:
+    found = []
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        found += [Path(folder) / f for f in sorted(files)
+                  if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
+    return found
+
+
+def _listed_images(listing: Path) -> list[Path]:
+    """The image paths a .txt (one per line) or .csv (first column; a header row is skipped) file lists."""
+    if listing.suffix.lower() not in LIST_SUFFIXES:
+        raise UserError(f"data.root={listing} is a file but not a list of images: use a {' or '.join(LIST_SUFFIXES)} "
+                        "file with one image path per line, or a folder")
+    if listing.suffix.lower() == ".csv":
+        with open(listing, newline="") as f:
+            entries = [row[0].strip() for row in csv.reader(f) if row and row[0].strip()]
+        if entries and not entries[0].lower().endswith(IMAGE_SUFFIXES):
+            entries = entries[1:]  # a header
+    else:
+        entries = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+    paths = [(listing.parent / entry).expanduser() for entry in entries]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise UserError(f"{len(missing)} of the {len(paths)} images listed in {listing} do not exist, e.g. "
+                        f"{missing[0]}: fix the list (relative paths start at the list's folder)")
+    return paths
+
+
 def read_skipped_images(path) -> list[str]:
     """The unreadable images listed in `path` (see CheckedImageFolder), each once, in order."""
     try:
@@ -141,10 +189,22 @@ def _torchvision(cls, root: str, download: bool, name: str, **kwargs) -> Dataset
         ) from None
 
 
-def build_datasets(cfg) -> tuple[Dataset, Dataset, Dataset]:
+def build_datasets(cfg, eval_data=None) -> tuple[Dataset, Dataset | None, Dataset | None]:
     """Returns (pretrain, labelled_train, val): pretraining images, the labelled training images
-    the kNN bank and linear probe are fitted on, and the held-out evaluation split."""
+    the kNN bank and linear probe are fitted on, and the held-out evaluation split. `eval_data` (the
+    data config eval.data names): the labelled splits come from it; data=images without it has none."""
+    if eval_data is not None:
+        _, labelled, val = build_datasets(eval_data)
+        if labelled is None:
+            raise UserError(f"eval.data={eval_data.root} is data=images, which has no labels: point eval.data at "
+                            f"labelled data ({FOLDER_LAYOUT}, or a dataset name such as cifar10)")
+        return build_datasets(cfg)[0], labelled, val
     name = cfg.name
+    if name == "images":
+        root = Path(str(cfg.root)).expanduser() if cfg.root else None
+        if root is None or not root.exists():
+            raise UserError(f"data.root={cfg.root} does not exist: point it at {IMAGES_LAYOUT}")
+        return ImageFiles(str(root), skip_corrupt=cfg.skip_corrupt), None, None
     if name == "digits":
         train = DigitsDataset(train=True)
         return train, train, DigitsDataset(train=False)
@@ -166,7 +226,7 @@ def build_datasets(cfg) -> tuple[Dataset, Dataset, Dataset]:
         val = _image_folder(root / "val", cfg, classes)
         return train, train, val
     raise UserError(
-        f"unknown dataset '{name}': use data=digits|cifar10|cifar100|stl10|imagenet|imagenet100|folder"
+        f"unknown dataset '{name}': use data=digits|cifar10|cifar100|stl10|imagenet|imagenet100|folder|images"
     )
 
 

@@ -20,6 +20,8 @@ def embed_evaluation_splits(backbone, datamodule, device, bf16: bool) -> tuple[t
     backbone.to(device)
     train_loader, val_loader = datamodule.evaluation_loaders()
     train_x, train_y = extract_features(backbone, train_loader, device, bf16, "embedding train split")
+    if val_loader is train_loader:  # unlabelled images: one sample stands for both
+        return train_x, train_y, train_x, train_y
     val_x, val_y = extract_features(backbone, val_loader, device, bf16, "embedding val split")
     return train_x, train_y, val_x, val_y
 

@@ -19,11 +19,13 @@ from torch import nn
 
 from selfsup import distributed
 from selfsup.data.gpu_augment import DeviceAugment
+from selfsup.data.layout import trains_online_probe
 from selfsup.errors import UserError
 from selfsup.eval.features import EvaluationInput
 from selfsup.eval.knn import knn_top1
 from selfsup.methods.nonfinite import guard_loss
 from selfsup.models.backbones import build_backbone
+from selfsup.models.weights import load_weights
 from selfsup.optim import build_optimizer, build_scheduler, parameter_groups, scaled_lr
 
 # The batch-transfer hooks below are the module's on purpose (the device augmentation is part of the
@@ -73,9 +75,10 @@ class SSLMethod(pl.LightningModule):
         self.loss_fn = instantiate(cfg.loss) if cfg.get("loss") is not None else None
         # Parameter-free BatchNorm first (as in MAE's linear probing): the probe then sees features of
         # a stable scale however the backbone's drift during SSL training, so one LR fits all methods.
+        # None without labels to learn from (data=images, eval.data: trains_online_probe).
         self.online_probe = nn.Sequential(
             nn.BatchNorm1d(self.feature_dim, affine=False), nn.Linear(self.feature_dim, cfg.data.num_classes)
-        )
+        ) if trains_online_probe(cfg) else None
         self.channels_last = cfg.backbone.channels_last
         # augmentation.on_device / data.decode_on_gpu: colour ops (and decode + crop) as batched tensor ops
         self.device_augment = DeviceAugment.from_config(cfg)
@@ -106,6 +109,30 @@ class SSLMethod(pl.LightningModule):
     def training_loss(self, views: list[torch.Tensor]) -> StepOutput:
         raise NotImplementedError
 
+    # --- which encoder is scored (momentum methods: method.eval_encoder) -----------------------
+    encoders: tuple[str, ...] = ("online",)
+
+    @classmethod
+    def check_encoder(cls, encoder: str) -> None:
+        """eval.py / export.py encoder=: one this method has."""
+        if encoder not in cls.encoders:
+            raise UserError(f"encoder={encoder}: {cls.__name__} has only {' and '.join(cls.encoders)} encoder(s) "
+                            "(BYOL, MoCo v2/v3 and DINO have a momentum one): use encoder=online or leave it out")
+
+    @classmethod
+    def encoder_prefix(cls, encoder: str) -> str:
+        """The state_dict prefix, in a checkpoint of this method, of the backbone of `encoder`."""
+        return "backbone."
+
+    def start_from(self, weights) -> None:
+        """Warm start (weights=): `weights` (selfsup.models.weights.Weights) into the backbone."""
+        load_weights(self.backbone, weights)
+
+    def evaluated_backbone(self) -> nn.Module:
+        """The backbone the kNN monitor and the final evaluation score (eval.py and export.py read it
+        from the checkpoint through `encoder_prefix`)."""
+        return self.backbone
+
     # --- shared machinery -------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(self._memory_format(images))
@@ -118,6 +145,8 @@ class SSLMethod(pl.LightningModule):
         the configured memory format) and the online probe's loss on its detached features. The
         bench's bare loop calls this too, so it times exactly what is trained."""
         out = self.training_loss([self._memory_format(v) for v in views])
+        if self.online_probe is None:
+            return out, out.loss.new_zeros(())
         return out, F.cross_entropy(self.online_probe(out.features.detach()), labels, ignore_index=-1)
 
     def training_step(self, batch, batch_idx):
@@ -126,7 +155,8 @@ class SSLMethod(pl.LightningModule):
         if loss is None:  # non-finite, on_nonfinite=skip: no backward and no update for this batch
             return None
         self.log("train/loss", out.loss, prog_bar=True)
-        self.log("train/online_linear_loss", probe_loss)
+        if self.online_probe is not None:
+            self.log("train/online_linear_loss", probe_loss)
         schedulers = self.lr_schedulers()  # a list when a method has several optimizers (a GAN critic)
         lr = (schedulers[0] if isinstance(schedulers, list) else schedulers).get_last_lr()[0]
         self.log("train/lr", torch.tensor(lr))  # a CPU tensor: a float would be copied to the GPU, a sync per step
@@ -176,7 +206,7 @@ class SSLMethod(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         images, labels = batch
-        features = self(self.evaluation_input(images))
+        features = self.evaluated_backbone()(self._memory_format(self.evaluation_input(images)))
         self._val_features.setdefault(dataloader_idx, []).append(features.float())
         self._val_labels.setdefault(dataloader_idx, []).append(labels)
 
@@ -195,8 +225,9 @@ class SSLMethod(pl.LightningModule):
         if knn is not None:
             acc = knn_top1(bank[0], bank[1], val[0], val[1], self.cfg.data.num_classes, knn.k, knn.temperature)
             self.log("val/knn_top1", acc, rank_zero_only=True)
-        probe_acc = (self.online_probe(val[0]).argmax(1) == val[1]).float().mean().item()
-        self.log("val/online_linear_top1", probe_acc, rank_zero_only=True)
+        if self.online_probe is not None:
+            probe_acc = (self.online_probe(val[0]).argmax(1) == val[1]).float().mean().item()
+            self.log("val/online_linear_top1", probe_acc, rank_zero_only=True)
 
     def _is_final_full_validation(self, bank_size: int, val_size: int) -> bool:
         """The last epoch's monitor embedded exactly what the final evaluation would (every image, one
@@ -232,8 +263,9 @@ class SSLMethod(pl.LightningModule):
         groups = parameter_groups(ssl_modules, *rules)
         for name in self.constant_lr_modules:
             groups += [{**group, "constant_lr": True} for group in parameter_groups(getattr(self, name), *rules)]
-        groups.append({"params": list(self.online_probe.parameters()), "weight_decay": 0.0,
-                       "lr": cfg.probe_lr, "lars_exclude": True})
+        if self.online_probe is not None:
+            groups.append({"params": list(self.online_probe.parameters()), "weight_decay": 0.0,
+                           "lr": cfg.probe_lr, "lars_exclude": True})
         optimizer = build_optimizer(cfg, groups, lr)
         return optimizer, build_scheduler(self.cfg.scheduler, optimizer, total_steps, steps_per_epoch)
 

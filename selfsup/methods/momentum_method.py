@@ -17,9 +17,23 @@ class MomentumMethod(SSLMethod):
     """Reads `method.momentum` (the base momentum) and `method.momentum_cosine` (schedule it from
     base to 1 over `trainer.estimated_stepping_batches`, BYOL; else constant, MoCo). A subclass
     builds its online heads, then calls `make_momentum_target()`: the frozen copy of
-    `online_encoder()` (backbone and projector unless overridden) under the name `target_name`."""
+    `online_encoder()` (backbone and projector unless overridden) under the name `target_name`; its
+    first module is the momentum backbone, which `method.eval_encoder=momentum` evaluates and exports."""
 
     target_name = "target_encoder"  # the target's attribute, hence its state_dict prefix
+    encoders = ("online", "momentum")  # method.eval_encoder: which one is evaluated and exported
+
+    @classmethod
+    def encoder_prefix(cls, encoder: str) -> str:
+        return f"{cls.target_name}.0." if encoder == "momentum" else super().encoder_prefix(encoder)
+
+    def start_from(self, weights) -> None:
+        super().start_from(weights)
+        for online, target in self.momentum_pairs():  # the target starts as a copy of the online encoder
+            update(online, target, 0.0)
+
+    def evaluated_backbone(self) -> nn.Module:
+        return getattr(self, self.target_name)[0] if self.cfg.method.eval_encoder == "momentum" else self.backbone
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -85,9 +85,9 @@ def build_backbone(
     return backbone
 
 
-def backbone_state(state_dict: dict) -> dict:
-    """The backbone's own weights in a training module's state dict, keyed as the bare backbone has them."""
-    prefix = "backbone."
+def backbone_state(state_dict: dict, prefix: str = "backbone.") -> dict:
+    """The backbone's own weights in a training module's state dict, keyed as the bare backbone has them
+    (`prefix`: a momentum method's EMA backbone is `<target>.0.`, see SSLMethod.encoder_prefix)."""
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from selfsup.data.datasets import NO_LABEL
 from selfsup.pictures.grids import class_name
 
 EMBEDDING_MAX_POINTS = 2000      # t-SNE above this many validation images: a fixed random subset
@@ -37,6 +38,7 @@ def save_embedding(val_x, val_y, class_names, path: Path, note: str = "") -> Pat
         val_x, val_y = val_x[keep.to(val_x.device)], val_y[keep]
     points = embed_2d(val_x)
     classes = val_y.unique().tolist()
+    labelled = classes != [NO_LABEL]  # unlabelled images (data=images alone): one colour, no legend
     cmap = colormaps["tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20 else "turbo"]
     fig = Figure(figsize=(7.5, 6))
     ax = fig.add_subplot()
@@ -44,11 +46,12 @@ def save_embedding(val_x, val_y, class_names, path: Path, note: str = "") -> Pat
         mask = (val_y == c).numpy()
         colour = cmap(i if len(classes) <= 20 else i / max(1, len(classes) - 1))
         ax.scatter(points[mask, 0], points[mask, 1], s=7, color=colour, label=class_name(class_names, c))
-    if len(classes) <= 20:
+    if labelled and len(classes) <= 20:
         ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(f"validation features, {len(points)} images: PCA to 50 dims, then t-SNE{note}", fontsize=9)
+    what = "validation features" if labelled else "features of unlabelled training images (no classes)"
+    ax.set_title(f"{what}, {len(points)} images: PCA to 50 dims, then t-SNE{note}", fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     return path

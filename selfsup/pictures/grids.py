@@ -88,28 +88,35 @@ def query_indices(val_labels: torch.Tensor, count: int = QUERIES) -> list[int]:
     return (indices + rest)[:count]
 
 
-def nearest_neighbours(bank_x, val_x, queries: list[int], k: int = NEIGHBOURS) -> torch.Tensor:
-    """(len(queries), k) indices into the bank by cosine similarity, nearest first (as the kNN classifier)."""
+def nearest_neighbours(bank_x, val_x, queries: list[int], k: int = NEIGHBOURS, same_images: bool = False) -> torch.Tensor:
+    """(len(queries), k) indices into the bank by cosine similarity, nearest first (as the kNN classifier);
+    `same_images` (the queries are bank images): each query's own image left out."""
     bank = F.normalize(bank_x.float(), dim=1)
     query = F.normalize(val_x[queries].float(), dim=1)
-    return (query @ bank.T).topk(min(k, len(bank)), dim=1).indices.cpu()
+    similarity = query @ bank.T
+    if same_images:
+        similarity[torch.arange(len(queries)), torch.tensor(queries)] = float("-inf")
+    return similarity.topk(min(k, len(bank) - same_images), dim=1).indices.cpu()
 
 
 def save_neighbours(features, bank_images, val_images, mean, std, class_names, path: Path) -> Path:
     """features: (bank_x, bank_y, val_x, val_y) as the final evaluation has them; bank_images / val_images:
     the datasets they were embedded from, in the same order (item i -> (normalised image, label))."""
     bank_x, bank_y, val_x, val_y = features
+    labelled = bool((val_y >= 0).any())  # unlabelled images (data=images alone): no frames, no class names
     queries = query_indices(val_y)
-    neighbours = nearest_neighbours(bank_x, val_x, queries)
+    neighbours = nearest_neighbours(bank_x, val_x, queries, same_images=bank_images is val_images)
     bank_y, val_y = bank_y.cpu(), val_y.cpu()
     image = lambda dataset, i: denormalize(dataset[i][0][None], mean, std)[0]  # noqa: E731
     rows, labels = [], []
     for q, row in zip(queries, neighbours.tolist()):
         same = [int(bank_y[n]) == int(val_y[q]) for n in row]
-        rows.append([_cell(image(val_images, q))] + [
-            _cell(image(bank_images, n), SAME_CLASS if s else OTHER_CLASS) for n, s in zip(row, same)])
-        labels.append(f"{class_name(class_names, int(val_y[q]))}: {sum(same)}/{len(row)}")
+        frames = [SAME_CLASS if s else OTHER_CLASS for s in same] if labelled else [NEUTRAL] * len(row)
+        rows.append([_cell(image(val_images, q))] + [_cell(image(bank_images, n), f) for n, f in zip(row, frames)])
+        labels.append(f"{class_name(class_names, int(val_y[q]))}: {sum(same)}/{len(row)}" if labelled else f"image {q}")
     title = (f"validation query (left) and its {neighbours.shape[1]} nearest training images by the final "
-             "features\ngreen frame: same class as the query, red: another class")
+             "features\ngreen frame: same class as the query, red: another class") if labelled else (
+             f"query image (left) and its {neighbours.shape[1]} nearest other images by the final features "
+             "(no labels: no right/wrong frames)")
     columns = ["query"] + [str(i + 1) for i in range(neighbours.shape[1])]
     return _save_grid(rows, labels, title, path, columns)

@@ -12,7 +12,8 @@ from selfsup.report.runs import (ACCURACIES, Run, data_label, group_scores, is_s
 
 def score_line(results: dict) -> Optional[str]:
     """The run's final accuracies on one line, kNN with its change since initialisation, e.g.
-    `final: kNN top-1 0.4123 (+0.0512 from init 0.3611), linear top-1 0.5010`; None without any."""
+    `final: kNN top-1 0.4123 (+0.0512 from init 0.3611), linear top-1 0.5010`; a run whose evaluation was
+    skipped (unlabelled images): its last loss and the images it saw; None otherwise."""
     parts = []
     for key, label in ACCURACIES:
         value = results.get(key)
@@ -23,7 +24,14 @@ def score_line(results: dict) -> Optional[str]:
         if isinstance(at_init, (int, float)) and not isinstance(at_init, bool):
             part += f" ({value - at_init:+.4f} from init {at_init:.4f})"
         parts.append(part)
-    return "final: " + ", ".join(parts) if parts else None
+    if parts:
+        return "final: " + ", ".join(parts)
+    if "eval_skipped" not in results:
+        return None
+    loss = (results.get("metrics") or {}).get("train/loss")
+    trained = f"train/loss {loss:.4f} after " if isinstance(loss, float) else ""
+    return (f"final: {trained}{results.get('steps')} steps, {results.get('images_seen')} images seen; no scores "
+            f"(evaluation skipped: {results['eval_skipped']})")
 
 
 def _fmt_acc(value) -> str:

@@ -135,6 +135,8 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
     if not cfg.trainer.enable_progress_bar:
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
+    if cfg.trainer.get("limit_val_batches") == 0:  # no kNN monitor (data=images alone): no best epoch to keep
+        callbacks = [c for c in callbacks if not str(getattr(c, "monitor", None) or "").startswith("val/")]
     callbacks += [ThroughputMonitor(), CpuThreadsPerRank(), RunState(), RunProgress()]  # RunProgress reads ThroughputMonitor
     if cfg.images:
         callbacks.append(ViewsPicture(run_dir, cfg.data.mean, cfg.data.std))

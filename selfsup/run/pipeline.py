@@ -13,15 +13,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
 from selfsup import distributed
-from selfsup.checks import check_eval_options, requested_devices
+from selfsup.checks import check_eval_options, eval_data, requested_devices
 from selfsup.data.datamodule import SSLDataModule, completed_config, data_values
 from selfsup.data.datasets import SKIPPED_IMAGES_FILE, build_datasets, read_skipped_images
 from selfsup.errors import UserError
 from selfsup.eval.evaluate import embed_evaluation_splits, evaluate_backbone
 from selfsup.eval.features import EvaluatedBackbone, EvaluationInput
-from selfsup.models.backbones import backbone_state, build_backbone
+from selfsup.models.weights import check_backbone, find_weights
 from selfsup.pictures.publish import save_final_pictures
-from selfsup.run.checkpoint import ResumeCheckpoint, read_checkpoint
+from selfsup.run.checkpoint import ResumeCheckpoint
+from selfsup.run.evaluated import build_evaluated, evaluation_data, evaluation_source
 from selfsup.run.history import CsvHistory
 from selfsup.run.launch import (build_trainer, check_launch, check_run, check_strategy, planned_world_size,
                                 training_device)
@@ -46,22 +47,30 @@ def pretrain(cfg: DictConfig) -> dict:
     method = get_class(cfg.method._target_)
     check_strategy(cfg, method)
     resume = resume_point(cfg)  # may point paths.output_dir at the run it continues
+    weights = find_weights(cfg.weights) if cfg.get("weights") else None  # warm start, located before any work
+    if weights is not None:
+        check_backbone(weights, cfg.backbone.name)
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # (the seed is in the config and results.json)
     world = planned_world_size(cfg.trainer)
-    datasets = build_datasets(cfg.data)
+    scored_data = eval_data(cfg)  # eval.data: the labelled splits come from it
+    datasets = build_datasets(cfg.data, scored_data)
     skipped_list = Path(cfg.paths.output_dir) / SKIPPED_IMAGES_FILE
     for dataset in {id(d): d for d in datasets}.values():
         if hasattr(dataset, "log_skipped_to"):  # data.skip_corrupt: one list for all loader workers and ranks
             dataset.log_skipped_to(skipped_list)
-    cfg = completed_config(cfg, datasets)  # data.resolution / num_classes from the data: other groups interpolate them
+    cfg = completed_config(cfg, datasets, scored_data)  # data.resolution / num_classes from the data: other groups interpolate them
     datamodule = SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=requested_devices(cfg.trainer.devices) or 1,
                                datasets=datasets)
     check_run(cfg, world, datamodule, method)
     with open_dict(cfg):
+        if datamodule.labelled is None:  # no labels: no kNN monitor
+            cfg.trainer.limit_val_batches = 0
         cfg.trainer.check_val_every_n_epoch = monitor_interval(cfg, datamodule)
     OmegaConf.resolve(cfg)  # ranks spawned by ddp_spawn have no Hydra context to resolve ${hydra:...} in
     model = method(cfg)
+    if weights is not None and resume is None:  # (resuming, the checkpoint's weights replace them anyway)
+        model.start_from(weights)
     if cfg.strategy.split_bn_groups > 1:  # strategy=single_shufflebn: per-device BN of that many devices
         distributed.convert_split_batchnorm(model, cfg.strategy.split_bn_groups)
     trainer = build_trainer(cfg)
@@ -69,9 +78,9 @@ def pretrain(cfg: DictConfig) -> dict:
     csv_history = CsvHistory(trainer.loggers, resume.global_step if resume else None)
 
     device, bf16 = training_device(cfg.trainer), "bf16" in str(cfg.trainer.precision)
-    evaluated = EvaluatedBackbone(model.backbone, model.evaluation_input)
+    evaluated = EvaluatedBackbone(model.evaluated_backbone(), model.evaluation_input)
     at_init, seconds = {}, {}
-    if cfg.eval.knn_at_init and cfg.eval.knn is not None and rank_zero_only.rank == 0:
+    if cfg.eval.knn_at_init and cfg.eval.knn is not None and datamodule.labelled is not None and rank_zero_only.rank == 0:
         start = time.perf_counter()
         at_init = evaluate_backbone(evaluated, datamodule, cfg.eval, device, bf16, linear=False)
         seconds["init_eval"] = time.perf_counter() - start
@@ -88,10 +97,15 @@ def pretrain(cfg: DictConfig) -> dict:
 
     start = time.perf_counter()
     features = model.final_eval_features or embed_evaluation_splits(evaluated, datamodule, device, bf16)
-    scores = evaluate_backbone(evaluated, datamodule, cfg.eval, device, bf16, features=features)
+    if datamodule.labelled is None:
+        scores = {"eval_skipped": f"data={cfg.data.name} has no labels and eval.data is not set: pass eval.data=<a "
+                                  "labelled folder or a dataset name, e.g. cifar10> for kNN and linear scores"}
+    else:
+        scores = evaluate_backbone(evaluated, datamodule, cfg.eval, device, bf16, features=features)
     seconds["final_eval"] = time.perf_counter() - start
     progress = run_progress(trainer)  # rank 0's, also when it trained in a spawned process
     seconds.update(training=train_seconds - progress["monitor_seconds"], monitor=progress["monitor_seconds"])
+    global_batch = cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
     last = next((c.path for c in trainer.callbacks if isinstance(c, ResumeCheckpoint)), None)
     skipped = read_skipped_images(skipped_list)
     results = {
@@ -99,11 +113,14 @@ def pretrain(cfg: DictConfig) -> dict:
         "primary_eval": cfg.method.primary_eval,  # the evaluation the method's paper leads with (MAE: finetune)
         "data": cfg.data.name,
         "backbone": cfg.backbone.name,
+        "encoder": cfg.method.get("eval_encoder", "online"),  # the evaluated one (momentum: the EMA copy)
         "epochs": progress["epochs"],
         "steps": progress["steps"],
         "seed": cfg.seed,
         "batch_size": cfg.data.batch_size,
-        "global_batch_size": cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
+        "global_batch_size": global_batch,
+        "images_seen": progress["steps"] * global_batch,
+        "eval_data": cfg.eval.get("data"),
         "precision": str(cfg.trainer.precision),
         "knn_top1_at_init": at_init.get("knn_top1"),
         **scores,
@@ -118,6 +135,7 @@ def pretrain(cfg: DictConfig) -> dict:
         "skipped_image_paths": skipped[:100],
         "nonfinite_skipped_batches": progress["nonfinite_skipped_batches"],  # on_nonfinite=skip
         "resumed_from": dataclasses.asdict(resume) if resume else None,
+        "weights": weights.record() if weights is not None else None,  # weights=: the warm start's origin
     }
     if cfg.images:
         start = time.perf_counter()
@@ -147,8 +165,8 @@ def monitor_interval(cfg: DictConfig, datamodule: SSLDataModule) -> int:
     the last epoch is always monitored, and that one is free, since the final evaluation reuses its
     features (it embeds the same images with the same weights)."""
     every = cfg.trainer.check_val_every_n_epoch
-    if every != "auto":
-        return every
+    if every != "auto" or datamodule.labelled is None:  # (no labels: no monitor, limit_val_batches=0)
+        return every if every != "auto" else 1
     bank = min(len(datamodule.labelled), cfg.data.knn_bank_size or len(datamodule.labelled))
     train_cost = 3 * len(datamodule.pretrain) * len(cfg.augmentation.views)
     every = max(1, math.ceil((bank + len(datamodule.val)) / (MONITOR_SHARE * train_cost)))
@@ -162,33 +180,26 @@ def monitor_interval(cfg: DictConfig, datamodule: SSLDataModule) -> int:
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
-    """Frozen-feature evaluation of a checkpoint's backbone, on its own data or another (transfer)."""
-    if not cfg.ckpt_path:
-        raise UserError("eval.py needs a checkpoint: ckpt_path=<run dir>/checkpoints/last.ckpt")
+    """Frozen-feature evaluation of a checkpoint's backbone (its online or momentum encoder) or of other
+    weights (weights=), on the checkpoint's own data or another (transfer, eval.data)."""
     check_eval_options(cfg.eval)
-    saved = read_checkpoint(cfg.ckpt_path)
-    train_cfg = OmegaConf.create(saved.cfg)
-    transfer = cfg.get("data")  # absent (data: null): the checkpoint's own pretraining data
-    data_cfg = transfer if transfer is not None else train_cfg.data
-    if transfer is not None and transfer.resolution is None:
-        data_cfg = OmegaConf.merge(data_cfg, {"resolution": train_cfg.data.resolution})
+    source = evaluation_source(cfg)
+    data_cfg = evaluation_data(cfg, source)
     datasets = build_datasets(data_cfg)
     data_cfg = OmegaConf.merge(data_cfg, data_values(data_cfg, datasets))
     datamodule = SSLDataModule(data_cfg, None, datasets=datasets)
 
-    backbone = build_backbone(**train_cfg.backbone)
-    backbone.load_state_dict(backbone_state(saved.state_dict))
-    backbone = EvaluatedBackbone(backbone, EvaluationInput.from_config(train_cfg.method, data_cfg))
+    backbone = build_evaluated(cfg, source, data_cfg)
+    backbone = EvaluatedBackbone(backbone, EvaluationInput(source.evaluation_input, data_cfg.mean, data_cfg.std))
     device = training_device(cfg.trainer)
     bf16 = "bf16" in str(cfg.trainer.precision)
     features = embed_evaluation_splits(backbone.to(device), datamodule, device, bf16)
     scores = evaluate_backbone(backbone, datamodule, cfg.eval, device, bf16, features=features)
+    train_cfg = source.pretrain_cfg
     results = {
-        "checkpoint": str(cfg.ckpt_path),
-        "method": train_cfg.method.name,
-        "pretrain_data": train_cfg.data.name,
+        **source.record,
         "data": data_cfg.name,
-        "backbone": train_cfg.backbone.name,
+        "backbone": train_cfg.backbone.name if train_cfg is not None else source.record["backbone"],
         "eval": cfg.eval.name,
         **scores,
         "run_dir": cfg.paths.output_dir,
@@ -197,7 +208,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if cfg.images:  # the nearest neighbours and the embedding map of the evaluated features (no curves: no training)
         save_final_pictures(cfg.paths.output_dir, datamodule, features, [], results)
     if (cfg.get("logger") or {}).get("wandb") is not None:
-        config = {**OmegaConf.to_container(cfg, resolve=True), "pretrain": OmegaConf.to_container(train_cfg)}
-        log_eval_run(cfg.logger.wandb, results, config, group=train_cfg.method.name,
-                     name=f"{train_cfg.method.name}-{data_cfg.name}-{train_cfg.backbone.name}-s{train_cfg.seed}")
+        pretrain = OmegaConf.to_container(train_cfg) if train_cfg is not None else None
+        config = {**OmegaConf.to_container(cfg, resolve=True), "pretrain": pretrain}
+        group = results["method"] or f"weights-{source.weights.kind}"
+        log_eval_run(cfg.logger.wandb, results, config, group=group,
+                     name=f"{group}-{data_cfg.name}-{results['backbone']}"
+                          + (f"-s{train_cfg.seed}" if train_cfg is not None else ""))
     return results

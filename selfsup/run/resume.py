@@ -17,6 +17,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
 from selfsup.checks import resume_enabled
+from selfsup.errors import UserError
 from selfsup.run.checkpoint import check_checkpoint
 
 RESUMED_NOTE = "RESUMED.txt"
@@ -60,6 +61,7 @@ def resume_point(cfg) -> Optional[ResumePoint]:
     if checkpoint is None:
         return None
     saved = check_checkpoint(checkpoint, cfg.method.name, what=f"{checkpoint} ({why})", fix=fix)
+    _check_not_overriding(cfg.ckpt_path, checkpoint, saved, why)
     point = ResumePoint(str(source), str(checkpoint), saved.global_step)
     if source != run_dir:
         cfg.paths.output_dir = str(source)
@@ -72,6 +74,18 @@ def resume_point(cfg) -> Optional[ResumePoint]:
         print(f"resuming {source} from {Path(checkpoint).name} (global step {saved.global_step})"
               + ("; resume=never starts afresh" if auto else ""), flush=True)
     return point
+
+
+def _check_not_overriding(ckpt_path, found: Path, saved, why: str) -> None:
+    """An explicit ckpt_path= that resume=auto would silently pass over for `found`: refused, unless
+    `found` is the run that ckpt_path= started (its saved config has the same ckpt_path), which the
+    same command, run again, continues."""
+    if not ckpt_path or (saved.cfg or {}).get("ckpt_path") == ckpt_path:
+        return
+    if Path(str(ckpt_path)).expanduser().resolve() == Path(found).resolve():
+        return
+    raise UserError(f"ckpt_path={ckpt_path} was given, but {found} ({why}) would be used instead: pass resume=never "
+                    "to start from ckpt_path, or drop ckpt_path to continue the found run")
 
 
 def newest_checkpoint(run_dir: Path) -> Optional[Path]:
