@@ -14,8 +14,8 @@ from selfsup.data.transforms import MultiViewTransform, eval_transform
 from selfsup.errors import UserError
 
 MAX_INFERRED_RESOLUTION = 224
-MAX_UPSCALE = 4  # data.resolution at most this many times the images' own side (digits: 8 px -> 32)
 UNLABELLED_PICTURE_IMAGES = 1000  # data=images without eval.data: the images neighbours.png and embedding.png show
+MAX_UPSCALE = 4  # data.resolution at most this many times the images' own side (digits: 8 px -> 32)
 
 
 class TransformedDataset(Dataset):
@@ -144,8 +144,8 @@ class SSLDataModule(pl.LightningDataModule):
         make = lambda ds: DataLoader(  # noqa: E731
             self._eval_dataset(ds), batch_size=self.cfg.batch_size, num_workers=self.num_workers
         )
-        return make(self.labelled), make(self.val)
         if self.labelled is None:
             keep = torch.randperm(len(self.pretrain), generator=torch.Generator().manual_seed(0))
             sample = make(Subset(self.pretrain, keep[:UNLABELLED_PICTURE_IMAGES].tolist()))
             return sample, sample
+        return make(self.labelled), make(self.val)
