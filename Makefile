@@ -43,7 +43,8 @@ table: $(PEERS)  ## each method vs lightly's at equal wall-clock on the CIFAR sa
 bench: $(STAMP)  ## time a training step: module vs bare PyTorch, loader (outputs/bench/<time>/bench.json)
 	$(PY) scripts/bench.py $(ARGS)
 
-test: $(STAMP)  ## run the whole test suite
+test: $(STAMP)  ## lint (ruff check, pyproject.toml), then run the whole test suite
+	$(PY) -m ruff check .
 	$(PY) -m pytest $(ARGS)
 
 clean:  ## remove run outputs and caches (keeps .venv)

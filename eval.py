@@ -18,7 +18,8 @@ one_line_config_errors()  # a typo'd key, unknown option or wrong type: one line
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    from selfsup.run.pipeline import evaluate_checkpoint  # torch and Lightning load after Hydra parsed the args (--help)
+    # torch and Lightning load after Hydra parsed the args (--help)
+    from selfsup.run.pipeline import evaluate_checkpoint
 
     return run_job(evaluate_checkpoint, cfg)
 

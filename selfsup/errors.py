@@ -153,8 +153,8 @@ def one_line_config_errors() -> None:
             return func()
         except Exception as err:
             if _TASK_STARTED or os.environ.get("HYDRA_FULL_ERROR") == "1":
-                def reraise():
-                    raise err
+                def reraise(error=err):  # bound now: Python unbinds `err` when the except block ends
+                    raise error
                 return original(reraise)
             try:
                 message = config_error_message(err)

@@ -44,7 +44,7 @@ class WandbRunLogger(WandbLogger):
             try:
                 run = super().experiment
             except Exception as err:  # noqa: BLE001 - no network, bad key: keep the run going offline
-                warnings.warn(f"W&B online start failed ({type(err).__name__}: {err}); logging offline.")
+                warnings.warn(f"W&B online start failed ({type(err).__name__}: {err}); logging offline.", stacklevel=2)
                 self.mode = self._wandb_init["mode"] = "offline"
                 self._experiment = None
                 run = super().experiment

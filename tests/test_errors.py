@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import (
     CIFAR_SUBSET,
     REPO,
@@ -14,7 +15,6 @@ from conftest import (
     compose_train,
     run_script,
 )
-
 from selfsup.errors import UserError, config_error_message
 
 

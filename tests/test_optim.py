@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from conftest import compose_train
 from omegaconf import OmegaConf
 
+from conftest import compose_train
 from selfsup.optim import build_scheduler
 
 
@@ -36,7 +36,7 @@ def test_fused_lars_matches_the_per_tensor_definition(excluded_weight_decay):
                 {"params": ours_n, "weight_decay": excluded_weight_decay, "lars_exclude": True}],
                lr=0.5, momentum=0.9, trust_coefficient=0.02)
     state = {}
-    for step in range(4):
+    for _ in range(4):
         grads = [torch.randn_like(w) for w in weights + norms]
         for p, g in zip(ours_w + ours_n, grads):
             p.grad = g.clone()

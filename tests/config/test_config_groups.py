@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import REPO, compose_train
 from hydra.errors import ConfigCompositionException
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from pytorch_lightning.loggers import Logger
 
+from conftest import REPO, compose_train
 from selfsup.data.datamodule import SSLDataModule, completed_config
 from selfsup.data.datasets import build_datasets
 from selfsup.errors import UserError

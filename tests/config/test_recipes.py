@@ -3,6 +3,7 @@ batch kept across device counts, and the recipe named for a benchmark dataset.""
 from __future__ import annotations
 
 import pytest
+
 from conftest import compose_train
 
 

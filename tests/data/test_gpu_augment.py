@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_train
 from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from conftest import compose_train
 from selfsup.data import batch_ops
 from selfsup.data.gpu_augment import DeviceAugment
 

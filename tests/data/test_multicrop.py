@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_train
 from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
+from conftest import compose_train
 from selfsup.data.datamodule import SSLDataModule
 from selfsup.data.gpu_augment import DeviceAugment
 from selfsup.data.transforms import MultiViewTransform, global_view_count

@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import compose_train
 
+from conftest import compose_train
 from selfsup.data.pretext import (
     PERMUTATION_DIR,
     apply_mask,

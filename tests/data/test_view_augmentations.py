@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_train
 from PIL import Image
 from torchvision.io import encode_png
 from torchvision.transforms import functional as TF
 
+from conftest import compose_train
 from selfsup.data.gpu_augment import DeviceAugment
 from selfsup.data.transforms import MultiViewTransform
 

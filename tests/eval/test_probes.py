@@ -8,13 +8,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from conftest import compose_train
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 from PIL import Image
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
+from conftest import compose_train
 from selfsup.eval.finetune import finetune
 from selfsup.eval.linear import linear_probe
 

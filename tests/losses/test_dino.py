@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from distributed_harness import run_on_ranks
 
+from distributed_harness import run_on_ranks
 from selfsup.losses.dino import DINOLoss, pair_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")

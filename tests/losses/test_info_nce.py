@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from distributed_harness import check_loss_matches_global_batch
 from torch import nn
 
+from distributed_harness import check_loss_matches_global_batch
 from selfsup.losses.info_nce import InfoNCELoss, MoCoV3Loss
 
 

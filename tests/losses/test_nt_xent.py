@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from distributed_harness import check_loss_matches_global_batch
 
+from distributed_harness import check_loss_matches_global_batch
 from selfsup.losses.nt_xent import NTXentLoss
 
 

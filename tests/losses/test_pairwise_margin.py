@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from distributed_harness import check_loss_matches_global_batch
 
+from distributed_harness import check_loss_matches_global_batch
 from selfsup.losses.pairwise_margin import PairwiseMarginLoss
 
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from distributed_harness import check_loss_matches_global_batch
 from torch import nn
 
+from distributed_harness import check_loss_matches_global_batch
 from selfsup.losses.vicreg import VICRegLoss
 
 pytestmark = pytest.mark.usefixtures("one_thread")

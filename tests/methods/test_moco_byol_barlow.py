@@ -8,11 +8,11 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import compose_train, run_script
 from hydra.utils import get_class
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, Dataset
 
+from conftest import compose_train, run_script
 from selfsup.errors import UserError
 from selfsup.methods import momentum_method
 from selfsup.methods.momentum import cosine_momentum

@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from conftest import TINY_RUN, compose_train, run_script, train
 from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 
+from conftest import TINY_RUN, compose_train, run_script, train
 from selfsup.errors import UserError
 from selfsup.visualize import denormalize
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from distributed_harness import run_on_ranks
 
+from distributed_harness import run_on_ranks
 from selfsup import distributed
 from selfsup.losses.info_nce import InfoNCELoss
 from selfsup.methods.queue import FeatureQueue, check_queue_divisible

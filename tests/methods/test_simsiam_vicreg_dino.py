@@ -7,11 +7,11 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import TINY_RUN, compose_train, train
 from hydra.utils import get_class
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
+from conftest import TINY_RUN, compose_train, train
 from selfsup.data.transforms import view_resolution
 from selfsup.errors import UserError
 from selfsup.optim import scaled_lr

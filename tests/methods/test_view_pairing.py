@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_train
 from hydra.utils import get_class
+
+from conftest import compose_train
 
 BATCH = 8
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RUN, compose_train, train
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 from torch import nn
 
+from conftest import TINY_RUN, compose_train, train
 from selfsup.errors import UserError
 from selfsup.methods.mae import patchify, random_masking, unpatchify
 from selfsup.models.backbones import build_backbone

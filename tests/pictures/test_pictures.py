@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import CIFAR_SUBSET, TINY_RUN, compose_train, run_script
 from hydra.errors import ConfigCompositionException
 from PIL import Image
+
+from conftest import CIFAR_SUBSET, TINY_RUN, compose_train, run_script
 
 PICTURES = ("views", "neighbours", "embedding", "curves")
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import REPO, TINY_LINEAR_RUN, assert_succeeded, run_script
 
 QUICK_LINEAR = ["eval.linear.weight_decays=[1.0e-4]", "eval.linear.max_iter=50"]

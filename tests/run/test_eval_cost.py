@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from conftest import TINY_RUN, train
 from omegaconf import OmegaConf
 
+from conftest import TINY_RUN, train
 from selfsup.run.pipeline import MONITOR_SHARE, monitor_interval
 
 

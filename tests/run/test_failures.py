@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, assert_one_line_error, run_script
 from PIL import Image
+
+from conftest import REPO, assert_one_line_error, run_script
 
 CLASSES = ("cat", "dog", "fish", "owl")
 

@@ -3,14 +3,15 @@ save non-finite weights, atomic checkpoint writes."""
 from __future__ import annotations
 
 import os
+import pickle
 
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import compose_train
 from hydra.utils import get_class
 from torch.utils.data import DataLoader, Dataset
 
+from conftest import compose_train
 from selfsup.errors import UserError
 from selfsup.methods.nonfinite import MAX_CONSECUTIVE_SKIPS, skipped_batches
 from selfsup.run.checkpoint import AtomicCheckpointIO
@@ -117,7 +118,7 @@ def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_one_whole(tmp_
     previous = path.read_bytes()
 
     # Serialisation fails after the tensor data is queued: an unpicklable object deep in the checkpoint.
-    with pytest.raises(Exception):
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # AttributeError: a local object, py3.11
         io.save_checkpoint({"step": 2, "weights": torch.zeros(1000), "callbacks": {"bad": lambda: None}}, path)
     assert path.read_bytes() == previous and os.listdir(path.parent) == ["last.ckpt"]
 

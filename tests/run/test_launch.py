@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RUN, compose_train, run_script
 from omegaconf import OmegaConf
+
+from conftest import TINY_RUN, compose_train, run_script
 
 CPU_DDP = ["trainer.accelerator=cpu", "trainer.devices=2"]
 

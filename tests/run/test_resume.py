@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_train
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from conftest import compose_train
 from selfsup.errors import UserError
 from selfsup.run.resume import resume_point
 from selfsup.run.state import RunState

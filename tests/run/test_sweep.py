@@ -7,8 +7,9 @@ import math
 
 import pytest
 import yaml
-from conftest import REPO, TINY_LINEAR_RUN, assert_succeeded, compose_train, run_script
 from omegaconf import OmegaConf
+
+from conftest import REPO, TINY_LINEAR_RUN, assert_succeeded, compose_train, run_script
 
 SEARCHES = sorted(p.stem for p in (REPO / "conf" / "hparams_search").glob("*.yaml"))
 

@@ -6,9 +6,10 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, compose_train
 from omegaconf import OmegaConf
 from PIL import Image
+
+from conftest import REPO, compose_train
 
 sys.path.insert(0, str(REPO / "scripts"))
 
@@ -81,10 +82,10 @@ def test_bare_loop_step_is_the_trainer_step(method, tmp_path):
     """The bench's bare loop cannot drift from what is trained: one step of it and one step of the
     Trainer, from the same weights on the same batch, leave the same weights, EMA target and queue."""
     import pytorch_lightning as pl
-    from bench_common import BareLoop
-    from bench_step import FixedBatches
     from hydra.utils import get_class
 
+    from bench_common import BareLoop
+    from bench_step import FixedBatches
     from selfsup.run.launch import build_trainer
 
     cfg = compose_train([f"method={method}", "data.batch_size=8", "trainer.precision=32-true", "trainer.max_steps=1",

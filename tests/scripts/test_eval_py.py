@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import REPO, TINY_LINEAR_RUN, assert_succeeded, run_script
 
 # W&B offline, no key, and a dead server address: a network attempt would show up (or stall).

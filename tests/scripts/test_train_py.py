@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from conftest import TINY_RUN, run_script, train
 
 RESULT_KEYS = {"method", "data", "backbone", "epochs", "steps", "seed", "knn_top1_at_init", "knn_top1",
