@@ -16,7 +16,6 @@ from selfsup import distributed
 from selfsup.checks import check_eval_options, eval_data, requested_devices
 from selfsup.data.datamodule import SSLDataModule, completed_config, data_values
 from selfsup.data.datasets import SKIPPED_IMAGES_FILE, build_datasets, read_skipped_images
-from selfsup.errors import UserError
 from selfsup.eval.evaluate import embed_evaluation_splits, evaluate_backbone
 from selfsup.eval.features import EvaluatedBackbone, EvaluationInput
 from selfsup.models.weights import check_backbone, find_weights
