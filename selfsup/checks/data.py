@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfsup.data.layout import FOLDER_DATASETS, FOLDER_LAYOUT, IMAGES_LAYOUT, LIST_SUFFIXES, UNLABELLED_DATASETS
+from selfsup.data.layout import (FOLDER_DATASETS, FOLDER_LAYOUT, IMAGES_LAYOUT, LIST_SUFFIXES, SHARD_LAYOUT,
+                                 SHARD_META, UNLABELLED_DATASETS)
 from selfsup.errors import UserError
 
 IMAGE_CHANNELS = 3  # every dataset is loaded as RGB (digits and grey folders too)
 
 
 def check_data_root(data) -> None:
+    if data.name == "shards":
+        return _check_shard_root(data.root)
     if data.name in UNLABELLED_DATASETS:
         return _check_images_root(data.root)
     if data.name not in FOLDER_DATASETS:
@@ -58,6 +61,23 @@ def eval_data(cfg):
     except UserError as err:
         raise UserError(f"eval.data={choice}: {err}") from None
     return data
+
+
+def _check_shard_root(root) -> None:
+    """A local shard root holds shards.json and the train and val indexes (the chunks are checked against the
+    indexes when the datasets are built); a remote one (s3://...) is checked when it is read."""
+    if not root:
+        raise UserError(f"data.root is not set: pass data.root=<a shard directory or s3://... URL: {SHARD_LAYOUT}>")
+    if "://" in str(root):
+        return
+    path = Path(str(root)).expanduser()
+    if not path.is_dir():
+        what = "is a file, not a directory" if path.exists() else "does not exist"
+        raise UserError(f"shard root {path} {what}: write shards with scripts/make_shards.py ({SHARD_LAYOUT})")
+    for needed in (SHARD_META, "train/index.json", "val/index.json"):
+        if not (path / needed).is_file():
+            raise UserError(f"shard root {path} has no {needed}: it is empty, damaged or not a shard directory; "
+                            f"write it with scripts/make_shards.py ({SHARD_LAYOUT})")
 
 
 def check_normalisation(data) -> None:

@@ -32,6 +32,13 @@ class DataConfig:
 
 
 @dataclass
+class ShardsDataConfig(DataConfig):
+    """data=shards: LitData chunks written by scripts/make_shards.py, in a local directory or object storage."""
+    shuffle_seed: Optional[int] = MISSING   # the pretraining order, the same on every rank (null: 0); a resume replays it
+    cache_dir: Optional[str] = None         # remote data.root: where downloaded chunks are kept (null: LitData's default)
+
+
+@dataclass
 class ViewConfig:
     crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
     flip_p: float = 0.5

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from selfsup.data.datasets import build_datasets, first_image_size
+from selfsup.data.shards import ShardImages
 from selfsup.data.transforms import MultiViewTransform, eval_transform
 from selfsup.errors import UserError
 
@@ -120,8 +121,27 @@ class SSLDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.cfg.get("decode_on_gpu", False):  # workers read bytes; decode, crop and colour on the device
             return self._loader(EncodedImages(self.pretrain), self.cfg.batch_size, train=True, collate_fn=collate_encoded)
-        dataset = TransformedDataset(self.pretrain, MultiViewTransform(self.augmentation))
-        return self._loader(dataset, self.cfg.batch_size, train=True)
+        views = MultiViewTransform(self.augmentation)
+        if isinstance(self.pretrain, ShardImages):  # streamed: a share per rank and worker, its position checkpointed
+            self._stream = self.pretrain.stream_loader(views, self.cfg.batch_size, self.num_workers,
+                                                       self.cfg.shuffle_seed or 0,
+                                                       pin_memory=self.cfg.pin_memory and torch.cuda.is_available())
+            if self._stream_position is not None:
+                self._stream.load_state_dict(self._stream_position)
+            return self._stream
+        return self._loader(TransformedDataset(self.pretrain, views), self.cfg.batch_size, train=True)
+
+    # data=shards: the streaming loader's position (epoch, samples yielded) travels in every checkpoint through
+    # these two, which Lightning calls on a data module: it saves state_dict() and, on resume, calls
+    # load_state_dict() before it asks for the loader (the fit loop's own copy of a loader's state is restored
+    # only into a loader made after the restore, and configure_optimizers makes it before, for the schedule).
+    _stream = _stream_position = None
+
+    def state_dict(self) -> dict:
+        return {"train_stream": self._stream.state_dict()} if self._stream is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._stream_position = state_dict.get("train_stream")
 
     def val_dataloader(self) -> list[DataLoader]:
         """[kNN memory bank (labelled train images), validation images]; none without labelled data."""

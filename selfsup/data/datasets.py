@@ -205,6 +205,10 @@ def build_datasets(cfg, eval_data=None) -> tuple[Dataset, Dataset | None, Datase
         if root is None or not root.exists():
             raise UserError(f"data.root={cfg.root} does not exist: point it at {IMAGES_LAYOUT}")
         return ImageFiles(str(root), skip_corrupt=cfg.skip_corrupt), None, None
+    if name == "shards":  # streamed LitData chunks (scripts/make_shards.py), local or object storage
+        from selfsup.data.shards import shard_datasets
+
+        return shard_datasets(cfg)
     if name == "digits":
         train = DigitsDataset(train=True)
         return train, train, DigitsDataset(train=False)
@@ -226,7 +230,7 @@ def build_datasets(cfg, eval_data=None) -> tuple[Dataset, Dataset | None, Datase
         val = _image_folder(root / "val", cfg, classes)
         return train, train, val
     raise UserError(
-        f"unknown dataset '{name}': use data=digits|cifar10|cifar100|stl10|imagenet|imagenet100|folder|images"
+        f"unknown dataset '{name}': use data=digits|cifar10|cifar100|stl10|imagenet|imagenet100|folder|images|shards"
     )
 
 

@@ -16,3 +16,8 @@ def trains_online_probe(cfg) -> bool:
     """Whether the online probe has labels to learn from: the pretraining images' own, on the classes
     the kNN monitor scores (not so for data=images, nor with eval.data, whose classes are others)."""
     return cfg.data.name not in UNLABELLED_DATASETS and cfg.eval.get("data") is None
+
+
+SHARD_META = "shards.json"  # class names and every split's labels, beside the splits' LitData chunks
+SHARD_LAYOUT = (f"<root>/{SHARD_META} and <root>/train/, <root>/val/ of LitData chunks (index.json, chunk-*.bin), "
+                "written by scripts/make_shards.py")
