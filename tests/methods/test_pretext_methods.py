@@ -25,7 +25,7 @@ STEP_CASES = {
     "context_encoder-l2-random_region": ["method=context_encoder", "loss.adversarial=false",
                                          "method.mask.kind=random_region"],
     "colorization": ["method=colorization"],
-    "colorization-classification": ["method=colorization", "loss.kind=classification", "method.output_stride=4"],
+    "colorization-regression": ["method=colorization", "loss.kind=regression", "method.output_stride=1"],
     "simclr-pairwise_margin": ["method=simclr", "loss=pairwise_margin"],
 }
 
