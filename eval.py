@@ -5,9 +5,9 @@ evaluated on another dataset (transfer). Writes results.json in the run director
 import hydra
 from omegaconf import DictConfig
 
-from selfsup.cli import fast_help
+from selfsup.cli import fast_help, one_line_config_errors
 from selfsup.config import register_configs
-from selfsup.errors import exit_on_user_error, one_line_config_errors
+from selfsup.errors import exit_on_user_error
 from selfsup.run.sweep import run_job
 
 register_configs()

@@ -6,9 +6,9 @@ import hydra
 from omegaconf import DictConfig
 
 from selfsup.checks import check_train_config
-from selfsup.cli import fast_help
+from selfsup.cli import fast_help, one_line_config_errors
 from selfsup.config import register_configs
-from selfsup.errors import exit_on_user_error, one_line_config_errors
+from selfsup.errors import exit_on_user_error
 from selfsup.run.sweep import run_job
 
 register_configs()

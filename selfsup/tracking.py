@@ -1,8 +1,10 @@
-"""Experiment tracking on Weights & Biases: the logger, its summaries and the final results
-(whether it logs online or offline is decided in selfsup/wandb_mode.py)."""
+"""Experiment tracking on Weights & Biases: the logger, its summaries, the final results and the
+run id a resumed run logs to again; what the run reports of the GPU (peak memory). Whether W&B logs
+online or offline is decided before torch loads, in selfsup/wandb_mode.py."""
 from __future__ import annotations
 
 import math
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -10,6 +12,7 @@ from typing import Any, Mapping, Optional
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from selfsup.wandb_mode import wandb_mode
 
@@ -93,6 +96,28 @@ def log_eval_run(logger_cfg, results: dict, config: dict, name: str, group: Opti
     logger = instantiate(logger_cfg, name=name, group=group, job_type="eval")
     logger.log_hyperparams(config)
     log_final_results([logger], results, step=0, eval_run=True)
+
+
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def wandb_run_id(run_dir: str) -> str:
+    """The W&B run id of this run directory, created once: a resumed run logs to the same W&B run."""
+    path = Path(run_dir) / WANDB_ID_FILE
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+def logger_kwargs(logger_cfg, run_dir: str) -> dict:
+    """Extra arguments for a logger config: the stable W&B id (resume='allow' is WandbLogger's default)."""
+    if "wandb" in str(logger_cfg.get("_target_", "")).lower() and not logger_cfg.get("id"):
+        if rank_zero_only.rank == 0:  # only rank 0 logs to W&B (and creates the id file)
+            return {"id": wandb_run_id(run_dir)}
+    return {}
 
 
 def gpu_peak_memory_gb() -> Optional[float]:

@@ -53,6 +53,13 @@ def wandb_mode(offline: Optional[bool] = None) -> str:
     return "online"
 
 
+def check_wandb(cfg) -> None:
+    """A W&B logger in the config that asks to log online has an API key (train.py, before torch loads)."""
+    for logger in (cfg.get("logger") or {}).values():
+        if "wandb" in str(logger.get("_target_", "")).lower():
+            wandb_mode(logger.get("offline"))  # online asked without an API key: UserError
+
+
 def finish_wandb(exit_code: int = 0) -> None:
     """End the current W&B run, if any: each job of a multirun gets its own run."""
     wandb = sys.modules.get("wandb")

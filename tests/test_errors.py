@@ -15,7 +15,8 @@ from conftest import (
     compose_train,
     run_script,
 )
-from selfsup.errors import UserError, config_error_message
+from selfsup.cli import config_error_message
+from selfsup.errors import UserError
 
 
 # --- fail before training, in one line ------------------------------------------------------------

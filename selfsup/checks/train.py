@@ -8,7 +8,8 @@ from pathlib import Path
 from selfsup.checks.config import (check_missing_values, check_ranges, check_run_options,
                                    check_schema_keys, check_values, check_warmup)
 from selfsup.checks.data import check_data_root, check_normalisation, eval_data
-from selfsup.checks.launch import check_cpu_devices, check_devices, check_precision, check_wandb
+from selfsup.checks.devices import check_cpu_devices, check_devices, check_precision
+from selfsup.wandb_mode import check_wandb
 
 BENCHMARK_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100")
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "conf" / "experiment"

@@ -23,7 +23,7 @@ class NTXentLoss(nn.Module):
     the official code at the same LR: double optimizer.lr for them to match it.
     """
 
-    def __init__(self, temperature: float = 0.5):
+    def __init__(self, temperature: float):  # no default here: conf/loss/nt_xent.yaml holds it
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"NT-Xent temperature must be > 0, got {temperature}")

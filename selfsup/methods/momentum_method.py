@@ -10,7 +10,7 @@ from torch import nn
 
 from selfsup.errors import UserError
 from selfsup.methods.base import SSLMethod
-from selfsup.methods.momentum import cosine_momentum, make_target, update
+from selfsup.methods.ema import cosine_momentum, make_target, update
 
 
 class MomentumMethod(SSLMethod):

@@ -1,35 +1,13 @@
-"""A resumed run keeps one history: the same W&B run and one whole csv/metrics.csv."""
+"""A resumed run keeps one whole csv/metrics.csv (its W&B run id: selfsup/tracking.py)."""
 from __future__ import annotations
 
 import csv
 import os
-import uuid
 from pathlib import Path
 from typing import Optional
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
-
-WANDB_ID_FILE = "wandb_run_id"
-
-
-def wandb_run_id(run_dir: str) -> str:
-    """The W&B run id of this run directory, created once: a resumed run logs to the same W&B run."""
-    path = Path(run_dir) / WANDB_ID_FILE
-    if path.is_file() and path.read_text().strip():
-        return path.read_text().strip()
-    run_id = uuid.uuid4().hex[:12]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(run_id + "\n")
-    return run_id
-
-
-def logger_kwargs(logger_cfg, run_dir: str) -> dict:
-    """Extra arguments for a logger config: the stable W&B id (resume='allow' is WandbLogger's default)."""
-    if "wandb" in str(logger_cfg.get("_target_", "")).lower() and not logger_cfg.get("id"):
-        if rank_zero_only.rank == 0:  # only rank 0 logs to W&B (and creates the id file)
-            return {"id": wandb_run_id(run_dir)}
-    return {}
 
 
 class CsvHistory:

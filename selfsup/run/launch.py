@@ -12,10 +12,9 @@ from selfsup.checks import check_global_batch, requested_devices
 from selfsup.errors import UserError
 from selfsup.pictures.publish import ViewsPicture
 from selfsup.run.checkpoint import checkpoint_io
-from selfsup.run.history import logger_kwargs
 from selfsup.run.progress import RunProgress
 from selfsup.run.state import RunState
-from selfsup.tracking import GPUMemoryMonitor
+from selfsup.tracking import GPUMemoryMonitor, logger_kwargs
 
 
 def visible_gpus() -> int:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from conftest import compose_train, run_script
 from selfsup.errors import UserError
 from selfsup.methods import momentum_method
-from selfsup.methods.momentum import cosine_momentum
+from selfsup.methods.ema import cosine_momentum
 
 METHODS = ["mocov2", "moco", "byol", "barlow_twins"]
 

@@ -143,7 +143,7 @@ def test_rng_states_survive_a_weights_only_checkpoint_round_trip():
 def test_wandb_run_id_is_kept_in_the_run_dir_so_a_resumed_run_reuses_it(tmp_path):
     from hydra.utils import instantiate
 
-    from selfsup.run.history import logger_kwargs
+    from selfsup.tracking import logger_kwargs
 
     cfg = compose_train(["logger=wandb"], tmp_path)
     first = logger_kwargs(cfg.logger.wandb, str(tmp_path))

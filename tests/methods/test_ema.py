@@ -1,4 +1,4 @@
-"""EMA targets (selfsup/methods/momentum.py): frozen copies, the update against its closed form, the cosine
+"""EMA targets (selfsup/methods/ema.py): frozen copies, the update against its closed form, the cosine
 momentum schedule."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from selfsup.methods import momentum
+from selfsup.methods import ema
 
 
 def _net() -> nn.Module:
@@ -19,7 +19,7 @@ def test_make_target_is_frozen_copy_and_gets_no_grad():
     torch.manual_seed(0)
     online = _net()
     online(torch.randn(8, 4)).sum().backward()          # online now has grads
-    target = momentum.make_target(online)
+    target = ema.make_target(online)
     for (name, o), t in zip(online.named_parameters(), target.parameters()):
         assert t is not o and torch.equal(t, o), name
         assert not t.requires_grad and t.grad is None
@@ -34,7 +34,7 @@ def test_make_target_is_frozen_copy_and_gets_no_grad():
 def test_ema_update_matches_closed_form_for_params_and_buffers():
     torch.manual_seed(0)
     online = _net()
-    target = momentum.make_target(online)
+    target = ema.make_target(online)
     # Make online and target differ: an optimiser-like perturbation of the weights and a
     # train-mode forward that moves BatchNorm's running statistics and step counter.
     with torch.no_grad():
@@ -50,7 +50,7 @@ def test_ema_update_matches_closed_form_for_params_and_buffers():
     m = 0.9
     before_t = {k: v.clone() for k, v in target.state_dict().items()}
     online_sd = {k: v.clone() for k, v in online.state_dict().items()}
-    momentum.update(online, target, m)
+    ema.update(online, target, m)
 
     for key, t in target.state_dict().items():
         if t.is_floating_point():
@@ -66,30 +66,30 @@ def test_ema_update_matches_closed_form_for_params_and_buffers():
 def test_ema_update_extremes_and_validation():
     torch.manual_seed(0)
     online = _net()
-    target = momentum.make_target(online)
+    target = ema.make_target(online)
     with torch.no_grad():
         for p in online.parameters():
             p.mul_(2).add_(1)
     frozen = {k: v.clone() for k, v in target.state_dict().items()}
-    momentum.update(online, target, 1.0)
+    ema.update(online, target, 1.0)
     torch.testing.assert_close(target.state_dict(), frozen)
-    momentum.update(online, target, 0.0)
+    ema.update(online, target, 0.0)
     torch.testing.assert_close(target.state_dict(), online.state_dict())
     with pytest.raises(ValueError):
-        momentum.update(online, target, 1.5)
+        ema.update(online, target, 1.5)
     with pytest.raises(ValueError, match="structure"):
-        momentum.update(online, nn.Linear(4, 6), 0.5)
+        ema.update(online, nn.Linear(4, 6), 0.5)
 
 
 def test_cosine_momentum_schedule():
     base = 0.996
-    assert momentum.cosine_momentum(base, 0, 100) == pytest.approx(base)
-    assert momentum.cosine_momentum(base, 50, 100) == pytest.approx((1 + base) / 2)
-    assert momentum.cosine_momentum(base, 25, 100) == pytest.approx(
+    assert ema.cosine_momentum(base, 0, 100) == pytest.approx(base)
+    assert ema.cosine_momentum(base, 50, 100) == pytest.approx((1 + base) / 2)
+    assert ema.cosine_momentum(base, 25, 100) == pytest.approx(
         1 - (1 - base) * (math.cos(math.pi / 4) + 1) / 2)
-    assert momentum.cosine_momentum(base, 100, 100) == pytest.approx(1.0)
-    assert momentum.cosine_momentum(base, 250, 100) == pytest.approx(1.0)    # clamped
-    values = [momentum.cosine_momentum(base, s, 100) for s in range(101)]
+    assert ema.cosine_momentum(base, 100, 100) == pytest.approx(1.0)
+    assert ema.cosine_momentum(base, 250, 100) == pytest.approx(1.0)    # clamped
+    values = [ema.cosine_momentum(base, s, 100) for s in range(101)]
     assert all(a <= b for a, b in zip(values, values[1:]))
     with pytest.raises(ValueError):
-        momentum.cosine_momentum(base, 0, 0)
+        ema.cosine_momentum(base, 0, 0)

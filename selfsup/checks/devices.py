@@ -1,12 +1,11 @@
-"""What the launch asks for, checked before torch loads: devices and nodes, precision, CPU processes
-against the cores, W&B's key, and a recipe's global batch (the last with the world size, by the run
+"""The devices a run asks for, checked before torch loads: devices and nodes, precision, CPU processes
+against the cores, and a recipe's global batch across device counts (with the world size, by the run
 layer). The device count against the machine needs torch: selfsup/run/launch.py."""
 from __future__ import annotations
 
 import os
 
 from selfsup.errors import UserError
-from selfsup.wandb_mode import wandb_mode
 
 PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine",
               "transformer-engine-float16", "64", "32", "16", "bf16")
@@ -58,12 +57,6 @@ def check_cpu_devices(trainer) -> None:
         if wanted < 1 or wanted > cores:
             raise UserError(f"trainer.devices={trainer.devices} CPU processes but this machine gives this job "
                             f"{cores} cores: set trainer.devices to 1..{cores}")
-
-
-def check_wandb(cfg) -> None:
-    for logger in (cfg.get("logger") or {}).values():
-        if "wandb" in str(logger.get("_target_", "")).lower():
-            wandb_mode(logger.get("offline"))  # online asked without an API key: UserError
 
 
 def check_global_batch(cfg, world: int) -> None:
