@@ -77,7 +77,7 @@ def test_split_batchnorm_groups_statistics_and_loads_like_batchnorm():
 
 
 def test_split_conversion_keeps_a_frozen_target_frozen():
-    from selfsup.methods.momentum import make_target
+    from selfsup.methods.ema import make_target
 
     target = make_target(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)))
     distributed.convert_split_batchnorm(target, 2)
