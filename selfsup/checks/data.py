@@ -64,8 +64,8 @@ def eval_data(cfg):
 
 
 def _check_shard_root(root) -> None:
-    """A local shard root holds shards.json and the train and val indexes (the chunks are checked against the
-    indexes when the datasets are built); a remote one (s3://...) is checked when it is read."""
+    """A local shard root holds shards.json and the train index (val, the chunks and the labels are checked
+    when the datasets are built); a remote one (s3://...) is checked when it is read."""
     if not root:
         raise UserError(f"data.root is not set: pass data.root=<a shard directory or s3://... URL: {SHARD_LAYOUT}>")
     if "://" in str(root):
@@ -74,7 +74,7 @@ def _check_shard_root(root) -> None:
     if not path.is_dir():
         what = "is a file, not a directory" if path.exists() else "does not exist"
         raise UserError(f"shard root {path} {what}: write shards with scripts/make_shards.py ({SHARD_LAYOUT})")
-    for needed in (SHARD_META, "train/index.json", "val/index.json"):
+    for needed in (SHARD_META, "train/index.json"):
         if not (path / needed).is_file():
             raise UserError(f"shard root {path} has no {needed}: it is empty, damaged or not a shard directory; "
                             f"write it with scripts/make_shards.py ({SHARD_LAYOUT})")

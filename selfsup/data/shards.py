@@ -4,7 +4,7 @@ directory or object storage (s3://, gs://, azure://).
 Layout (`selfsup.data.layout.SHARD_LAYOUT`): `<root>/shards.json` (the class names and every split's
 labels) and, per split, `<root>/<split>/index.json` + `chunk-*.bin`: `train` (the pretraining images),
 `val`, and `labelled` where the labelled training images are not the pretraining ones (STL-10). A
-sample is `{"image": the encoded file's bytes as read from disk, "label": int, -1 without one}`.
+sample is `{"image": the encoded file's bytes as read from disk, "label": int}` (data=images: NO_LABEL).
 
 Pretraining streams `train` through LitData's StreamingDataLoader: each rank and loader worker reads
 its own share of the chunks, shuffled per epoch from `data.shuffle_seed`, and the loader's position
@@ -26,8 +26,6 @@ from torch.utils.data import Dataset
 
 from selfsup.data.layout import SHARD_LAYOUT, SHARD_META
 from selfsup.errors import UserError
-
-NO_LABEL = -1
 
 
 def is_remote(root: str) -> bool:
@@ -137,18 +135,18 @@ def shard_datasets(cfg) -> tuple[ShardImages, ShardImages, ShardImages]:
     root = str(cfg.root)
     meta = read_meta(root, cfg.get("cache_dir"))
     labels = meta.get("labels", {})
-    for split in ("train", "val"):
+    labelled = bool(meta.get("classes"))  # shards of data=images have train only, every label NO_LABEL
+    for split in ("train", "val") if labelled else ("train",):
         if not labels.get(split):
-            raise UserError(f"shard directory {root} has no {split} images: write it with scripts/make_shards.py "
-                            f"from a labelled dataset ({SHARD_LAYOUT})")
-    if not meta.get("classes") or all(label == NO_LABEL for label in labels["val"]):
-        raise UserError(f"the shards in {root} have no labels: the kNN monitor and the evaluations need labelled "
-                        "train and val shards (scripts/make_shards.py data=<a labelled dataset>)")
+            raise UserError(f"shard directory {root} has no {split} images: write it again with "
+                            f"scripts/make_shards.py ({SHARD_LAYOUT})")
     if not is_remote(root):
         for split in labels:
             check_local_split(Path(root).expanduser() / split, len(labels[split]))
     splits = {split: ShardImages(_split_url(root, split), meta["classes"], labels[split], cfg.get("cache_dir"))
               for split in labels}
+    if not labelled:  # as data=images: no kNN monitor; eval.data=<labelled data> scores the backbone
+        return splits["train"], None, None
     return splits["train"], splits.get("labelled", splits["train"]), splits["val"]
 
 

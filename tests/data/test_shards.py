@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, assert_one_line_error, run_script
+from conftest import REPO, assert_one_line_error, make_image_tree, run_script
 from PIL import Image
 from run.shard_ids import write_id_shards
 from torchvision.datasets import ImageFolder
@@ -18,7 +18,7 @@ from torchvision.transforms import PILToTensor
 
 from selfsup.checks.data import check_data_root
 from selfsup.config import compose_train
-from selfsup.data.datasets import DigitsDataset
+from selfsup.data.datasets import NO_LABEL, DigitsDataset, ImageFiles
 from selfsup.data.shards import ShardImages, shard_datasets
 from selfsup.errors import UserError
 
@@ -93,6 +93,16 @@ def test_decoded_sources_are_stored_losslessly_and_a_rerun_keeps_complete_shards
     assert "train 20, val 20 images" in capsys.readouterr().out
 
 
+def test_an_unlabelled_tree_becomes_train_shards_without_labels(tmp_path, capsys):
+    tree, shards = make_image_tree(tmp_path / "tree"), tmp_path / "shards"
+    _make_shards()(["data=images", f"data.root={tree}", f"out={shards}"])
+    files = ImageFiles(str(tree)).samples
+    assert f"wrote {shards}: train {len(files)} images, 0 classes" in capsys.readouterr().out
+    pretrain, labelled, val = shard_datasets(compose_train(["data=shards", f"data.root={shards}"]).data)
+    assert labelled is None and val is None and pretrain.targets == [NO_LABEL] * len(files)  # as data=images
+    assert [_sample(shards, "train", i)["image"] for i in range(len(files))] == [Path(p).read_bytes() for p, _ in files]
+
+
 def test_missing_empty_or_damaged_shard_directories_are_named(tmp_path):
     def error(root) -> str:
         cfg = compose_train(["data=shards", f"data.root={root}"]).data
@@ -110,8 +120,9 @@ def test_missing_empty_or_damaged_shard_directories_are_named(tmp_path):
     assert f"shard {chunk} has {chunk.stat().st_size} bytes, the index says" in error(shards)
     chunk.unlink()
     assert f"shard {chunk} is missing" in error(shards)
+    shards = write_id_shards(tmp_path / "no_val_index", 20, 8, side=8)
     (shards / "val" / "index.json").unlink()
-    assert "has no val/index.json" in error(shards)
+    assert f"shard split {shards / 'val'} has no readable index.json" in error(shards)
 
 
 def test_train_py_names_a_damaged_shard_in_one_line_before_training(tmp_path):
