@@ -67,6 +67,17 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(out, dim=0)
 
 
+@torch.no_grad()
+def all_reduce(x: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """`x` summed (op="sum") or maximised (op="max") element-wise over all ranks, as a new tensor,
+    without gradient (e.g. SwAV's Sinkhorn marginals over the global batch); `x` on one process."""
+    if not is_distributed():
+        return x
+    out = x.clone()
+    dist.all_reduce(out, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    return out
+
+
 def gather_object(obj) -> list:
     """`obj` (any picklable value) from every rank, in rank order; `[obj]` on one process."""
     if not is_distributed():

@@ -17,14 +17,16 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from selfsup.config.data import AugmentationConfig, DataConfig, MultiCropConfig, ShardsDataConfig
+from selfsup.config.data import AugmentationConfig, DataConfig, MultiCropConfig
 from selfsup.config.evaluation import EvalConfig
 from selfsup.config.losses import (BarlowTwinsLossConfig, BYOLLossConfig, ColorizationLossConfig, CrossEntropyConfig,
                                    DINOLossConfig, InfoNCEConfig, InpaintingConfig, MAELossConfig, MoCoV3LossConfig,
-                                   NegativeCosineConfig, NTXentConfig, PairwiseMarginConfig, VICRegLossConfig)
+                                   NegativeCosineConfig, NNCLRLossConfig, NTXentConfig, PairwiseMarginConfig,
+                                   SwAVLossConfig, VICRegLossConfig)
 from selfsup.config.model import (BackboneConfig, BarlowTwinsConfig, BYOLConfig, ColorizationConfig,
                                   ContextEncoderConfig, DINOConfig, JigsawConfig, MAEConfig, MoCoV2Config, MoCoV3Config,
-                                  RotNetConfig, SimCLRConfig, SimSiamConfig, VICRegConfig, ViTBackboneConfig)
+                                  NNCLRConfig, RotNetConfig, SimCLRConfig, SimSiamConfig, SwAVConfig, VICRegConfig,
+                                  ViTBackboneConfig)
 from selfsup.config.training import OptimizerConfig, PathsConfig, SchedulerConfig, StrategyConfig, TrainConfig, TrainerConfig
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: conf/ and the default paths.root_dir
@@ -80,7 +82,6 @@ def _auto_precision() -> str:
 
 SCHEMAS = {
     "data": DataConfig,
-    "data/shards": ShardsDataConfig,
     "augmentation": AugmentationConfig,
     "backbone": BackboneConfig,
     "backbone/vit": ViTBackboneConfig,
@@ -111,6 +112,10 @@ SCHEMAS = {
     "loss/negative_cosine": NegativeCosineConfig,
     "loss/vicreg": VICRegLossConfig,
     "loss/dino": DINOLossConfig,
+    "method/swav": SwAVConfig,
+    "loss/swav": SwAVLossConfig,
+    "method/nnclr": NNCLRConfig,
+    "loss/nnclr": NNCLRLossConfig,
     "optimizer": OptimizerConfig,
     "scheduler": SchedulerConfig,
     "eval": EvalConfig,

@@ -99,3 +99,17 @@ class ColorizationLossConfig:
 class PairwiseMarginConfig:
     _target_: str = MISSING
     margin: float = MISSING
+
+
+@dataclass
+class SwAVLossConfig:
+    _target_: str = MISSING
+    temperature: float = MISSING            # of the softmax over prototypes that predicts the codes
+    epsilon: float = MISSING                # Sinkhorn-Knopp's entropic regularisation
+    sinkhorn_iterations: int = MISSING
+
+
+@dataclass
+class NNCLRLossConfig:
+    _target_: str = MISSING
+    temperature: float = MISSING

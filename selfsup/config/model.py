@@ -196,3 +196,19 @@ class MoCoV3Config(MethodConfig):
     momentum_cosine: bool = MISSING         # cosine from `momentum` to 1 over training
     eval_encoder: EvalEncoder = MISSING     # which encoder is evaluated and exported
     freeze_patch_embed: bool = MISSING      # ViTs: a fixed random patch projection (stabilises training)
+
+
+@dataclass
+class SwAVConfig(MethodConfig):
+    projector: HeadConfig = field(default_factory=HeadConfig)
+    num_prototypes: int = MISSING           # K unit prototypes (weight-normalised, norm fixed at 1)
+    freeze_prototypes_epochs: int = MISSING  # the prototypes get no update for this many epochs
+    queue_length: int = MISSING             # past global-view projections in the Sinkhorn problem; 0: none
+    queue_start_epoch: int = MISSING        # the queue fills from this epoch on, and joins once full
+
+
+@dataclass
+class NNCLRConfig(MethodConfig):
+    projector: HeadConfig = field(default_factory=HeadConfig)
+    predictor: HeadConfig = field(default_factory=HeadConfig)
+    queue_size: int = MISSING               # the support set; a multiple of the global batch

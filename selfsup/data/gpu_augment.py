@@ -87,7 +87,8 @@ class DeviceAugment:
         from torchvision.transforms import RandomResizedCrop
         from torchvision.transforms import functional as TF
 
-        scale, ratio = (max(view.crop_scale[0], self.min_crop_scale), view.crop_scale[1]), (3 / 4, 4 / 3)
+        scale = tuple(max(end, self.min_crop_scale) for end in view.crop_scale)  # as view_transform's floor
+        ratio = (3 / 4, 4 / 3)
         crops = []
         for image in images:
             i, j, h, w = RandomResizedCrop.get_params(image, scale, ratio)  # host-side, from the known size

@@ -11,7 +11,8 @@ from selfsup.errors import UserError
 
 def view_transform(view, resolution: int, mean, std, blur: bool, on_device: bool = False,
                    min_crop_scale: float = 0.0, flip: bool = True) -> T.Compose:
-    crop_scale = (max(view.crop_scale[0], min_crop_scale), view.crop_scale[1])
+    # The floor lifts both ends: a local crop's whole range may lie below it (SwAV's (0.05, 0.14) on digits)
+    crop_scale = (max(view.crop_scale[0], min_crop_scale), max(view.crop_scale[1], min_crop_scale))
     steps = [
         T.RandomResizedCrop(resolution, scale=crop_scale, antialias=True),
         T.RandomHorizontalFlip(view.flip_p if flip else 0.0),

@@ -7,11 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import distributed
-from selfsup.errors import UserError
 from selfsup.losses.info_nce import InfoNCELoss
 from selfsup.methods.base import StepOutput
 from selfsup.methods.momentum_method import MomentumMethod
-from selfsup.methods.queue import FeatureQueue, check_queue_divisible
+from selfsup.methods.queue import FeatureQueue, check_queue_config
 from selfsup.models.heads import MLPHead
 
 
@@ -31,15 +30,9 @@ class MoCoV2(MomentumMethod):
     @classmethod
     def check_config(cls, cfg, world_size: int) -> None:
         super().check_config(cfg, world_size)
-        queue, batch, symmetric = cfg.method.queue_size, cfg.data.batch_size, cfg.method.symmetric
-        if queue <= 0:
-            raise UserError(f"method.queue_size must be > 0, got {queue}")
-        try:
-            check_queue_divisible(queue, batch * world_size * (2 if symmetric else 1))
-        except ValueError as err:
-            views = " x 2 key views (method.symmetric)" if symmetric else ""
-            raise UserError(f"{err} (method.queue_size={queue}, data.batch_size={batch} x {world_size} "
-                            f"devices{views})") from None
+        symmetric = cfg.method.symmetric
+        check_queue_config("method.queue_size", cfg.method.queue_size, cfg.data.batch_size, world_size,
+                           2 if symmetric else 1, " x 2 key views (method.symmetric)" if symmetric else "")
 
     @torch.no_grad()
     def _encode_keys(self, images: torch.Tensor) -> torch.Tensor:

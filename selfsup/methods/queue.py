@@ -1,9 +1,12 @@
-"""The MoCo queue of negative keys (He et al., 2020)."""
+"""A FIFO of past embeddings, kept in the checkpoint: MoCo's negative keys (He et al., 2020), NNCLR's
+support set (Dwibedi et al., 2021), SwAV's queue of past projections (Caron et al., 2020)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from selfsup.errors import UserError
 
 
 def check_queue_divisible(queue_size: int, global_batch: int) -> None:
@@ -11,10 +14,23 @@ def check_queue_divisible(queue_size: int, global_batch: int) -> None:
     must hold an integer number of them for the FIFO to wrap exactly at its end."""
     if global_batch <= 0 or queue_size % global_batch != 0:
         raise ValueError(
-            f"MoCo queue size K={queue_size} is not divisible by the global batch size "
+            f"queue size K={queue_size} is not divisible by the global batch size "
             f"{global_batch} (per-device batch x number of devices); set the queue size to a "
             f"multiple of {global_batch}, or change the batch size / number of devices"
         )
+
+
+def check_queue_config(key: str, size: int, batch: int, world_size: int, rows_per_image: int = 1,
+                       rows_note: str = "") -> None:
+    """A method's queue rule for `check_config`, as one line naming the setting: `key` (the queue size
+    `size`) > 0 and a multiple of the rows each step writes, `batch` x `world_size` x `rows_per_image`
+    (`rows_note` says why there are several per image)."""
+    if size <= 0:
+        raise UserError(f"{key} must be > 0, got {size}")
+    try:
+        check_queue_divisible(size, batch * world_size * rows_per_image)
+    except ValueError as err:
+        raise UserError(f"{err} ({key}={size}, data.batch_size={batch} x {world_size} devices{rows_note})") from None
 
 
 class FeatureQueue(nn.Module):

@@ -1,5 +1,6 @@
 """Projection / prediction heads: Linear-BN-ReLU blocks ending in a Linear (optionally BN),
-the shape shared by SimCLR, MoCo v2, BYOL, Barlow Twins, SimSiam and VICReg heads; and DINO's head."""
+the shape shared by SimCLR, MoCo v2, BYOL, Barlow Twins, SimSiam, VICReg, SwAV and NNCLR heads; DINO's head;
+and the weight-normalised prototypes of DINO and SwAV."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -37,6 +38,17 @@ class MLPHead(nn.Sequential):
         self.output_dim = output_dim
 
 
+def prototypes(input_dim: int, count: int, learn_norm: bool = False) -> nn.Module:
+    """A weight-normalised Linear(input_dim -> count), no bias: row k is w_k = g_k v_k / |v_k|. With the
+    norms g fixed at 1 (learn_norm false), its outputs on L2-normalised inputs are cosines to `count`
+    unit prototypes (DINO's last layer, SwAV's prototypes)."""
+    layer = nn.utils.parametrizations.weight_norm(nn.Linear(input_dim, count, bias=False))
+    norm = layer.parametrizations.weight.original0  # g, one per output unit
+    norm.data.fill_(1.0)
+    norm.requires_grad_(learn_norm)
+    return layer
+
+
 class DINOHead(nn.Module):
     """DINO's projection head (Caron et al. 2021): an MLP (GELU) down to a `bottleneck_dim` embedding,
     L2-normalised, then a weight-normalised linear layer to `output_dim` logits. With `norm_last_layer`
@@ -51,10 +63,7 @@ class DINOHead(nn.Module):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck_dim, output_dim, bias=False))
-        norm = self.last_layer.parametrizations.weight.original0  # g, one per output unit
-        norm.data.fill_(1.0)
-        norm.requires_grad_(not norm_last_layer)
+        self.last_layer = prototypes(bottleneck_dim, output_dim, learn_norm=not norm_last_layer)
         self.output_dim = output_dim
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
