@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -45,7 +46,8 @@ def evaluation_source(cfg: DictConfig) -> Source:
         if cfg.get("encoder") is not None:
             raise UserError(f"encoder={cfg.encoder} picks a checkpoint's online or momentum encoder; weights= has one backbone")
         weights = find_weights(cfg.weights)
-        record = {"weights": weights.record(), "method": None, "pretrain_data": None}
+        origin = {**weights.record(), **({"seed": cfg.seed} if weights.kind == "random" else {})}
+        record = {"weights": origin, "method": None, "pretrain_data": None}
         return Source(record, None, None, None, weights=weights)
     saved = read_checkpoint(cfg.ckpt_path)
     train_cfg = OmegaConf.create(saved.cfg)
@@ -91,6 +93,8 @@ def build_evaluated(cfg: DictConfig, source: Source, data_cfg: DictConfig) -> nn
         chosen = OmegaConf.to_container(chosen, resolve=True)["backbone"]
     backbone_cfg = backbone_for(weights, chosen)
     source.record["backbone"] = backbone_cfg["name"]
+    if weights.kind == "random":
+        torch.manual_seed(cfg.seed)
     backbone = build_backbone(**backbone_cfg)
     load_weights(backbone, weights)
     return backbone
