@@ -7,10 +7,10 @@ SWEEP  ?= simclr_optuna
 DIR    ?= outputs
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test clean bench sweep report export table
+.PHONY: help install train test clean bench gpu-check sweep report export table
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-9s %s\n", $$1, $$2}'
 	@echo "  extra arguments: make train ARGS='method=simclr data=folder data.root=...'"
 
 $(STAMP): requirements.txt
@@ -43,10 +43,13 @@ table: $(PEERS)  ## each method vs lightly's at equal wall-clock on the CIFAR sa
 bench: $(STAMP)  ## time a training step: module vs bare PyTorch, loader (outputs/bench/<time>/bench.json)
 	$(PY) scripts/bench.py $(ARGS)
 
+gpu-check: $(STAMP)  ## every CUDA path on one GPU in <= 9 min, table + gpu_check.json (ARGS='data_root=<CIFAR sample>' adds the recipes; --dry-run on a CPU)
+	$(PY) scripts/gpu_check.py $(ARGS)
+
 test: $(STAMP)  ## lint (ruff check, pyproject.toml), then run the whole test suite
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(ARGS)
 
 clean:  ## remove run outputs and caches (keeps .venv)
-	rm -rf outputs/train outputs/eval outputs/bench multirun .pytest_cache
+	rm -rf outputs/train outputs/eval outputs/bench outputs/gpu_check multirun .pytest_cache
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

@@ -86,7 +86,7 @@ def test_split_conversion_keeps_a_frozen_target_frozen():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="SyncBatchNorm runs on GPUs only")
-def test_syncbn_equals_full_batch_batchnorm_on_gpus():
-    proc = run_script("scripts/check_syncbn_gpu.py", ["--world-size", "2"])
+def test_syncbn_equals_full_batch_batchnorm_on_gpus(tmp_path):
+    proc = run_script("scripts/gpu_check.py", ["--only", "syncbn", "--out", str(tmp_path)])  # part 1 of make gpu-check
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
-    assert "PASS" in proc.stdout
+    assert "[1 syncbn] passed" in proc.stdout
