@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +27,8 @@ from torch.utils.data import Dataset
 
 from selfsup.data.layout import SHARD_LAYOUT, SHARD_META
 from selfsup.errors import UserError
+
+logging.getLogger("litdata").setLevel(logging.WARNING)  # its INFO lines (cache size, mmap mode) on every open
 
 
 def is_remote(root: str) -> bool:
