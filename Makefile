@@ -7,7 +7,7 @@ SWEEP  ?= simclr_optuna
 DIR    ?= outputs
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test clean bench gpu-check sweep report export table shards
+.PHONY: help install train test clean atlas bench gpu-check sweep report export table shards
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-9s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ $(PEERS): requirements-peers.txt $(STAMP)
 
 table: $(PEERS)  ## each method vs lightly's at equal wall-clock on the CIFAR sample (~1 h on 2 CPUs; outputs/table/<time>/results.md)
 	$(PY) benchmarks/peer_table.py $(ARGS)
+
+atlas: $(STAMP)  ## the learning atlas: kNN vs steps/seconds for every *_cpu_short recipe on the CIFAR sample (~1 h on 2 CPUs; outputs/atlas/<time>/)
+	$(PY) benchmarks/steps_to_learn.py $(ARGS)
 
 shards: $(STAMP)  ## LitData shards for data=shards: make shards ARGS='data=folder data.root=DIR out=OUT' (docs/shards.md)
 	$(PY) scripts/make_shards.py $(ARGS)

@@ -1,10 +1,10 @@
-"""The peer side of the peer table (benchmarks/peer_table.py): SimCLR, MoCo v2, BYOL and Barlow Twins as
-a plain PyTorch loop from lightly's components (requirements-peers.txt), with the recipe of lightly's
+"""The peer side of the peer table (benchmarks/peer_table.py): SimCLR, MoCo v2, BYOL, Barlow Twins, SwAV and
+NNCLR as a plain PyTorch loop from lightly's components (requirements-peers.txt), with the recipe of lightly's
 own CIFAR-10 benchmark (docs/source/getting_started/benchmarks/cifar10_benchmark.py in lightly's
 repository: ResNet-18, batch 128, kNN k=200 T=0.1):
 
-- all four: SGD lr 0.06 x batch/128, momentum 0.9, weight decay 5e-4 on every trainable parameter,
-  CosineAnnealingLR over the epochs stepped once per epoch; each view through the backbone alone.
+- all but SwAV: SGD lr 0.06 x batch/128, momentum 0.9, weight decay 5e-4 on every trainable parameter;
+  all: CosineAnnealingLR over the epochs stepped once per epoch; each view through the backbone alone.
 - SimCLR: SimCLRTransform(cj_strength=0.5, gaussian_blur=0), SimCLRProjectionHead(512, 512, 128),
   NTXentLoss() (temperature 0.5).
 - MoCo v2: the same transform, MoCoProjectionHead(512, 512, 128), update_momentum 0.99 on backbone
@@ -15,6 +15,12 @@ repository: ResNet-18, batch 128, kNN k=200 T=0.1):
   0.5 (L(p0, z1) + L(p1, z0)).
 - Barlow Twins: the BYOL transform, the benchmark's 2-layer ProjectionHead 512-2048(BN, ReLU)-2048,
   BarlowTwinsLoss() (lambda 5e-3).
+- SwAV: SwaVTransform of 2 crops at the resolution, min scale 0.14 (cj_strength=0.5, gaussian_blur=0),
+  SwaVProjectionHead(512, 512, 128), SwaVPrototypes(128, 512) normalised before each step, SwaVLoss()
+  (no queue, prototypes never frozen), Adam lr 1e-3 x batch/128, weight decay 1e-6.
+- NNCLR: the SimCLR transform, the benchmark's 2-layer ProjectionHead 512-2048(BN, ReLU)-256(BN),
+  NNCLRPredictionHead(256, 4096, 256), NNMemoryBankModule of 4096 projections (updated with view 1's),
+  NTXentLoss() (temperature 0.5), 0.5 (L(NN(z0), p1) + L(NN(z1), p0)).
 
 Adapted, the same for both sides of the table:
 - backbone: the project's `build_backbone` from the recipe (torchvision ResNet-18, fc = Identity, the
@@ -35,16 +41,17 @@ from __future__ import annotations
 
 import copy
 import json
+from functools import partial
 import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torchvision
-from lightly.loss import BarlowTwinsLoss, NegativeCosineSimilarity, NTXentLoss
-from lightly.models.modules import heads
+from lightly.loss import BarlowTwinsLoss, DINOLoss, NegativeCosineSimilarity, NTXentLoss, VICRegLoss, SwaVLoss
+from lightly.models.modules import NNMemoryBankModule, heads
 from lightly.models.utils import deactivate_requires_grad, update_momentum
-from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, SimCLRTransform
+from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, SimCLRTransform, SwaVTransform
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,13 +75,21 @@ def byol_transform(resolution: int):
                          view_2_transform=BYOLView2Transform(input_size=resolution, gaussian_blur=0.0))
 
 
+class Peer(nn.Module):
+    """A peer: its transform, modules and `training_loss(x0, x1)`; the benchmark's SGD unless it names its own."""
+
+    def optimizer(self, batch_size: int) -> torch.optim.Optimizer:
+        return torch.optim.SGD([p for p in self.parameters() if p.requires_grad],
+                               lr=BASE_LR * batch_size / BASE_BATCH, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+
+
 def frozen_copy(module: nn.Module) -> nn.Module:
     target = copy.deepcopy(module)
     deactivate_requires_grad(target)
     return target
 
 
-class SimCLR(nn.Module):
+class SimCLR(Peer):
     def __init__(self, backbone: nn.Module, resolution: int):
         super().__init__()
         self.transform = simclr_transform(resolution)
@@ -86,7 +101,7 @@ class SimCLR(nn.Module):
         return self.criterion(self.projection_head(self.backbone(x0)), self.projection_head(self.backbone(x1)))
 
 
-class MoCoV2(nn.Module):
+class MoCoV2(Peer):
     def __init__(self, backbone: nn.Module, resolution: int):
         super().__init__()
         self.transform = simclr_transform(resolution)
@@ -106,7 +121,7 @@ class MoCoV2(nn.Module):
         return 0.5 * (loss(x0, x1) + loss(x1, x0))
 
 
-class BYOL(nn.Module):
+class BYOL(Peer):
     def __init__(self, backbone: nn.Module, resolution: int):
         super().__init__()
         self.transform = byol_transform(resolution)
@@ -124,7 +139,7 @@ class BYOL(nn.Module):
         return 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
 
 
-class BarlowTwins(nn.Module):
+class BarlowTwins(Peer):
     def __init__(self, backbone: nn.Module, resolution: int):
         super().__init__()
         self.transform = byol_transform(resolution)
@@ -137,7 +152,118 @@ class BarlowTwins(nn.Module):
         return self.criterion(self.projection_head(self.backbone(x0)), self.projection_head(self.backbone(x1)))
 
 
-PEERS = {"simclr": SimCLR, "mocov2": MoCoV2, "byol": BYOL, "barlow_twins": BarlowTwins}
+class SwAV(Peer):
+    def __init__(self, backbone: nn.Module, resolution: int):
+        super().__init__()
+        self.transform = SwaVTransform(crop_sizes=(resolution,), crop_counts=(2,), crop_min_scales=(0.14,),
+                                       crop_max_scales=(1.0,), cj_strength=0.5, gaussian_blur=0.0)
+        self.backbone = backbone
+        self.projection_head = heads.SwaVProjectionHead(backbone.output_dim, 512, 128)
+        self.prototypes = heads.SwaVPrototypes(128, 512)
+        self.criterion = SwaVLoss()
+
+    def optimizer(self, batch_size: int) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3 * batch_size / BASE_BATCH, weight_decay=1e-6)
+
+    def training_loss(self, x0, x1):
+        self.prototypes.normalize()
+        scores = [self.prototypes(nn.functional.normalize(self.projection_head(self.backbone(x)), dim=1))
+                  for x in (x0, x1)]
+        return self.criterion(scores, [])
+
+
+class NNCLR(Peer):
+    def __init__(self, backbone: nn.Module, resolution: int):
+        super().__init__()
+        self.transform = simclr_transform(resolution)
+        self.backbone = backbone
+        self.projection_head = heads.ProjectionHead([(backbone.output_dim, 2048, nn.BatchNorm1d(2048), nn.ReLU(inplace=True)),
+                                                     (2048, 256, nn.BatchNorm1d(256), None)])
+        self.prediction_head = heads.NNCLRPredictionHead(256, 4096, 256)
+        self.memory_bank = NNMemoryBankModule(size=(4096, 256))
+        self.criterion = NTXentLoss()
+
+    def training_loss(self, x0, x1):
+        z0, z1 = (self.projection_head(self.backbone(x)) for x in (x0, x1))
+        p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
+        nn0 = self.memory_bank(z0.detach(), update=False)
+        nn1 = self.memory_bank(z1.detach(), update=True)
+        return 0.5 * (self.criterion(nn0, p1) + self.criterion(nn1, p0))
+
+
+class SimSiam(nn.Module):
+    def __init__(self, backbone: nn.Module, resolution: int):
+        super().__init__()
+        self.transform = simclr_transform(resolution)
+        self.backbone = backbone
+        self.projection_head = heads.SimSiamProjectionHead(backbone.output_dim, 512, 512)
+        self.prediction_head = heads.SimSiamPredictionHead(512, 128, 512)
+        self.criterion = NegativeCosineSimilarity()
+
+    def training_loss(self, x0, x1):
+        z0, z1 = (self.projection_head(self.backbone(x)) for x in (x0, x1))
+        p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
+        return 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
+
+
+class VICReg(nn.Module):
+    def __init__(self, backbone: nn.Module, resolution: int):
+        super().__init__()
+        self.transform = byol_transform(resolution)
+        self.backbone = backbone
+        self.projection_head = heads.VICRegProjectionHead(backbone.output_dim, 2048, 2048, num_layers=2)
+        self.criterion = VICRegLoss()
+
+    def training_loss(self, x0, x1):
+        return self.criterion(self.projection_head(self.backbone(x0)), self.projection_head(self.backbone(x1)))
+
+
+class MoCoV3(nn.Module):
+    """lightly's MoCo v3 example on a ResNet: BYOL-shaped heads, a momentum encoder and in-batch InfoNCE."""
+
+    def __init__(self, backbone: nn.Module, resolution: int):
+        super().__init__()
+        self.transform = byol_transform(resolution)
+        self.backbone = backbone
+        self.projection_head = heads.BYOLProjectionHead(backbone.output_dim, 1024, 256)
+        self.prediction_head = heads.BYOLPredictionHead(256, 1024, 256)
+        self.backbone_momentum, self.projection_head_momentum = frozen_copy(backbone), frozen_copy(self.projection_head)
+        self.criterion = NTXentLoss(temperature=0.2)
+
+    def training_loss(self, x0, x1):
+        update_momentum(self.backbone, self.backbone_momentum, 0.99)
+        update_momentum(self.projection_head, self.projection_head_momentum, 0.99)
+        q0, q1 = (self.prediction_head(self.projection_head(self.backbone(x))) for x in (x0, x1))
+        k0, k1 = (self.projection_head_momentum(self.backbone_momentum(x)).detach() for x in (x0, x1))
+        return 0.5 * (self.criterion(q0, k1) + self.criterion(q1, k0))
+
+
+class DINO(nn.Module):
+    """lightly's DINO on a CIFAR ResNet (batch_norm head), two 32-px views as the project's dino_cpu_short."""
+
+    def __init__(self, backbone: nn.Module, resolution: int):
+        super().__init__()
+        self.transform = byol_transform(resolution)
+        self.backbone = backbone
+        head = partial(heads.DINOProjectionHead, backbone.output_dim, 512, 128, 1024, batch_norm=True)
+        self.projection_head, self.projection_head_momentum = head(), head()  # weight_norm: no deepcopy
+        self.projection_head_momentum.load_state_dict(self.projection_head.state_dict())
+        deactivate_requires_grad(self.projection_head_momentum)
+        self.backbone_momentum = frozen_copy(backbone)
+        self.criterion = DINOLoss(output_dim=1024, warmup_teacher_temp_epochs=0)
+
+    def training_loss(self, x0, x1):
+        update_momentum(self.backbone, self.backbone_momentum, 0.99)
+        update_momentum(self.projection_head, self.projection_head_momentum, 0.99)
+        views = [x0, x1]
+        teacher = [self.projection_head_momentum(self.backbone_momentum(x)).detach() for x in views]
+        student = [self.projection_head(self.backbone(x)) for x in views]
+        return self.criterion(teacher, student)
+
+
+PEERS = {"simclr": SimCLR, "mocov2": MoCoV2, "byol": BYOL, "barlow_twins": BarlowTwins, "swav": SwAV, "nnclr": NNCLR,
+         "simsiam": SimSiam, "vicreg": VICReg, "mocov3": MoCoV3, "dino": DINO}
+
 
 
 def compose_recipe(method: str, data_root: str, seed: int):
@@ -160,8 +286,7 @@ def train(method: str, seed: int, budget_s: float, eval_every_s: float, data_roo
     workers = datamodule.num_workers
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                                          num_workers=workers, persistent_workers=workers > 0)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
-                                lr=BASE_LR * cfg.data.batch_size / BASE_BATCH, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    optimizer = model.optimizer(cfg.data.batch_size)
     epochs = cfg.trainer.max_epochs
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
     bf16 = "bf16" in str(cfg.trainer.precision)

@@ -49,11 +49,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from selfsup.config.evaluation import LinearConfig  # noqa: E402
-from selfsup.eval.features import extract_features  # noqa: E402
+from selfsup.eval.features import EvaluatedBackbone, extract_features  # noqa: E402
 from selfsup.eval.knn import knn_top1  # noqa: E402
 from selfsup.eval.linear import linear_probe  # noqa: E402
 
-METHODS = ("simclr", "mocov2", "byol", "barlow_twins")
+METHODS = ("simclr", "mocov2", "byol", "barlow_twins", "simsiam", "vicreg", "mocov3", "dino", "swav", "nnclr")
 DEFAULTS = {
     "methods": ",".join(METHODS),
     "seeds": "0,1",
@@ -170,18 +170,24 @@ class WallClockBudget(pl.Callback):
     def __init__(self, budget_s: float, eval_every_s: float, out: str):
         self.budget_s, self.eval_every_s, self.out = budget_s, eval_every_s, Path(out)
 
+    @staticmethod
+    def evaluated(pl_module):
+        """What the run's own evaluation scores: the encoder the paper evaluates (a DINO teacher), fed the
+        method's evaluation input (colorization: the lightness)."""
+        return EvaluatedBackbone(pl_module.evaluated_backbone(), pl_module.evaluation_input)
+
     def on_train_start(self, trainer, pl_module):
         cfg = pl_module.cfg
         self.evaluator = Evaluator(trainer.datamodule, cfg.eval.knn, bf16="bf16" in str(cfg.trainer.precision))
         self.clock = TrainingClock(self.evaluator, self.budget_s, self.eval_every_s)
-        self.clock.start(pl_module.backbone)
+        self.clock.start(self.evaluated(pl_module))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.clock.step_done(trainer.global_step, pl_module.backbone):
+        if self.clock.step_done(trainer.global_step, self.evaluated(pl_module)):
             trainer.should_stop = True
 
     def on_train_end(self, trainer, pl_module):
-        self.clock.finish(trainer.global_step, pl_module.backbone)
+        self.clock.finish(trainer.global_step, self.evaluated(pl_module))
         summary = {**self.clock.summary(), "linear_top1": self.evaluator.linear_top1()}
         self.out.write_text(json.dumps(summary, indent=2) + "\n")
 

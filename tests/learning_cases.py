@@ -61,7 +61,7 @@ CASES = {
     # Their recipes' whole schedules, where the atlas (benchmarks/steps_to_learn.py) sees them clear init + 0.03:
     # minutes each, beyond the suite's budget.
     "byol": LearningCase(["experiment=byol_cpu_short"], epochs=25, slow=True),
-    "dino": LearningCase(["experiment=dino_cpu_short"], epochs=8, slow=True),
+    "dino": LearningCase(["experiment=dino_cpu_short"], epochs=12, slow=True),
     "simsiam": LearningCase(["experiment=simsiam_cpu_short"], epochs=25, slow=True),
 }
 
