@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from bench_common import REPO, quiet
+from bench_loader import run_loader
 from PIL import Image
 
 CLASSES = 4
@@ -36,6 +36,7 @@ def make_jpegs(root: Path, side: int, count: int) -> Path:
 
 
 def loader_images_per_sec(overrides: list[str], batches: int, scratch: str) -> float:
+    import torch
     from omegaconf import OmegaConf
 
     from selfsup.config import compose_train
@@ -46,20 +47,8 @@ def loader_images_per_sec(overrides: list[str], batches: int, scratch: str) -> f
     datasets = build_datasets(cfg.data)
     cfg = completed_config(cfg, datasets)
     OmegaConf.resolve(cfg)
-    loader = SSLDataModule(cfg.data, cfg.augmentation, datasets=datasets).train_dataloader()
-    images, it = 0, iter(loader)
-    for i in range(batches + 2):
-        if i == 2:
-            start = time.perf_counter()
-        try:
-            _, labels = next(it)
-        except StopIteration:
-            it = iter(loader)
-            _, labels = next(it)
-        images += len(labels) if i >= 2 else 0
-    seconds = time.perf_counter() - start
-    del it, loader
-    return images / seconds
+    datamodule = SSLDataModule(cfg.data, cfg.augmentation, datasets=datasets)
+    return run_loader(datamodule, batches, torch.device("cpu"))
 
 
 def main() -> None:
