@@ -191,7 +191,7 @@ class NNCLR(Peer):
         return 0.5 * (self.criterion(nn0, p1) + self.criterion(nn1, p0))
 
 
-class SimSiam(nn.Module):
+class SimSiam(Peer):
     def __init__(self, backbone: nn.Module, resolution: int):
         super().__init__()
         self.transform = simclr_transform(resolution)
@@ -206,7 +206,7 @@ class SimSiam(nn.Module):
         return 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
 
 
-class VICReg(nn.Module):
+class VICReg(Peer):
     def __init__(self, backbone: nn.Module, resolution: int):
         super().__init__()
         self.transform = byol_transform(resolution)
@@ -218,7 +218,7 @@ class VICReg(nn.Module):
         return self.criterion(self.projection_head(self.backbone(x0)), self.projection_head(self.backbone(x1)))
 
 
-class MoCoV3(nn.Module):
+class MoCoV3(Peer):
     """lightly's MoCo v3 example on a ResNet: BYOL-shaped heads, a momentum encoder and in-batch InfoNCE."""
 
     def __init__(self, backbone: nn.Module, resolution: int):
@@ -238,7 +238,7 @@ class MoCoV3(nn.Module):
         return 0.5 * (self.criterion(q0, k1) + self.criterion(q1, k0))
 
 
-class DINO(nn.Module):
+class DINO(Peer):
     """lightly's DINO on a CIFAR ResNet (batch_norm head), two 32-px views as the project's dino_cpu_short."""
 
     def __init__(self, backbone: nn.Module, resolution: int):
