@@ -17,13 +17,13 @@ def test_loader_transforms_hold_plain_floats():
     """The per-image transforms must not read the config: handed OmegaConf lists, torchvision's
     Normalize converted them element by element through OmegaConf on every image, which was half a
     CIFAR image's loader time (and the end-to-end gap to a plain loop)."""
-    from torchvision import transforms as T
+    from torchvision.transforms import v2
 
     from selfsup.data.transforms import MultiViewTransform, eval_transform
 
     cfg = compose_train(["data.resolution=16"])
     pipelines = [*MultiViewTransform(cfg.augmentation).views, eval_transform(16, cfg.data.mean, cfg.data.std)]
-    normalizers = [step for pipeline in pipelines for step in pipeline.transforms if isinstance(step, T.Normalize)]
+    normalizers = [step for pipeline in pipelines for step in pipeline.transforms if isinstance(step, v2.Normalize)]
     assert len(normalizers) == len(pipelines)
     for step in normalizers:
         for values in (step.mean, step.std):
