@@ -2,7 +2,7 @@
 order of the colour adjustments, the blur sigma) drawn per sample, as torchvision's per-image
 transforms draw them: the building blocks of `selfsup.data.gpu_augment.DeviceAugment`. Input is a
 float batch (B, C, H, W) in [0, 1] (`to_float` makes one from uint8) on any device; no op syncs
-with the host."""
+with the host. `denormalize` turns a normalised batch back into such pixels (for pictures)."""
 from __future__ import annotations
 
 import torch
@@ -29,6 +29,13 @@ def _per_sample(values: Tensor) -> Tensor:
 def to_float(images: Tensor) -> Tensor:
     """uint8 [0, 255] -> float32 [0, 1]; float input is returned as float32."""
     return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
+def denormalize(x: Tensor, mean, std) -> Tensor:
+    """Undo `Normalize(mean, std)`: (B, C, H, W) back to [0, 1] pixels."""
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return (x.float() * std + mean).clamp(0.0, 1.0)
 
 
 def grayscale(images: Tensor) -> Tensor:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from selfsup.data.batch_ops import denormalize
 from selfsup.data.pretext import lab_to_rgb, rgb_to_lab
 from selfsup.errors import UserError
 from selfsup.losses.colorization import ColorizationLoss
 from selfsup.methods.base import StepOutput
 from selfsup.methods.pretext_base import PretextMethod
 from selfsup.models.decoders import UpConvDecoder
-from selfsup.visualize import ImageGridMixin, denormalize
 
 
-class Colorization(ImageGridMixin, PretextMethod):
+class Colorization(PretextMethod):
     losses = (ColorizationLoss,)
 
     def __init__(self, cfg):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from selfsup.data.batch_ops import denormalize
 from selfsup.data.pretext import apply_mask, make_mask
 from selfsup.errors import UserError
 from selfsup.losses.context_encoder import ContextEncoderLoss
@@ -14,12 +15,11 @@ from selfsup.methods.base import StepOutput
 from selfsup.methods.pretext_base import PretextMethod
 from selfsup.models.decoders import PatchDiscriminator, UpConvDecoder
 from selfsup.optim import build_optimizer, build_scheduler, parameter_groups, scaled_lr
-from selfsup.visualize import ImageGridMixin, denormalize
 
 MASKS = ("central", "random_block", "random_region")
 
 
-class ContextEncoder(ImageGridMixin, PretextMethod):
+class ContextEncoder(PretextMethod):
     losses = (ContextEncoderLoss,)
     separately_optimized = ("discriminator",)
 

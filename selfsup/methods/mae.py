@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import torch
 
+from selfsup.data.batch_ops import denormalize
 from selfsup.errors import UserError
 from selfsup.losses.mae import MAELoss
 from selfsup.methods.base import StepOutput
 from selfsup.methods.pretext_base import PretextMethod
 from selfsup.models.backbones import VITS, vit_patch_size
 from selfsup.models.decoders import MAEDecoder
-from selfsup.visualize import ImageGridMixin, denormalize
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -48,7 +48,7 @@ def random_masking(batch: int, num_patches: int, ratio: float, device) -> tuple[
     return shuffle[:, :visible], restore, mask.gather(1, restore)
 
 
-class MAE(ImageGridMixin, PretextMethod):
+class MAE(PretextMethod):
     losses = (MAELoss,)
 
     @classmethod

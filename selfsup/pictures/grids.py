@@ -1,16 +1,20 @@
-"""views.png and neighbours.png: framed image cells laid out in rows, one row per view or per query."""
+"""views.png and neighbours.png: framed image cells laid out in rows, one row per view or per query;
+and the plain grid of a method's own rows (`save_image_grid`: epoch_XXX.png)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torchvision.utils import save_image
 
-from selfsup.visualize import denormalize
+from selfsup.data.batch_ops import denormalize
 
 VIEW_COLUMNS = 8                 # images shown per view row
 QUERIES, NEIGHBOURS = 8, 8       # neighbours.png: rows, and neighbours per row
 CELL_SIDE = 64                   # px an image is drawn at (small images enlarged pixel-exact, large ones shrunk)
+GRID_MIN_SIDE = 64               # save_image_grid: smaller images (CIFAR, digits) enlarged, pixel-exact
 BORDER = 3                       # px of the coloured frame around a cell
 SAME_CLASS, OTHER_CLASS, NEUTRAL = (0.1, 0.7, 0.2), (0.85, 0.1, 0.1), (1.0, 1.0, 1.0)
 
@@ -120,3 +124,15 @@ def save_neighbours(features, bank_images, val_images, mean, std, class_names, p
              "(no labels: no right/wrong frames)")
     columns = ["query"] + [str(i + 1) for i in range(neighbours.shape[1])]
     return _save_grid(rows, labels, title, path, columns)
+
+
+def save_image_grid(rows: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """One grid row per entry of `rows` (each (n, 3, H, W) in [0, 1], same n), written as a PNG."""
+    images = torch.cat([r.detach().float().cpu().clamp(0.0, 1.0) for r in rows.values()])
+    side = images.shape[-1]
+    if side < GRID_MIN_SIDE:
+        images = F.interpolate(images, scale_factor=math.ceil(GRID_MIN_SIDE / side), mode="nearest")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, path, nrow=len(next(iter(rows.values()))), padding=2, pad_value=1.0)
+    return path

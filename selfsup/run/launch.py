@@ -10,7 +10,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from selfsup.callbacks import CpuThreadsPerRank, ThroughputMonitor
 from selfsup.checks import check_global_batch, requested_devices
 from selfsup.errors import UserError
-from selfsup.pictures.publish import ViewsPicture
+from selfsup.pictures.publish import MethodGrid, ViewsPicture
 from selfsup.run.checkpoint import checkpoint_io
 from selfsup.run.progress import RunProgress
 from selfsup.run.state import RunState
@@ -139,6 +139,8 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     callbacks += [ThroughputMonitor(), CpuThreadsPerRank(), RunState(), RunProgress()]  # RunProgress reads ThroughputMonitor
     if cfg.images:
         callbacks.append(ViewsPicture(run_dir, cfg.data.mean, cfg.data.std))
+        if "image_every_n_epochs" in cfg.method:  # a method that draws its own rows (image_rows)
+            callbacks.append(MethodGrid(run_dir, cfg.method.image_every_n_epochs, cfg.method.image_grid_size))
     if torch.cuda.is_available():
         callbacks.append(GPUMemoryMonitor())
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf, open_dict
 
 from conftest import TINY_RUN, compose_train, run_script, train
 from selfsup.errors import UserError
-from selfsup.visualize import denormalize
+from selfsup.data.batch_ops import denormalize
 
 RESULT_KEYS = {"method", "data", "backbone", "epochs", "steps", "knn_top1_at_init", "knn_top1",
                "train_seconds", "train_images_per_sec", "checkpoint"}
