@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import assert_succeeded, make_image_tree, make_labelled_folder, run_script, train
 from safetensors.torch import save_file
 
