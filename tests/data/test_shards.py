@@ -2,7 +2,6 @@
 directories, and each DDP rank's share of the stream."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -10,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, assert_one_line_error, make_image_tree, run_script
+from conftest import assert_one_line_error, make_image_tree, run_script
 from PIL import Image
-from run.shard_ids import write_id_shards
+from run.shard_ids import make_shards, write_id_shards
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import PILToTensor
 
@@ -23,13 +22,6 @@ from selfsup.data.shards import ShardImages, shard_datasets
 from selfsup.errors import UserError
 
 CLASSES = ("cat", "dog", "owl")
-
-
-def _make_shards():
-    spec = importlib.util.spec_from_file_location("make_shards", REPO / "scripts" / "make_shards.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +46,7 @@ def _sample(shards: Path, split: str, index: int) -> dict:
 
 def test_folder_shards_hold_the_files_bytes_and_labels_and_read_like_the_folder(folder, tmp_path, capsys):
     shards = tmp_path / "shards"
-    _make_shards()(["data=folder", f"data.root={folder}", f"out={shards}"])
+    make_shards(["data=folder", f"data.root={folder}", f"out={shards}"])
     out = capsys.readouterr().out
     size = sum(f.stat().st_size for f in shards.rglob("*") if f.is_file())
     assert f"wrote {shards}: train 15, val 6 images, 3 classes, {size:,} bytes" in out
@@ -76,7 +68,7 @@ def test_decoded_sources_are_stored_losslessly_and_a_rerun_keeps_complete_shards
     shards = tmp_path / "digits"
     shards.with_name("digits.partial").mkdir()  # what an interrupted run leaves: removed, not mixed in
     (shards.with_name("digits.partial") / "stale").write_text("x")
-    _make_shards()(["data=digits", f"out={shards}", "limit=40"])
+    make_shards(["data=digits", f"out={shards}", "limit=40"])
     assert "train 40, val 40 images, 10 classes" in capsys.readouterr().out
     assert not shards.with_name("digits.partial").exists() and not (shards / "stale").exists()
     pretrain, _, _ = shard_datasets(compose_train(["data=shards", f"data.root={shards}"]).data)
@@ -87,15 +79,15 @@ def test_decoded_sources_are_stored_losslessly_and_a_rerun_keeps_complete_shards
 
     index = shards / "train" / "index.json"
     written = index.stat().st_mtime_ns
-    _make_shards()(["data=digits", f"out={shards}", "limit=40"])
+    make_shards(["data=digits", f"out={shards}", "limit=40"])
     assert "already holds shards" in capsys.readouterr().out and index.stat().st_mtime_ns == written
-    _make_shards()(["data=digits", f"out={shards}", "limit=20", "overwrite=true"])
+    make_shards(["data=digits", f"out={shards}", "limit=20", "overwrite=true"])
     assert "train 20, val 20 images" in capsys.readouterr().out
 
 
 def test_an_unlabelled_tree_becomes_train_shards_without_labels(tmp_path, capsys):
     tree, shards = make_image_tree(tmp_path / "tree"), tmp_path / "shards"
-    _make_shards()(["data=images", f"data.root={tree}", f"out={shards}"])
+    make_shards(["data=images", f"data.root={tree}", f"out={shards}"])
     files = ImageFiles(str(tree)).samples
     assert f"wrote {shards}: train {len(files)} images, 0 classes" in capsys.readouterr().out
     pretrain, labelled, val = shard_datasets(compose_train(["data=shards", f"data.root={shards}"]).data)

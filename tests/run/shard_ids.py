@@ -1,15 +1,25 @@
-"""Shards whose labels are the images' ids, so the labels of a batch name the samples it holds, and a callback
-that records them for train.py runs under test (`+callbacks.record._target_=run.shard_ids.RecordBatchLabels`,
-with tests/ on PYTHONPATH): `<global step> <labels>` per training step, appended before the step runs and
-flushed, so the record survives a kill -9."""
+"""Helpers of the data=shards tests: scripts/make_shards.py's main in-process; shards whose labels are the
+images' ids, so the labels of a batch name the samples it holds; and a callback that records them for
+train.py runs under test (`+callbacks.record._target_=run.shard_ids.RecordBatchLabels`, with tests/ on
+PYTHONPATH): `<global step> <labels>` per training step, appended before the step runs and flushed, so
+the record survives a kill -9."""
 from __future__ import annotations
 
+import importlib.util
 import io
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 from PIL import Image
+
+
+def make_shards(argv: list[str]) -> None:
+    """`python scripts/make_shards.py argv...` without a new interpreter (its prints go to the caller's stdout)."""
+    spec = importlib.util.spec_from_file_location("make_shards", Path(__file__).parents[2] / "scripts" / "make_shards.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(argv)
 
 
 def write_id_shards(root: Path, train: int, val: int, side: int = 32) -> Path:

@@ -11,19 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_RUN, run_script, train
-from run.shard_ids import read_record, write_id_shards
+from conftest import REPO, TINY_RUN, train
+from run.shard_ids import make_shards, read_record, write_id_shards
 
 IMAGES, VAL_IMAGES, BATCH, EPOCHS, CHECKPOINT_EVERY = 32, 16, 8, 2, 2
 STEPS = EPOCHS * IMAGES // BATCH  # 8: 4 per epoch
 
 
-def test_cifar_sample_shards_train_to_results(cifar_subset, tmp_path):
+def test_cifar_sample_shards_train_to_results(cifar_subset, tmp_path, capsys):
     shards = tmp_path / "shards"
-    proc = run_script("scripts/make_shards.py", ["data=folder", f"data.root={cifar_subset}", f"out={shards}",
-                                                 "limit=200"])
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"wrote {shards}: train 200, val 200 images, 10 classes" in proc.stdout
+    make_shards(["data=folder", f"data.root={cifar_subset}", f"out={shards}", "limit=200"])
+    assert f"wrote {shards}: train 200, val 200 images, 10 classes" in capsys.readouterr().out
     results = train(["data=shards", f"data.root={shards}", *TINY_RUN, "data.num_workers=1"], tmp_path / "run")
     assert results["data"] == "shards" and results["steps"] == 2
     assert 0.0 <= results["knn_top1"] <= 1.0 and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
