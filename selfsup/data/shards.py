@@ -32,7 +32,7 @@ logging.getLogger("litdata").setLevel(logging.WARNING)  # its INFO lines (cache 
 
 
 def is_remote(root: str) -> bool:
-    return "://" in str(root) and not str(root).startswith("local://")
+    return "://" in str(root)  # s3://, gs://, azure://: read through LitData's downloaders
 
 
 def decode(data: bytes) -> Image.Image:
