@@ -1,6 +1,8 @@
 """The config's own values: keys the schema lacks, `???` left unset, ranges, the run options."""
 from __future__ import annotations
 
+import re
+
 from selfsup.data.layout import FOLDER_LAYOUT, IMAGES_LAYOUT, UNLABELLED_DATASETS
 from selfsup.errors import UserError
 
@@ -111,6 +113,28 @@ def check_eval_options(eval_cfg) -> None:
     fraction = eval_cfg.get("label_fraction")
     if fraction is not None and not 0 < fraction <= 1:
         raise UserError(f"eval.label_fraction={fraction} must be in (0, 1]: e.g. 0.01 or 0.1 (null: every label)")
+    if eval_cfg.get("finetune") is not None:
+        check_finetune_options(eval_cfg.finetune)
+
+
+# timm's RandAugment string (timm.data.auto_augment.rand_augment_transform): rand, then -m9, -n2, -mstd0.5, ...
+RANDAUGMENT = re.compile(r"rand(-(m|n|mmax|inc)\d+|-(mstd|p)\d+(\.\d+)?|-t\w+)*")
+
+
+def check_finetune_options(finetune) -> None:
+    """What fine-tuning (selfsup/eval/finetune.py) would refuse after pretraining, refused before it."""
+    if not 0 < finetune.layer_decay <= 1:
+        raise UserError(f"eval.finetune.layer_decay={finetune.layer_decay} must be in (0, 1] (1: no decay; MAE: 0.65 ViT-B)")
+    for key in ("drop_path", "random_erasing"):  # .get: a config saved before these options existed
+        if not 0 <= finetune.get(key, 0.0) < 1:
+            raise UserError(f"eval.finetune.{key}={finetune[key]} is a probability: use a value in [0, 1)")
+    for key in ("mixup", "cutmix"):
+        if finetune.get(key, 0.0) < 0:
+            raise UserError(f"eval.finetune.{key}={finetune[key]} is a Beta(alpha, alpha)'s alpha: use >= 0 (0: off)")
+    randaugment = finetune.get("randaugment")
+    if randaugment is not None and not RANDAUGMENT.fullmatch(randaugment):
+        raise UserError(f"eval.finetune.randaugment={randaugment} is not timm's RandAugment string: "
+                        "e.g. rand-m9-mstd0.5-inc1 (MAE's; null: off)")
 
 
 def resume_enabled(value) -> bool:

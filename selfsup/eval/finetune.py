@@ -75,15 +75,14 @@ def parameter_groups(backbone: nn.Module, head: nn.Module, cfg) -> list[dict]:
     `backbone_lr_factor`). With `layer_decay` < 1, `param_groups_layer_decay` on timm's layers: the
     embeddings are layer 0, a ViT's block i of L is layer i (the final norm joins block L), the head is
     layer L + 1, and layer l is scaled by decay ** (L + 1 - l), as MAE's fine-tuning. No weight decay
-    on 1-D parameters and on what the backbone lists in `no_weight_decay()`."""
+    on 1-D parameters and on what the backbone lists in `no_weight_decay()`. (The options' ranges are
+    checked before pretraining: selfsup.checks.config.check_finetune_options.)"""
     from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 
     classifier = ClassifierLayers(backbone, head)
     exempt = tuple(classifier.no_weight_decay()) if hasattr(classifier, "no_weight_decay") else ()
     if cfg.layer_decay == 1.0:
         groups = param_groups_weight_decay(classifier, cfg.weight_decay, no_weight_decay_list=exempt)
-    elif not 0.0 < cfg.layer_decay < 1.0:
-        raise UserError(f"eval.finetune.layer_decay={cfg.layer_decay} must be in (0, 1] (1: no decay; MAE: 0.65 ViT-B)")
     elif not hasattr(classifier, "group_matcher"):
         raise UserError(f"eval.finetune.layer_decay={cfg.layer_decay} needs a backbone timm can split into layers "
                         "(backbone=vit_tiny|vit_small|vit_base or timm/<model>): set eval.finetune.layer_decay=1.0")

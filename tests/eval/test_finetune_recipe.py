@@ -59,6 +59,20 @@ def test_the_recipe_reaches_the_optimizer_at_the_per_batch_lr():
     assert head["lr"] == pytest.approx(2e-3) and head["betas"] == (0.9, 0.999)  # 5e-4 x 1024 / 256
 
 
+@pytest.mark.parametrize("override, message", [
+    ("eval.finetune.layer_decay=1.5", r"layer_decay=1.5 must be in \(0, 1\]"),
+    ("eval.finetune.drop_path=1.0", "drop_path=1.0 is a probability"),
+    ("eval.finetune.cutmix=-1", "cutmix=-1.0 is a Beta"),
+    ("eval.finetune.randaugment=rand-m9-mstd0.5-incl", "randaugment=rand-m9-mstd0.5-incl is not timm's"),
+])
+def test_bad_finetune_options_fail_in_one_line_before_pretraining(override, message):
+    from selfsup.checks import check_eval_options
+
+    check_eval_options(compose_train(["eval=finetune_vit", "eval.finetune.randaugment=rand-m9-n2-mstd0.5-inc1"]).eval)
+    with pytest.raises(UserError, match=message):
+        check_eval_options(compose_train(["eval=finetune_vit", override]).eval)
+
+
 # ------------------------------------------------------------------------------- mixup / cutmix
 def _smoothed_mix(labels: torch.Tensor, lam: float, classes: int, smoothing: float) -> torch.Tensor:
     """By hand: each row lam x its own smoothed one-hot + (1 - lam) x its mirror's (row B - 1 - i)."""
@@ -149,8 +163,6 @@ def test_layer_decay_follows_timms_layers_on_a_timm_resnet_and_refuses_torchvisi
     assert lrs["head.weight"] == 1.0
     with pytest.raises(UserError, match="layer_decay=0.5 needs a backbone timm can split into layers"):
         _lr_and_decay(_backbone("resnet18"), cfg, 1.0)
-    with pytest.raises(UserError, match=r"must be in \(0, 1\]"):
-        _lr_and_decay(_backbone("vit_tiny"), _recipe("eval.finetune.layer_decay=1.5"), 1.0)
 
 
 def test_finetune_trains_what_pretraining_froze(monkeypatch):
