@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from selfsup.config.data import AugmentationConfig, DataConfig, MultiCropConfig
+from selfsup.config.data import AugmentationConfig, DataConfig, MultiCropConfig, ShardsDataConfig
 from selfsup.config.evaluation import EvalConfig
 from selfsup.config.losses import (BarlowTwinsLossConfig, BYOLLossConfig, ColorizationLossConfig, CrossEntropyConfig,
                                    DINOLossConfig, InfoNCEConfig, InpaintingConfig, MAELossConfig, MoCoV3LossConfig,
@@ -82,6 +82,7 @@ def _auto_precision() -> str:
 
 SCHEMAS = {
     "data": DataConfig,
+    "data/shards": ShardsDataConfig,
     "augmentation": AugmentationConfig,
     "backbone": BackboneConfig,
     "backbone/vit": ViTBackboneConfig,
