@@ -8,7 +8,8 @@
 
 Parts, each in its own process with its own time box (the sum is printed at the start); a part that
 fails, raises or overruns its box is recorded as such and the next one runs:
-  1 syncbn    SyncBatchNorm on 2 ranks sharing the GPU (gloo) equals BatchNorm on the global batch
+  1 syncbn    SyncBatchNorm on a rank per GPU (NCCL; on one GPU 2 ranks share it over gloo) equals
+              BatchNorm on the global batch
   2 step      the training step, module vs bare loop (scripts/bench_step.py): SimCLR, MoCo v2, BYOL at
               CIFAR size (ResNet-18 CIFAR stem, batch 512) and 224 px (ResNet-50, batch 128), bf16;
               SimCLR also in NCHW and with compile=true; images/s and peak GPU memory
@@ -40,11 +41,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # is_available() in the parent stays fork-safe
+from bench_common import REPO, cpu_model, quiet  # (puts the checkout on sys.path)
 
-from bench_common import REPO, cpu_model, quiet  # noqa: E402  (puts the checkout on sys.path)
-
-from selfsup.errors import UserError, exit_on_user_error  # noqa: E402
+from selfsup.errors import UserError, exit_on_user_error
 
 LIMIT_S = 540                      # the whole check, start-up included: 9 minutes
 EPOCH_IMAGES = 50_000              # a CIFAR-10 epoch
@@ -55,7 +54,7 @@ KS_CRITICAL = 2.23                 # two-sample KS at alpha 1e-4 per statistic (
 JPEG_MEAN_TOL = 2.0                # uint8 levels: torchvision's own nvJPEG-vs-libjpeg tolerance
 RECIPE_CAP_S = 100                 # one recipe run, start-up and evaluation included
 RECIPE_MIN_S = 40                  # a recipe is not started with less of the part's box left
-DRY_RUN_BOX_FACTOR = 3             # --dry-run: the boxes are the GPU's; a 2-core CPU shared with others is slower
+DRY_RUN_BOX_FACTOR = 6             # --dry-run: the boxes only catch a hang there; a shared 2-core CPU is slow (train.py: 15-150 s)
 
 
 class Skip(Exception):
@@ -81,7 +80,7 @@ class Check:
     def row(self, label: str, **figures) -> None:
         """One line of the table, printed now and kept in <out>/<part>.rows.jsonl (a part killed at
         its box keeps the rows it had printed)."""
-        figures = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items()}
+        figures = {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in figures.items()}  # 4 digits
         print(f"  {self.part:<8} {label:<34} " + "  ".join(f"{k}={_fmt(v)}" for k, v in figures.items()), flush=True)
         with open(self.out / f"{self.part}.rows.jsonl", "a") as f:
             f.write(json.dumps({"label": label, **figures}) + "\n")
@@ -587,11 +586,11 @@ class Part:
 
 PARTS = (
     Part(1, "syncbn", "SyncBN on 2 ranks sharing the GPU = BatchNorm on the global batch", 35, part_syncbn),
-    Part(2, "step", "training step, module vs bare loop: images/s, peak GPU memory", 180, part_step),
+    Part(2, "step", "training step, module vs bare loop: images/s, peak GPU memory", 200, part_step),
     Part(3, "epoch", "seconds per 50,000-image CIFAR-size SimCLR epoch", 5, part_epoch),
     Part(4, "loader", "loader at 224 px: CPU augment, on-device augment, nvJPEG decode", 55, part_loader),
     Part(5, "equality", "on-device augmentation = CPU pipeline in distribution; nvJPEG = PIL", 30, part_equality),
-    Part(6, "recipes", "every *_cpu_short recipe on data_root=: kNN at init and end", 170, part_recipes),
+    Part(6, "recipes", "every *_cpu_short recipe on data_root=: kNN at init and end", 150, part_recipes),
     Part(7, "train", "one train.py run on the GPU writes results.json", 50, part_train),
 )
 
@@ -644,18 +643,25 @@ def run_boxed(part: Part, check: Check, box_s: float) -> dict:
     return record
 
 
+def status_kind(status: str) -> str:
+    """A status's first word: passed, measured, skipped, failed, error or timeout."""
+    return status.split(None, 1)[0].rstrip(":")
+
+
 def failed(record: dict) -> bool:
-    return record["status"].split(":")[0] in ("failed", "error", "timeout")
+    return status_kind(record["status"]) in ("failed", "error", "timeout")
 
 
-def _gpu_name() -> str | None:
-    """From nvidia-smi: the parent must not initialise CUDA before it forks the parts."""
+def _cuda_probe() -> str | None:
+    """The first GPU's name and memory, or None without CUDA; asked in a process of its own, since a
+    parent that has touched the CUDA driver cannot hand CUDA to the parts it forks."""
+    probe = ("import torch; p = torch.cuda.get_device_properties(0) if torch.cuda.is_available() else None; "
+             "print(f'{p.name}, {p.total_memory / 2**30:.0f} GiB, {torch.cuda.device_count()} visible' if p else '')")
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
-    except (OSError, subprocess.TimeoutExpired):
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
         return None
+    return out.stdout.strip() or None
 
 
 def to_markdown(report: dict) -> str:
@@ -704,12 +710,13 @@ def main(argv=None) -> int:
     if args.to_markdown:
         print(to_markdown(json.loads(Path(args.to_markdown).read_text())))
         return 0
+    gpu = None if args.dry_run else _cuda_probe()
+    if gpu is None and not args.dry_run:
+        raise UserError("no CUDA GPU visible: run `make gpu-check` on a GPU machine, or --dry-run on the CPU")
     import pytorch_lightning  # noqa: F401  (imported once here, shared by every forked part)
     import torch
 
-    cuda = torch.cuda.is_available() and not args.dry_run
-    if not cuda and not args.dry_run:
-        raise UserError("no CUDA GPU visible: run `make gpu-check` on a GPU machine, or --dry-run on the CPU")
+    cuda = gpu is not None
     out = Path(args.out) if args.out else REPO / "outputs" / "gpu_check" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
     check = Check(dry_run=args.dry_run, cuda=cuda, data_root=args.data_root, out=out, done={})
@@ -720,7 +727,7 @@ def main(argv=None) -> int:
           + (f"; --dry-run allows {DRY_RUN_BOX_FACTOR}x each on a small shared CPU" if args.dry_run else ""), flush=True)
     report = {"date": datetime.now().isoformat(timespec="seconds"), "dry_run": args.dry_run,
               "data_root": str(args.data_root) if args.data_root else None, "time_boxes_s": boxes, "limit_s": LIMIT_S,
-              "machine": {"gpu": _gpu_name() if cuda else None, "cpu": cpu_model(),
+              "machine": {"gpu": gpu, "cpu": cpu_model(),
                           "cpus": len(os.sched_getaffinity(0)), "torch": torch.__version__, "cuda": torch.version.cuda},
               "path": str(out / "gpu_check.json"), "parts": []}
     started = time.perf_counter()
