@@ -1,6 +1,7 @@
-"""Evaluate a pretrained checkpoint on frozen features: `python eval.py ckpt_path=... [data=...] [eval=...]`.
+"""Evaluate a pretrained checkpoint, or other weights, on frozen features:
+`python eval.py ckpt_path=...|weights=... [data=...|eval.data=...] [eval=...]`.
 
-Without `data=` the checkpoint's own pretraining data is used; with it, the backbone is
+Without `data=` (or `eval.data=`) the checkpoint's own pretraining data is used; with it, the backbone is
 evaluated on another dataset (transfer). Writes results.json in the run directory."""
 import hydra
 from omegaconf import DictConfig

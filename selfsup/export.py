@@ -10,7 +10,8 @@ model the backbone came from, with the classifier removed:
 * timm/<name>: `timm.create_model("<name>", num_classes=0)`.
 Only the training module's `backbone.` prefix is dropped from the keys. A momentum method's checkpoint exports
 the backbone its `method.eval_encoder` names (DINO: the teacher), or `encoder=online|momentum`; the file's
-metadata records which, and the backbone config (eval.py and train.py take the file as weights=)."""
+metadata records which, the backbone config and the training resolution (eval.py and train.py take the file as
+weights=, and eval.py evaluates it at that resolution unless data.resolution says otherwise)."""
 from __future__ import annotations
 
 import json
@@ -97,7 +98,7 @@ def export_backbone(ckpt_path: str, fmt: str | None = None, out: str | None = No
         raise UserError(f"{saved.path} holds no {encoder} backbone weights (no '{prefix}*' keys)")
     # backbone_config: what eval.py / train.py weights= build to load the file into
     metadata = {"backbone": backbone_cfg.name, "format": fmt, "checkpoint": str(saved.path.resolve()),
-                "encoder": encoder, "build": code[1],
+                "encoder": encoder, "build": code[1], "resolution": str(train_cfg.data.resolution),
                 "backbone_config": json.dumps(OmegaConf.to_container(backbone_cfg, resolve=True))}
     save_file(weights, str(code_path), metadata=metadata)
     torch.save(weights, code_path.with_suffix(".pt"))

@@ -35,6 +35,7 @@ class Weights:
     path: Optional[str] = None                # the file read
     backbone: Optional[str] = None            # the backbone they fit, where the weights say (backbone.name)
     backbone_config: Optional[dict] = None    # the whole backbone config, where the file records it (export.py)
+    resolution: Optional[int] = None          # the resolution they were trained at, where the file records it
 
     def record(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -61,7 +62,7 @@ def _file_weights(spec: str) -> Weights:
     if path.suffix == ".ckpt" or not path.name.lower().endswith(FILE_SUFFIXES):
         raise UserError(f"weights={spec} is not a state dict file ({', '.join(FILE_SUFFIXES)}); a checkpoint of this "
                         "project is ckpt_path=")
-    config = None
+    config, resolution = None, None
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -73,7 +74,8 @@ def _file_weights(spec: str) -> Weights:
         config = json.loads(metadata["backbone_config"]) if "backbone_config" in metadata else None
         if config is None and metadata.get("backbone"):
             config = {"name": metadata["backbone"]}
-    return Weights(spec, "file", str(path.resolve()), (config or {}).get("name"), config)
+        resolution = int(metadata["resolution"]) if metadata.get("resolution", "None").isdigit() else None
+    return Weights(spec, "file", str(path.resolve()), (config or {}).get("name"), config, resolution)
 
 
 def _torchvision_weights(spec: str) -> Weights:

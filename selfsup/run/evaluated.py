@@ -64,7 +64,8 @@ def evaluation_source(cfg: DictConfig) -> Source:
 
 def evaluation_data(cfg: DictConfig, source: Source) -> DictConfig:
     """The labelled data to score on: data= (transfer), else eval.data, else the checkpoint's eval.data,
-    else the checkpoint's own pretraining data; its resolution, when unset, the checkpoint's."""
+    else the checkpoint's own pretraining data; its resolution, when unset, the one the backbone was trained
+    at (the checkpoint's, or an export's), else the images' own."""
     data = cfg.get("data") or eval_data(cfg)
     pretrain = source.pretrain_cfg
     if data is None and pretrain is not None:
@@ -75,8 +76,9 @@ def evaluation_data(cfg: DictConfig, source: Source) -> DictConfig:
     if data.name in UNLABELLED_DATASETS:
         raise UserError(f"{data.root} (data={data.name}) has no labels to score on: pass eval.data=<a labelled folder "
                         "or dataset name, e.g. cifar10> or data=<labelled data>")
-    if data.resolution is None and pretrain is not None:
-        data = OmegaConf.merge(data, {"resolution": pretrain.data.resolution})
+    trained_at = pretrain.data.resolution if pretrain is not None else source.weights.resolution
+    if data.resolution is None and trained_at is not None:
+        data = OmegaConf.merge(data, {"resolution": trained_at})
     return data
 
 
