@@ -111,7 +111,7 @@ def test_markdown_plot_and_json(tmp_path):
 
 def test_options_are_checked():
     with pytest.raises(SystemExit, match="unknown method"):
-        peer_table.parse_options(["methods=simclr,dino"])
+        peer_table.parse_options(["methods=simclr,rotnet"])
     with pytest.raises(SystemExit, match="unknown option"):
         peer_table.parse_options(["budget=30"])
 
