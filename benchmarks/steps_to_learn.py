@@ -9,7 +9,9 @@ Options (key=value): methods (all: every conf/experiment/*_cpu_short.yaml), seed
 recipe's own; a number stretches every recipe's schedule to that many epochs of the CIFAR sample, 39
 steps each), budget_s (600: training stops after this many seconds, the issue's 10-minute cap),
 eval_every_s (kNN every this many seconds of training, 45), data_root (../shared/data/cifar10-subset),
-out (outputs/atlas/<time>).
+out (outputs/atlas/<time>), merge (comma-separated results.json of earlier atlas runs, e.g. two halves
+run on one core each: their runs are drawn and tabulated together, nothing is trained; the later of two
+runs of one method wins).
 
 Each method runs `train.py experiment=<method>_cpu_short` with the peer table's clock
 (benchmarks/peer_table.py, WallClockBudget: kNN at init and every eval_every_s seconds of training,
@@ -31,7 +33,7 @@ if str(REPO) not in sys.path:
 from benchmarks.peer_table import MIN_GAIN, key_values, machine, run_project  # noqa: E402
 
 DEFAULTS = {"methods": "all", "seed": "0", "epochs": None, "budget_s": "600", "eval_every_s": "45",
-            "data_root": str(REPO.parent / "shared" / "data" / "cifar10-subset"), "out": None}
+            "data_root": str(REPO.parent / "shared" / "data" / "cifar10-subset"), "out": None, "merge": None}
 
 
 def all_methods() -> list[str]:
@@ -102,7 +104,17 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     info = {"date": datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(), **{k: options[k] for k in
             ("seed", "epochs", "budget_s", "eval_every_s")}, "command": " ".join(["python benchmarks/steps_to_learn.py", *argv])}
     paths = {"markdown": out_dir / "results.md", "json": out_dir / "results.json", "plot": out_dir / "atlas.png"}
-    runs = []
+    if options["merge"]:
+        merged = {}
+        for path in options["merge"].split(","):
+            merged.update({run["method"]: run for run in json.loads(Path(path).read_text())["runs"]})
+        runs = sorted(merged.values(), key=lambda run: run["method"])
+        paths["markdown"].write_text(markdown(runs, info))
+        paths["json"].write_text(json.dumps({"info": info, "runs": runs}, indent=2) + "\n")
+        plot(paths["plot"], runs)
+        options["methods"] = []
+    else:
+        runs = []
     for method in options["methods"]:
         stretch = () if options["epochs"] is None else (f"trainer.max_epochs={options['epochs']}",)
         run = run_project(method, options["seed"], options["budget_s"], options["eval_every_s"], options["data_root"],
