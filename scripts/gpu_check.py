@@ -596,8 +596,19 @@ PARTS = (
 
 
 def _child(part: Part, check: Check) -> None:
-    """A part's process: its own process group (so the box can end it with everything it started)."""
+    """A part's process: its own process group (so the box can end it with everything it started),
+    which ends itself too if the check is killed from outside (its parent gone)."""
+    import threading
+
     os.setpgrp()
+    parent = os.getppid()
+
+    def end_with_parent():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=end_with_parent, daemon=True).start()
     quiet()
     try:
         status = part.run(check)
