@@ -3,7 +3,6 @@ out=) and the three silent or traceback cases it names: each ends in one `error:
 before anything is trained or written."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
