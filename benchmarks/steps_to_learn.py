@@ -85,8 +85,9 @@ def plot(path: Path, runs: list[dict]) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for x_key, ax in zip(("step", "seconds"), axes):
-        for run in runs:
-            ax.plot([p[x_key] for p in run["curve"]], [p["knn_top1"] for p in run["curve"]], marker=".", label=run["method"])
+        for i, run in enumerate(runs):  # 15 methods: tab20's colours, a second line style past 10
+            ax.plot([p[x_key] for p in run["curve"]], [p["knn_top1"] for p in run["curve"]], marker=".",
+                    color=plt.cm.tab20(i % 20), linestyle="-" if i < 10 else "--", label=run["method"])
         ax.set_xlabel("optimizer steps" if x_key == "step" else "training seconds")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("kNN top-1 (val, k=200)")

@@ -3,7 +3,6 @@ out=) and the three silent or traceback cases it names: each ends in one `error:
 before anything is trained or written."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 from conftest import assert_one_line_error, make_image_tree, make_labelled_folder, run_script
