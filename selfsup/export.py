@@ -98,7 +98,7 @@ def export_backbone(ckpt_path: str, fmt: str | None = None, out: str | None = No
         raise UserError(f"{saved.path} holds no {encoder} backbone weights (no '{prefix}*' keys)")
     # backbone_config: what eval.py / train.py weights= build to load the file into
     metadata = {"backbone": backbone_cfg.name, "format": fmt, "checkpoint": str(saved.path.resolve()),
-                "encoder": encoder, "build": code[1], "resolution": str(train_cfg.data.resolution),
+                "encoder": encoder, "build": code[1], "resolution": str(OmegaConf.select(train_cfg, "data.resolution")),
                 "backbone_config": json.dumps(OmegaConf.to_container(backbone_cfg, resolve=True))}
     save_file(weights, str(code_path), metadata=metadata)
     torch.save(weights, code_path.with_suffix(".pt"))

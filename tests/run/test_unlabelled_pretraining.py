@@ -88,6 +88,7 @@ def test_killed_the_same_command_resumes_it(tree, tmp_path):
             *[a for a in IMAGES if not a.startswith(("trainer.max_epochs", "++trainer.limit_train"))],
             "trainer.max_epochs=3", "++trainer.limit_train_batches=3", "callbacks.last.every_n_steps=2", "images=false"]
     runs = tmp_path / "runs"
+    runs.mkdir()
     first = runs / "2026-01-01_00-00-00"
     killed = _kill_9_after_checkpoints(args, first, count=2)
     assert 4 <= killed["global_step"] < 9
