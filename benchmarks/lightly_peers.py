@@ -76,7 +76,18 @@ def byol_transform(resolution: int):
 
 
 class Peer(nn.Module):
-    """A peer: its transform, modules and `training_loss(x0, x1)`; the benchmark's SGD unless it names its own."""
+    """A peer: its transform, backbone, heads and `training_loss(x0, x1)`; by default the criterion on the two
+    views' projections, and the benchmark's SGD unless it names its own optimizer."""
+
+    def __init__(self, transform, backbone: nn.Module):
+        super().__init__()
+        self.transform, self.backbone = transform, backbone
+
+    def project(self, x):
+        return self.projection_head(self.backbone(x))
+
+    def training_loss(self, x0, x1):
+        return self.criterion(self.project(x0), self.project(x1))
 
     def optimizer(self, batch_size: int) -> torch.optim.Optimizer:
         return torch.optim.SGD([p for p in self.parameters() if p.requires_grad],
@@ -89,75 +100,73 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return target
 
 
-class SimCLR(Peer):
-    def __init__(self, backbone: nn.Module, resolution: int):
-        super().__init__()
-        self.transform = simclr_transform(resolution)
-        self.backbone = backbone
-        self.projection_head = heads.SimCLRProjectionHead(backbone.output_dim, 512, 128)
-        self.criterion = NTXentLoss()
+class MomentumPeer(Peer):
+    """A peer with frozen momentum copies of its backbone and projection head, which every step first moves
+    towards the trained ones with lightly's update_momentum at a fixed 0.99 (the benchmark's MoCo and BYOL),
+    then scores with `momentum_loss(x0, x1)`."""
 
-    def training_loss(self, x0, x1):
-        return self.criterion(self.projection_head(self.backbone(x0)), self.projection_head(self.backbone(x1)))
-
-
-class MoCoV2(Peer):
-    def __init__(self, backbone: nn.Module, resolution: int):
-        super().__init__()
-        self.transform = simclr_transform(resolution)
-        self.backbone = backbone
-        self.projection_head = heads.MoCoProjectionHead(backbone.output_dim, 512, 128)
-        self.backbone_momentum, self.projection_head_momentum = frozen_copy(backbone), frozen_copy(self.projection_head)
-        self.criterion = NTXentLoss(temperature=0.1, memory_bank_size=(4096, 128))
+    def add_momentum_copies(self, projection_head_momentum: nn.Module | None = None) -> None:
+        """Call after the heads are built; `projection_head_momentum`: a head that cannot be deep-copied."""
+        self.backbone_momentum = frozen_copy(self.backbone)
+        self.projection_head_momentum = (frozen_copy(self.projection_head) if projection_head_momentum is None
+                                         else projection_head_momentum)
 
     def training_loss(self, x0, x1):
         update_momentum(self.backbone, self.backbone_momentum, 0.99)
         update_momentum(self.projection_head, self.projection_head_momentum, 0.99)
+        return self.momentum_loss(x0, x1)
 
-        def loss(query, key):
-            return self.criterion(self.projection_head(self.backbone(query)),
-                                  self.projection_head_momentum(self.backbone_momentum(key)))
+    def project_momentum(self, x):
+        return self.projection_head_momentum(self.backbone_momentum(x)).detach()
+
+
+class SimCLR(Peer):
+    def __init__(self, backbone: nn.Module, resolution: int):
+        super().__init__(simclr_transform(resolution), backbone)
+        self.projection_head = heads.SimCLRProjectionHead(backbone.output_dim, 512, 128)
+        self.criterion = NTXentLoss()
+
+
+class MoCoV2(MomentumPeer):
+    def __init__(self, backbone: nn.Module, resolution: int):
+        super().__init__(simclr_transform(resolution), backbone)
+        self.projection_head = heads.MoCoProjectionHead(backbone.output_dim, 512, 128)
+        self.add_momentum_copies()
+        self.criterion = NTXentLoss(temperature=0.1, memory_bank_size=(4096, 128))
+
+    def momentum_loss(self, x0, x1):
+        def loss(query, key):  # the memory bank takes each key in turn: query x0 first
+            return self.criterion(self.project(query), self.project_momentum(key))
 
         return 0.5 * (loss(x0, x1) + loss(x1, x0))
 
 
-class BYOL(Peer):
+class BYOL(MomentumPeer):
     def __init__(self, backbone: nn.Module, resolution: int):
-        super().__init__()
-        self.transform = byol_transform(resolution)
-        self.backbone = backbone
+        super().__init__(byol_transform(resolution), backbone)
         self.projection_head = heads.BYOLProjectionHead(backbone.output_dim, 1024, 256)
         self.prediction_head = heads.BYOLPredictionHead(256, 1024, 256)
-        self.backbone_momentum, self.projection_head_momentum = frozen_copy(backbone), frozen_copy(self.projection_head)
+        self.add_momentum_copies()
         self.criterion = NegativeCosineSimilarity()
 
-    def training_loss(self, x0, x1):
-        update_momentum(self.backbone, self.backbone_momentum, 0.99)
-        update_momentum(self.projection_head, self.projection_head_momentum, 0.99)
-        p0, p1 = (self.prediction_head(self.projection_head(self.backbone(x))) for x in (x0, x1))
-        z0, z1 = (self.projection_head_momentum(self.backbone_momentum(x)).detach() for x in (x0, x1))
+    def momentum_loss(self, x0, x1):
+        p0, p1 = (self.prediction_head(self.project(x)) for x in (x0, x1))
+        z0, z1 = (self.project_momentum(x) for x in (x0, x1))
         return 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
 
 
 class BarlowTwins(Peer):
     def __init__(self, backbone: nn.Module, resolution: int):
-        super().__init__()
-        self.transform = byol_transform(resolution)
-        self.backbone = backbone
+        super().__init__(byol_transform(resolution), backbone)
         self.projection_head = heads.ProjectionHead([(backbone.output_dim, 2048, nn.BatchNorm1d(2048), nn.ReLU(inplace=True)),
                                                      (2048, 2048, None, None)])
         self.criterion = BarlowTwinsLoss()
 
-    def training_loss(self, x0, x1):
-        return self.criterion(self.projection_head(self.backbone(x0)), self.projection_head(self.backbone(x1)))
-
 
 class SwAV(Peer):
     def __init__(self, backbone: nn.Module, resolution: int):
-        super().__init__()
-        self.transform = SwaVTransform(crop_sizes=(resolution,), crop_counts=(2,), crop_min_scales=(0.14,),
-                                       crop_max_scales=(1.0,), cj_strength=0.5, gaussian_blur=0.0)
-        self.backbone = backbone
+        super().__init__(SwaVTransform(crop_sizes=(resolution,), crop_counts=(2,), crop_min_scales=(0.14,),
+                                       crop_max_scales=(1.0,), cj_strength=0.5, gaussian_blur=0.0), backbone)
         self.projection_head = heads.SwaVProjectionHead(backbone.output_dim, 512, 128)
         self.prototypes = heads.SwaVPrototypes(128, 512)
         self.criterion = SwaVLoss()
@@ -167,16 +176,13 @@ class SwAV(Peer):
 
     def training_loss(self, x0, x1):
         self.prototypes.normalize()
-        scores = [self.prototypes(nn.functional.normalize(self.projection_head(self.backbone(x)), dim=1))
-                  for x in (x0, x1)]
+        scores = [self.prototypes(nn.functional.normalize(self.project(x), dim=1)) for x in (x0, x1)]
         return self.criterion(scores, [])
 
 
 class NNCLR(Peer):
     def __init__(self, backbone: nn.Module, resolution: int):
-        super().__init__()
-        self.transform = simclr_transform(resolution)
-        self.backbone = backbone
+        super().__init__(simclr_transform(resolution), backbone)
         self.projection_head = heads.ProjectionHead([(backbone.output_dim, 2048, nn.BatchNorm1d(2048), nn.ReLU(inplace=True)),
                                                      (2048, 256, nn.BatchNorm1d(256), None)])
         self.prediction_head = heads.NNCLRPredictionHead(256, 4096, 256)
@@ -184,7 +190,7 @@ class NNCLR(Peer):
         self.criterion = NTXentLoss()
 
     def training_loss(self, x0, x1):
-        z0, z1 = (self.projection_head(self.backbone(x)) for x in (x0, x1))
+        z0, z1 = (self.project(x) for x in (x0, x1))
         p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
         nn0 = self.memory_bank(z0.detach(), update=False)
         nn1 = self.memory_bank(z1.detach(), update=True)
@@ -193,71 +199,49 @@ class NNCLR(Peer):
 
 class SimSiam(Peer):
     def __init__(self, backbone: nn.Module, resolution: int):
-        super().__init__()
-        self.transform = simclr_transform(resolution)
-        self.backbone = backbone
+        super().__init__(simclr_transform(resolution), backbone)
         self.projection_head = heads.SimSiamProjectionHead(backbone.output_dim, 512, 512)
         self.prediction_head = heads.SimSiamPredictionHead(512, 128, 512)
         self.criterion = NegativeCosineSimilarity()
 
     def training_loss(self, x0, x1):
-        z0, z1 = (self.projection_head(self.backbone(x)) for x in (x0, x1))
+        z0, z1 = (self.project(x) for x in (x0, x1))
         p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
         return 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
 
 
 class VICReg(Peer):
     def __init__(self, backbone: nn.Module, resolution: int):
-        super().__init__()
-        self.transform = byol_transform(resolution)
-        self.backbone = backbone
+        super().__init__(byol_transform(resolution), backbone)
         self.projection_head = heads.VICRegProjectionHead(backbone.output_dim, 2048, 2048, num_layers=2)
         self.criterion = VICRegLoss()
 
-    def training_loss(self, x0, x1):
-        return self.criterion(self.projection_head(self.backbone(x0)), self.projection_head(self.backbone(x1)))
 
-
-class MoCoV3(Peer):
-    """lightly's MoCo v3 example on a ResNet: BYOL-shaped heads, a momentum encoder and in-batch InfoNCE."""
+class MoCoV3(BYOL):
+    """lightly's MoCo v3 example on a ResNet: BYOL's heads, momentum encoder and symmetric loss, with in-batch
+    InfoNCE in place of the negative cosine."""
 
     def __init__(self, backbone: nn.Module, resolution: int):
-        super().__init__()
-        self.transform = byol_transform(resolution)
-        self.backbone = backbone
-        self.projection_head = heads.BYOLProjectionHead(backbone.output_dim, 1024, 256)
-        self.prediction_head = heads.BYOLPredictionHead(256, 1024, 256)
-        self.backbone_momentum, self.projection_head_momentum = frozen_copy(backbone), frozen_copy(self.projection_head)
+        super().__init__(backbone, resolution)
         self.criterion = NTXentLoss(temperature=0.2)
 
-    def training_loss(self, x0, x1):
-        update_momentum(self.backbone, self.backbone_momentum, 0.99)
-        update_momentum(self.projection_head, self.projection_head_momentum, 0.99)
-        q0, q1 = (self.prediction_head(self.projection_head(self.backbone(x))) for x in (x0, x1))
-        k0, k1 = (self.projection_head_momentum(self.backbone_momentum(x)).detach() for x in (x0, x1))
-        return 0.5 * (self.criterion(q0, k1) + self.criterion(q1, k0))
 
-
-class DINO(Peer):
+class DINO(MomentumPeer):
     """lightly's DINO on a CIFAR ResNet (batch_norm head), two 32-px views as the project's dino_cpu_short."""
 
     def __init__(self, backbone: nn.Module, resolution: int):
-        super().__init__()
-        self.transform = byol_transform(resolution)
-        self.backbone = backbone
+        super().__init__(byol_transform(resolution), backbone)
         head = partial(heads.DINOProjectionHead, backbone.output_dim, 512, 128, 1024, batch_norm=True)
-        self.projection_head, self.projection_head_momentum = head(), head()  # weight_norm: no deepcopy
-        self.projection_head_momentum.load_state_dict(self.projection_head.state_dict())
-        deactivate_requires_grad(self.projection_head_momentum)
-        self.backbone_momentum = frozen_copy(backbone)
+        self.projection_head, teacher_head = head(), head()  # weight_norm: no deepcopy
+        teacher_head.load_state_dict(self.projection_head.state_dict())
+        deactivate_requires_grad(teacher_head)
+        self.add_momentum_copies(teacher_head)
         self.criterion = DINOLoss(output_dim=1024, warmup_teacher_temp_epochs=0)
 
-    def training_loss(self, x0, x1):
-        update_momentum(self.backbone, self.backbone_momentum, 0.99)
-        update_momentum(self.projection_head, self.projection_head_momentum, 0.99)
+    def momentum_loss(self, x0, x1):
         views = [x0, x1]
-        teacher = [self.projection_head_momentum(self.backbone_momentum(x)).detach() for x in views]
-        student = [self.projection_head(self.backbone(x)) for x in views]
+        teacher = [self.project_momentum(x) for x in views]
+        student = [self.project(x) for x in views]
         return self.criterion(teacher, student)
 
 
