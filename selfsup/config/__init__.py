@@ -2,11 +2,12 @@
 value of the wrong type fails when Hydra composes the config, before anything is built.
 
 YAML files pull their schema with `defaults: [/schema/<group>/<name>@_here_, _self_]`; the schemas
-live in this package's modules by group (data, model, losses, training, evaluation) and are
-registered below. One source per value: a schema holds types and what is required; the values are in
-the YAML, so a field that its YAML sets has no default here (MISSING). Only what no YAML sets has a
-default in the schema. Custom resolvers used by the YAML tree are registered here too, and
-`compose_train` composes conf/train.yaml outside a Hydra app (tests, bench, notebooks).
+live in this package's modules by group (data, model, losses, training, evaluation), each dataclass
+naming its `<group>/<name>` with `@schema` (registry.py). One source per value: a schema holds types
+and what is required; the values are in the YAML, so a field that its YAML sets has no default here
+(MISSING). Only what no YAML sets has a default in the schema. Custom resolvers used by the YAML
+tree are registered here too, and `compose_train` composes conf/train.yaml outside a Hydra app
+(tests, bench, notebooks).
 """
 from __future__ import annotations
 
@@ -17,17 +18,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from selfsup.config.data import AugmentationConfig, DataConfig, MultiCropConfig, ShardsDataConfig
-from selfsup.config.evaluation import EvalConfig
-from selfsup.config.losses import (BarlowTwinsLossConfig, BYOLLossConfig, ColorizationLossConfig, CrossEntropyConfig,
-                                   DINOLossConfig, InfoNCEConfig, InpaintingConfig, MAELossConfig, MoCoV3LossConfig,
-                                   NegativeCosineConfig, NNCLRLossConfig, NTXentConfig, PairwiseMarginConfig,
-                                   SwAVLossConfig, VICRegLossConfig)
-from selfsup.config.model import (BackboneConfig, BarlowTwinsConfig, BYOLConfig, ColorizationConfig,
-                                  ContextEncoderConfig, DINOConfig, JigsawConfig, MAEConfig, MoCoV2Config, MoCoV3Config,
-                                  NNCLRConfig, RotNetConfig, SimCLRConfig, SimSiamConfig, SwAVConfig, VICRegConfig,
-                                  ViTBackboneConfig)
-from selfsup.config.training import OptimizerConfig, PathsConfig, SchedulerConfig, StrategyConfig, TrainConfig, TrainerConfig
+# The schema modules: importing them registers their @schema dataclasses (selfsup/config/registry.py).
+from selfsup.config import data, evaluation, losses, model, training  # noqa: F401
+from selfsup.config.registry import SCHEMAS
+from selfsup.config.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: conf/ and the default paths.root_dir
 
@@ -80,61 +74,13 @@ def _auto_precision() -> str:
     return "bf16-mixed" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "32-true"
 
 
-SCHEMAS = {
-    "data": DataConfig,
-    "data/shards": ShardsDataConfig,
-    "augmentation": AugmentationConfig,
-    "backbone": BackboneConfig,
-    "backbone/vit": ViTBackboneConfig,
-    "method/simclr": SimCLRConfig,
-    "loss/nt_xent": NTXentConfig,
-    "method/rotnet": RotNetConfig,
-    "method/jigsaw": JigsawConfig,
-    "method/context_encoder": ContextEncoderConfig,
-    "method/colorization": ColorizationConfig,
-    "loss/cross_entropy": CrossEntropyConfig,
-    "loss/inpainting": InpaintingConfig,
-    "loss/colorization": ColorizationLossConfig,
-    "loss/pairwise_margin": PairwiseMarginConfig,
-    "method/mae": MAEConfig,
-    "loss/mae": MAELossConfig,
-    "method/mocov3": MoCoV3Config,
-    "loss/mocov3": MoCoV3LossConfig,
-    "method/mocov2": MoCoV2Config,
-    "method/byol": BYOLConfig,
-    "method/barlow_twins": BarlowTwinsConfig,
-    "loss/info_nce": InfoNCEConfig,
-    "loss/byol_cosine": BYOLLossConfig,
-    "loss/barlow_twins": BarlowTwinsLossConfig,
-    "augmentation/multicrop": MultiCropConfig,
-    "method/simsiam": SimSiamConfig,
-    "method/vicreg": VICRegConfig,
-    "method/dino": DINOConfig,
-    "loss/negative_cosine": NegativeCosineConfig,
-    "loss/vicreg": VICRegLossConfig,
-    "loss/dino": DINOLossConfig,
-    "method/swav": SwAVConfig,
-    "loss/swav": SwAVLossConfig,
-    "method/nnclr": NNCLRConfig,
-    "loss/nnclr": NNCLRLossConfig,
-    "optimizer": OptimizerConfig,
-    "scheduler": SchedulerConfig,
-    "eval": EvalConfig,
-    "trainer": TrainerConfig,
-    "strategy": StrategyConfig,
-    "paths": PathsConfig,
-}
-
-
 def register_configs() -> None:
     """Make the schemas visible to Hydra as `schema/<group>` (call before `hydra.main` runs)."""
     _register_resolvers()
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     for path, node in SCHEMAS.items():
-        group, _, name = path.rpartition("/")
-        if not group:
-            group, name = path, "base"
+        group, _, name = path.partition("/")
         store.store(group=f"schema/{group}", name=name, node=node)
 
 

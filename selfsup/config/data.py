@@ -6,7 +6,10 @@ from typing import List, Optional
 
 from omegaconf import MISSING
 
+from selfsup.config.registry import schema
 
+
+@schema("data/base")
 @dataclass
 class DataConfig:
     name: str = MISSING
@@ -31,6 +34,7 @@ class DataConfig:
                                             # GPU, crop/flip/colour ops follow there (implies augmentation.on_device)
 
 
+@schema("data/shards")
 @dataclass
 class ShardsDataConfig(DataConfig):
     """data=shards: LitData chunks written by scripts/make_shards.py, in a local directory or object storage."""
@@ -52,6 +56,7 @@ class ViewConfig:
     solarize_p: float = 0.0
 
 
+@schema("augmentation/base")
 @dataclass
 class AugmentationConfig:
     name: str = MISSING
@@ -72,6 +77,7 @@ class CropViewConfig(ViewConfig):
                                             # set (smaller): a local view (multi-crop)
 
 
+@schema("augmentation/multicrop")
 @dataclass
 class MultiCropConfig(AugmentationConfig):
     """Multi-crop (Caron et al. 2020/2021): global views at `resolution`, then local views at their own,

@@ -7,6 +7,8 @@ from typing import List, Optional
 
 from omegaconf import MISSING
 
+from selfsup.config.registry import schema
+
 
 @dataclass
 class KNNConfig:
@@ -80,6 +82,7 @@ class LinearStandardConfig:
     flip_p: float = MISSING
 
 
+@schema("eval/base")
 @dataclass
 class EvalConfig:
     name: str = MISSING

@@ -5,24 +5,30 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
+from selfsup.config.registry import schema
 
+
+@schema("loss/nt_xent")
 @dataclass
 class NTXentConfig:
     _target_: str = MISSING
     temperature: float = MISSING
 
 
+@schema("loss/info_nce")
 @dataclass
 class InfoNCEConfig:
     _target_: str = MISSING
     temperature: float = MISSING
 
 
+@schema("loss/byol_cosine")
 @dataclass
 class BYOLLossConfig:
     _target_: str = MISSING
 
 
+@schema("loss/barlow_twins")
 @dataclass
 class BarlowTwinsLossConfig:
     _target_: str = MISSING
@@ -30,11 +36,13 @@ class BarlowTwinsLossConfig:
     eps: float = 1.0e-5
 
 
+@schema("loss/negative_cosine")
 @dataclass
 class NegativeCosineConfig:
     _target_: str = MISSING
 
 
+@schema("loss/vicreg")
 @dataclass
 class VICRegLossConfig:
     _target_: str = MISSING
@@ -45,6 +53,7 @@ class VICRegLossConfig:
     eps: float = MISSING
 
 
+@schema("loss/dino")
 @dataclass
 class DINOLossConfig:
     _target_: str = MISSING
@@ -56,24 +65,28 @@ class DINOLossConfig:
     center_momentum: float = MISSING
 
 
+@schema("loss/mae")
 @dataclass
 class MAELossConfig:
     _target_: str = MISSING
     norm_pix_loss: bool = MISSING           # targets: each patch normalised by its own mean and variance
 
 
+@schema("loss/mocov3")
 @dataclass
 class MoCoV3LossConfig:
     _target_: str = MISSING
     temperature: float = MISSING
 
 
+@schema("loss/cross_entropy")
 @dataclass
 class CrossEntropyConfig:
     _target_: str = MISSING
     label_smoothing: float = MISSING
 
 
+@schema("loss/inpainting")
 @dataclass
 class InpaintingConfig:
     _target_: str = MISSING
@@ -84,6 +97,7 @@ class InpaintingConfig:
     adversarial_weight: float = MISSING
 
 
+@schema("loss/colorization")
 @dataclass
 class ColorizationLossConfig:
     _target_: str = MISSING
@@ -95,12 +109,14 @@ class ColorizationLossConfig:
     temperature: float = MISSING            # annealed mean when decoding a prediction
 
 
+@schema("loss/pairwise_margin")
 @dataclass
 class PairwiseMarginConfig:
     _target_: str = MISSING
     margin: float = MISSING
 
 
+@schema("loss/swav")
 @dataclass
 class SwAVLossConfig:
     _target_: str = MISSING
@@ -109,6 +125,7 @@ class SwAVLossConfig:
     sinkhorn_iterations: int = MISSING
 
 
+@schema("loss/nnclr")
 @dataclass
 class NNCLRLossConfig:
     _target_: str = MISSING

@@ -7,9 +7,11 @@ from typing import Optional
 
 from omegaconf import MISSING
 
+from selfsup.config.registry import schema
 from selfsup.config.training import OptimizerConfig
 
 
+@schema("backbone/base")
 @dataclass
 class BackboneConfig:
     name: str = MISSING
@@ -18,6 +20,7 @@ class BackboneConfig:
     channels_last: bool = True
 
 
+@schema("backbone/vit")
 @dataclass
 class ViTBackboneConfig(BackboneConfig):
     channels_last: bool = False             # a ViT's only convolution is the patch embedding: no gain
@@ -51,11 +54,13 @@ class MethodConfig:
                                             # (colorization: its L-channel input); null: the images
 
 
+@schema("method/simclr")
 @dataclass
 class SimCLRConfig(MethodConfig):
     projector: HeadConfig = field(default_factory=HeadConfig)
 
 
+@schema("method/mocov2")
 @dataclass
 class MoCoV2Config(MethodConfig):
     projector: HeadConfig = field(default_factory=HeadConfig)
@@ -66,6 +71,7 @@ class MoCoV2Config(MethodConfig):
     symmetric: bool = MISSING               # both view orders (MoCo v2 itself: one)
 
 
+@schema("method/byol")
 @dataclass
 class BYOLConfig(MethodConfig):
     projector: HeadConfig = field(default_factory=HeadConfig)
@@ -75,11 +81,13 @@ class BYOLConfig(MethodConfig):
     eval_encoder: EvalEncoder = MISSING     # which encoder is evaluated and exported
 
 
+@schema("method/barlow_twins")
 @dataclass
 class BarlowTwinsConfig(MethodConfig):
     projector: HeadConfig = field(default_factory=HeadConfig)
 
 
+@schema("method/simsiam")
 @dataclass
 class SimSiamConfig(MethodConfig):
     projector: HeadConfig = field(default_factory=HeadConfig)
@@ -87,6 +95,7 @@ class SimSiamConfig(MethodConfig):
     fixed_predictor_lr: bool = MISSING      # the predictor keeps the base LR, unscheduled (the paper's 68.1%)
 
 
+@schema("method/vicreg")
 @dataclass
 class VICRegConfig(MethodConfig):
     expander: HeadConfig = field(default_factory=HeadConfig)
@@ -102,6 +111,7 @@ class DINOHeadConfig:
     norm_last_layer: bool = MISSING         # freeze the weight-normalised last layer's norm at 1 (stabler)
 
 
+@schema("method/dino")
 @dataclass
 class DINOConfig(MethodConfig):
     head: DINOHeadConfig = field(default_factory=DINOHeadConfig)
@@ -118,12 +128,14 @@ class ClassifierHeadConfig:
     batch_norm: bool = MISSING
 
 
+@schema("method/rotnet")
 @dataclass
 class RotNetConfig(MethodConfig):
     all_rotations: bool = MISSING           # every image in all 4 rotations (4x batch); false: one random k
     head: ClassifierHeadConfig = field(default_factory=ClassifierHeadConfig)
 
 
+@schema("method/jigsaw")
 @dataclass
 class JigsawConfig(MethodConfig):
     num_permutations: int = MISSING         # a stored set: 100, 1000 or 2000
@@ -155,6 +167,7 @@ class DiscriminatorConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
 
+@schema("method/context_encoder")
 @dataclass
 class ContextEncoderConfig(MethodConfig):
     mask: MaskConfig = field(default_factory=MaskConfig)
@@ -164,6 +177,7 @@ class ContextEncoderConfig(MethodConfig):
     image_grid_size: int = MISSING          # images per row of the grid
 
 
+@schema("method/colorization")
 @dataclass
 class ColorizationConfig(MethodConfig):
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -179,6 +193,7 @@ class MAEDecoderConfig:
     heads: int = MISSING
 
 
+@schema("method/mae")
 @dataclass
 class MAEConfig(MethodConfig):
     primary_eval: str = MISSING
@@ -188,6 +203,7 @@ class MAEConfig(MethodConfig):
     image_grid_size: int = MISSING
 
 
+@schema("method/mocov3")
 @dataclass
 class MoCoV3Config(MethodConfig):
     projector: HeadConfig = field(default_factory=HeadConfig)
@@ -198,6 +214,7 @@ class MoCoV3Config(MethodConfig):
     freeze_patch_embed: bool = MISSING      # ViTs: a fixed random patch projection (stabilises training)
 
 
+@schema("method/swav")
 @dataclass
 class SwAVConfig(MethodConfig):
     projector: HeadConfig = field(default_factory=HeadConfig)
@@ -207,6 +224,7 @@ class SwAVConfig(MethodConfig):
     queue_start_epoch: int = MISSING        # the queue fills from this epoch on, and joins once full
 
 
+@schema("method/nnclr")
 @dataclass
 class NNCLRConfig(MethodConfig):
     projector: HeadConfig = field(default_factory=HeadConfig)

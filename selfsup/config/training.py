@@ -7,6 +7,8 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
+from selfsup.config.registry import schema
+
 
 class OptimizerName(StrEnum):  # an Enum field: Hydra refuses optimizer.name=larss at compose time
     sgd = "sgd"
@@ -19,6 +21,7 @@ class SchedulerName(StrEnum):
     constant = "constant"
 
 
+@schema("optimizer/base")
 @dataclass
 class OptimizerConfig:
     name: OptimizerName = MISSING
@@ -35,6 +38,7 @@ class OptimizerConfig:
     probe_lr: float = 0.1                   # online linear probe, its own group, no weight decay
 
 
+@schema("scheduler/base")
 @dataclass
 class SchedulerConfig:
     name: SchedulerName = MISSING
@@ -43,6 +47,7 @@ class SchedulerConfig:
     min_lr_factor: float = 0.0
 
 
+@schema("trainer/base")
 @dataclass
 class TrainerConfig:
     accelerator: str = MISSING
@@ -66,6 +71,7 @@ class TrainerConfig:
     enable_progress_bar: bool = True
 
 
+@schema("strategy/base")
 @dataclass
 class StrategyConfig:
     name: str = MISSING
@@ -76,6 +82,7 @@ class StrategyConfig:
                                             # emulating that many devices without SyncBN (one-device ShuffleBN)
 
 
+@schema("paths/base")
 @dataclass
 class PathsConfig:
     root_dir: str = MISSING
