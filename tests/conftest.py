@@ -149,3 +149,15 @@ def make_labelled_folder(root: Path, train_per_class: int = 12, val_per_class: i
                 image[..., label] += 25
                 Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
     return root
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """An unlabelled image tree of 36 images (make_image_tree), one per test module."""
+    return make_image_tree(tmp_path_factory.mktemp("tree"), count=36)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> Path:
+    """A small labelled folder (make_labelled_folder), one per test module."""
+    return make_labelled_folder(tmp_path_factory.mktemp("labelled"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_train, make_image_tree, make_labelled_folder
+from conftest import compose_train
 from omegaconf import OmegaConf
 
 from selfsup.checks import check_inputs, eval_data
@@ -14,16 +14,6 @@ from selfsup.config.data_choice import data_config
 from selfsup.data.datamodule import SSLDataModule, completed_config
 from selfsup.data.datasets import NO_LABEL, build_datasets
 from selfsup.errors import UserError
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    return make_image_tree(tmp_path_factory.mktemp("tree"), count=36)
-
-
-@pytest.fixture(scope="module")
-def labelled(tmp_path_factory) -> Path:
-    return make_labelled_folder(tmp_path_factory.mktemp("labelled"))
 
 
 def images_cfg(root, *extra: str):

@@ -44,25 +44,31 @@ def _regression(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * F.cosine_similarity(p, z, dim=1)).mean()
 
 
-def test_byol_predicts_each_views_target_from_the_other_view(tmp_path):
-    model = _model("byol", tmp_path, "method.predictor.hidden_dim=32", "method.predictor.output_dim=16")
-    _move_away(model.target_encoder)
+def _check_prediction_of_the_other_views_target(model, target_encoder, pair_loss) -> None:
+    """BYOL and MoCo v3: `pair_loss` scores each view's online prediction against the other view's output of
+    the momentum `target_encoder` (backbone + projector), which gets no gradient."""
+    _move_away(target_encoder)
     views = _views()
     out = model.training_loss(views)
 
     predictions = [model.predictor(model.projector(model.backbone(v))) for v in views]  # online, one view per forward
     with torch.no_grad():
-        targets = [model.target_encoder(v) for v in views]
-    expected = _regression(predictions[0], targets[1]) + _regression(predictions[1], targets[0])
-    same_view = _regression(predictions[0], targets[0]) + _regression(predictions[1], targets[1])
+        targets = [target_encoder(v) for v in views]
+    expected = pair_loss(predictions[0], targets[1]) + pair_loss(predictions[1], targets[0])
+    same_view = pair_loss(predictions[0], targets[0]) + pair_loss(predictions[1], targets[1])
     assert not torch.allclose(expected, same_view, atol=1e-3)  # the pairing is observable with these weights
     torch.testing.assert_close(out.loss, expected)
     torch.testing.assert_close(out.features, model.backbone(views[0]))  # the probe sees the first view
 
     out.loss.backward()
-    assert all(p.grad is None for p in model.target_encoder.parameters())  # stop-gradient: EMA only
+    assert all(p.grad is None for p in target_encoder.parameters())  # stop-gradient: EMA only
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.predictor.parameters())
     assert model.backbone.conv1.weight.grad.abs().sum() > 0
+
+
+def test_byol_predicts_each_views_target_from_the_other_view(tmp_path):
+    model = _model("byol", tmp_path, "method.predictor.hidden_dim=32", "method.predictor.output_dim=16")
+    _check_prediction_of_the_other_views_target(model, model.target_encoder, _regression)
 
 
 @pytest.mark.parametrize("symmetric", [False, True])
@@ -132,9 +138,6 @@ def test_simsiam_predicts_each_views_projection_from_the_other_view_under_a_stop
 def test_mocov3_contrasts_each_views_query_with_the_other_views_keys(tmp_path):
     model = _model("mocov3", tmp_path, "backbone=resnet18", "method.predictor.hidden_dim=32",
                    "method.predictor.output_dim=16")
-    _move_away(model.momentum_encoder)
-    views = _views()
-    out = model.training_loss(views)
     temperature = model.loss_fn.temperature
 
     def contrast(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -143,16 +146,4 @@ def test_mocov3_contrasts_each_views_query_with_the_other_views_keys(tmp_path):
         logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).T / temperature
         return F.cross_entropy(logits, torch.arange(BATCH)) * 2 * temperature
 
-    queries = [model.predictor(model.projector(model.backbone(v))) for v in views]  # online, with predictor
-    with torch.no_grad():
-        keys = [model.momentum_encoder(v) for v in views]  # momentum encoder: backbone + projector
-    expected = contrast(queries[0], keys[1]) + contrast(queries[1], keys[0])
-    same_view = contrast(queries[0], keys[0]) + contrast(queries[1], keys[1])
-    assert not torch.allclose(expected, same_view, atol=1e-3)  # the pairing is observable with these weights
-    torch.testing.assert_close(out.loss, expected)
-    torch.testing.assert_close(out.features, model.backbone(views[0]))  # the probe sees the first view
-
-    out.loss.backward()
-    assert all(p.grad is None for p in model.momentum_encoder.parameters())  # keys carry no gradient: EMA only
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.predictor.parameters())
-    assert model.backbone.conv1.weight.grad.abs().sum() > 0
+    _check_prediction_of_the_other_views_target(model, model.momentum_encoder, contrast)

@@ -7,8 +7,7 @@ import csv
 import json
 from pathlib import Path
 
-import pytest
-from conftest import assert_succeeded, make_image_tree, make_labelled_folder, run_script, train
+from conftest import assert_succeeded, run_script, train
 from safetensors.torch import save_file
 
 from selfsup.models.backbones import build_backbone
@@ -17,16 +16,6 @@ IMAGES = ["data=images", "data.resolution=16", "data.batch_size=8", "data.num_wo
           "++trainer.limit_train_batches=2", "trainer.precision=32-true", "trainer.enable_progress_bar=false",
           "trainer.log_every_n_steps=1", "method.projector.hidden_dim=64", "method.projector.output_dim=32"]
 PICTURES = {"views.png", "neighbours.png", "embedding.png", "curves.png"}
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    return make_image_tree(tmp_path_factory.mktemp("tree"), count=36)
-
-
-@pytest.fixture(scope="module")
-def labelled(tmp_path_factory) -> Path:
-    return make_labelled_folder(tmp_path_factory.mktemp("labelled"))
 
 
 def _logged(run_dir: Path) -> set[str]:
