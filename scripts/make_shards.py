@@ -11,6 +11,7 @@ arguments (key=value), besides the data overrides:
   out=DIR            where the shards go (a local directory; copy it to object storage afterwards)
   limit=N            at most N images per split, spread evenly over it (tests, quick trials)
   chunk_mb=64        the size of one chunk file
+  seed=0             the images are written in a random order from this seed (see `write_order`)
   overwrite=true     replace an existing DIR
 
 examples:
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfsup.errors import UserError, exit_on_user_error  # noqa: E402  (light: no torch)
 
-KEYS = ("out", "limit", "chunk_mb", "overwrite")
+KEYS = ("out", "limit", "chunk_mb", "overwrite", "seed")
 
 
 def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -61,6 +62,21 @@ def spread(dataset, limit: int | None):
     if hasattr(dataset, "samples"):  # keep the files' own bytes: the chosen files, not decoded images
         subset.samples = [dataset.samples[i] for i in subset.indices]
     return subset
+
+
+def write_order(dataset, seed: int):
+    """`dataset` in a random order from `seed`. A class-sorted source written in its own order gives class-sorted
+    chunks, and a streaming reader mixes only a few chunks at a time (each worker reads its chunks one after
+    the other): the batches of a class-folder ImageNet would hold one or two classes each. Shuffled once
+    here, every chunk holds every class in proportion, whatever the reader's shuffle."""
+    import torch
+    from torch.utils.data import Subset
+
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    shuffled = Subset(dataset, order)
+    if hasattr(dataset, "samples"):  # keep the files' own bytes: the files, in the new order
+        shuffled.samples = [dataset.samples[i] for i in order]
+    return shuffled
 
 
 def tree_bytes(path: Path) -> int:
@@ -100,7 +116,7 @@ def main(argv: list[str]) -> None:
     for split, dataset in splits.items():
         if dataset is None:
             continue
-        dataset = spread(dataset, limit)
+        dataset = write_order(spread(dataset, limit), int(args.get("seed", 0)))
         samples = encoded_samples(dataset, cfg.data.skip_corrupt, skipped)
         labels[split] = write_split(track(samples, total=len(dataset), description=f"{split:>8}"), partial / split,
                                     chunk_bytes=f"{int(args.get('chunk_mb', 64))}MB")

@@ -79,8 +79,11 @@ class ShardImages(Dataset):
         each rank streams a disjoint share. A StreamingDataLoader: its `state_dict` is the position."""
         from litdata import StreamingDataLoader, StreamingDataset
 
+        # item_shuffle_window=0: a full permutation within each chunk. LitData's default permutes blocks of
+        # 256 consecutive samples, so a batch of 128 came from one block: from one class, on shards written
+        # from a class-sorted source without scripts/make_shards.py's shuffle.
         dataset = StreamingDataset(self.url, cache_dir=self.cache_dir, shuffle=True, drop_last=True, seed=seed,
-                                   transform=DecodedSample(transform))
+                                   item_shuffle_window=0, transform=DecodedSample(transform))
         return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=True,
                                    pin_memory=pin_memory, persistent_workers=num_workers > 0)
 

@@ -56,12 +56,15 @@ def test_folder_shards_hold_the_files_bytes_and_labels_and_read_like_the_folder(
     assert labelled is pretrain and pretrain.classes == list(CLASSES)
     for split, shard in (("train", pretrain), ("val", val)):
         reference = ImageFolder(str(folder / split))
-        assert shard.targets == reference.targets and len(shard) == len(reference)
-        for i, (path, label) in enumerate(reference.samples):
-            assert _sample(shards, split, i) == {"image": Path(path).read_bytes(), "label": label}  # not re-encoded
+        files = {Path(path).read_bytes(): (j, label) for j, (path, label) in enumerate(reference.samples)}
+        stored = [_sample(shards, split, i) for i in range(len(shard))]
+        source = [files[sample["image"]] for sample in stored]  # each stored image is a file's bytes: not re-encoded
+        assert sorted(j for j, _ in source) == list(range(len(reference)))  # every file once
+        assert [sample["label"] for sample in stored] == [label for _, label in source] == shard.targets
+        assert [j for j, _ in source] != list(range(len(reference)))  # written shuffled, not class-sorted
         image, label = shard[4]
-        assert label == reference.targets[4]
-        assert np.array_equal(np.asarray(image), np.asarray(reference[4][0]))
+        assert label == source[4][1]
+        assert np.array_equal(np.asarray(image), np.asarray(reference[source[4][0]][0]))
 
 
 def test_decoded_sources_are_stored_losslessly_and_a_rerun_keeps_complete_shards(tmp_path, capsys):
@@ -74,8 +77,10 @@ def test_decoded_sources_are_stored_losslessly_and_a_rerun_keeps_complete_shards
     pretrain, _, _ = shard_datasets(compose_train(["data=shards", f"data.root={shards}"]).data)
     digits = DigitsDataset(train=True)
     spread = [i * len(digits) // 40 for i in range(40)]  # limit=N: evenly spaced, every class
-    assert pretrain.targets == [digits.targets[i] for i in spread] and len(set(pretrain.targets)) == 10
-    assert np.array_equal(np.asarray(pretrain[7][0]), np.asarray(digits[spread[7]][0]))
+    pixels = {np.asarray(digits[i][0]).tobytes(): i for i in spread}  # the decoded images, losslessly stored
+    source = [pixels[np.asarray(pretrain[i][0]).tobytes()] for i in range(len(pretrain))]
+    assert sorted(source) == spread and source != spread  # every chosen image once, in a shuffled order
+    assert pretrain.targets == [digits.targets[i] for i in source] and len(set(pretrain.targets)) == 10
 
     index = shards / "train" / "index.json"
     written = index.stat().st_mtime_ns
@@ -92,7 +97,8 @@ def test_an_unlabelled_tree_becomes_train_shards_without_labels(tmp_path, capsys
     assert f"wrote {shards}: train {len(files)} images, 0 classes" in capsys.readouterr().out
     pretrain, labelled, val = shard_datasets(compose_train(["data=shards", f"data.root={shards}"]).data)
     assert labelled is None and val is None and pretrain.targets == [NO_LABEL] * len(files)  # as data=images
-    assert [_sample(shards, "train", i)["image"] for i in range(len(files))] == [Path(p).read_bytes() for p, _ in files]
+    stored = [bytes(_sample(shards, "train", i)["image"]) for i in range(len(files))]
+    assert sorted(stored) == sorted(Path(p).read_bytes() for p, _ in files)  # every file's bytes once
 
 
 def test_missing_empty_or_damaged_shard_directories_are_named(tmp_path):
