@@ -2,7 +2,7 @@
 images' ids, so the labels of a batch name the samples it holds; and a callback that records them for
 train.py runs under test (`+callbacks.record._target_=run.shard_ids.RecordBatchLabels`, with tests/ on
 PYTHONPATH): `<global step> <labels>` per training step, appended before the step runs and flushed, so
-the record survives a kill -9."""
+the record survives a kill -9; under DDP each rank writes its own file, `<path>.rank<global rank>`."""
 from __future__ import annotations
 
 import importlib.util
@@ -44,7 +44,8 @@ class RecordBatchLabels(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         _, labels = batch
-        with open(self.path, "a") as f:
+        path = self.path if trainer.world_size == 1 else f"{self.path}.rank{trainer.global_rank}"
+        with open(path, "a") as f:
             f.write(f"{trainer.global_step} {' '.join(str(int(label)) for label in labels)}\n")
 
 
