@@ -19,8 +19,9 @@ one_line_config_errors()  # a typo'd key, unknown option or wrong type: one line
 def checked_pretrain(cfg: DictConfig) -> dict:
     check_train_config(cfg)  # config mistakes fail in a second, before torch and Lightning load
     from selfsup.run.pipeline import pretrain
+    from selfsup.run.plan import plan_run
 
-    return pretrain(cfg)
+    return pretrain(plan_run(cfg))  # everything known and checked before anything slow, then fit and record
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

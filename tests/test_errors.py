@@ -110,8 +110,11 @@ FAST = ["resume=never", "images=false", "eval.knn_at_init=true", "data.num_worke
 def start_run(overrides: list[str], tmp_path) -> None:
     """What train.py runs (checks, then `pretrain`) on a CPU-only machine, with training and the
     kNN at init replaced by a failure: a bad input must be refused before either."""
+    import pytorch_lightning as pl
+
     from selfsup.checks import check_train_config
     from selfsup.run import pipeline
+    from selfsup.run.plan import plan_run
 
     def too_late(*args, **kwargs):
         raise AssertionError("the run got past the checks: kNN at init or training started")
@@ -119,11 +122,11 @@ def start_run(overrides: list[str], tmp_path) -> None:
     mp = pytest.MonkeyPatch()
     mp.setattr(torch.cuda, "is_available", lambda: False)
     mp.setattr(pipeline, "evaluate_backbone", too_late)
-    mp.setattr(pipeline.pl.Trainer, "fit", too_late)
+    mp.setattr(pl.Trainer, "fit", too_late)
     try:
         cfg = compose_train([*FAST, *overrides], tmp_path)
         check_train_config(cfg)
-        pipeline.pretrain(cfg)
+        pipeline.pretrain(plan_run(cfg))
     finally:
         mp.undo()
 

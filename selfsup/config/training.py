@@ -58,7 +58,7 @@ class TrainerConfig:
     max_steps: int = -1
     limit_train_batches: Optional[Any] = None
     limit_val_batches: Optional[Any] = None
-    check_val_every_n_epoch: Any = MISSING   # an int, or auto: the kNN monitor costs ~5% of training (run/pipeline.py)
+    check_val_every_n_epoch: Any = MISSING   # an int, or auto: the kNN monitor costs ~5% of training (run/plan.py)
     log_every_n_steps: int = MISSING
     accumulate_grad_batches: int = 1
     gradient_clip_val: Optional[float] = None

@@ -84,7 +84,7 @@ def completed_config(cfg: DictConfig, datasets: tuple[Dataset, Dataset, Dataset]
 class SSLDataModule(pl.LightningDataModule):
     def __init__(self, data_cfg, augmentation_cfg, devices_per_node: int = 1, datasets=None):
         """`datasets`: `build_datasets(data_cfg)` when the caller built them already, to complete the
-        config from them first (`data_values`, `completed_config`)."""
+        config from them first (`data_values`, `completed_config`; `build_data` does all three)."""
         super().__init__()
         self.cfg, self.augmentation = data_cfg, augmentation_cfg
         self.pretrain, self.labelled, self.val = datasets if datasets is not None else build_datasets(data_cfg)
@@ -169,3 +169,13 @@ class SSLDataModule(pl.LightningDataModule):
             sample = make(Subset(self.pretrain, keep[:UNLABELLED_PICTURE_IMAGES].tolist()))
             return sample, sample
         return make(self.labelled), make(self.val)
+
+
+def build_data(cfg: DictConfig, eval_data=None, devices_per_node: int = 1) -> tuple[DictConfig, SSLDataModule]:
+    """The one way a train config's data is assembled (train.py's planner, the benches, tests): the
+    datasets of cfg.data (the labelled splits from `eval_data` when given), the config completed from
+    them (`completed_config`, a copy), and the data module of the completed data and augmentation."""
+    datasets = build_datasets(cfg.data, eval_data)
+    cfg = completed_config(cfg, datasets, eval_data)
+    return cfg, SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=devices_per_node, datasets=datasets)
+

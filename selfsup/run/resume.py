@@ -37,14 +37,14 @@ def resume_point(cfg) -> Optional[ResumePoint]:
     1. resume=auto and the run directory has a checkpoint (the user fixed it with hydra.run.dir=...,
        a DDP rank re-launched into it, a requeued SLURM job): continue from its newest.
     2. resume=auto and an unfinished run directory beside it (outputs/train/runs/*) was made by the
-       same command (equal composed config) and has a checkpoint: continue from the newest such and
-       write into it (cfg.paths.output_dir is switched there, so checkpoints, CSV, W&B id and
-       results.json stay in one place); this attempt's own directory only keeps a note. A finished
-       run (results.json) is not continued: the same command again then starts afresh.
+       same command (equal composed config) and has a checkpoint: continue from the newest such, whose
+       directory is the point's run_dir (the planner writes the run there: `plan.in_run_dir`); this
+       attempt's own directory only keeps a note. A finished run (results.json) is not continued: the
+       same command again then starts afresh.
     3. Else `ckpt_path` when given.
     4. Else, under SLURM, the run directory's newest checkpoint: a requeued job goes on (resume=never
        only stops a new command from continuing an old run).
-    Must run before anything resolves or edits cfg."""
+    Reads `cfg` as composed (interpolations unresolved) and changes nothing in it."""
     run_dir = Path(cfg.paths.output_dir)
     source, checkpoint, auto = run_dir, None, resume_enabled(cfg.get("resume", "auto"))
     if auto:
@@ -63,8 +63,6 @@ def resume_point(cfg) -> Optional[ResumePoint]:
     saved = check_checkpoint(checkpoint, cfg.method.name, what=f"{checkpoint} ({why})", fix=fix)
     _check_not_overriding(cfg.ckpt_path, checkpoint, saved, why)
     point = ResumePoint(str(source), str(checkpoint), saved.global_step)
-    if source != run_dir:
-        cfg.paths.output_dir = str(source)
     if rank_zero_only.rank == 0:  # (every rank of a DDP / SLURM job resolves the same run)
         if source != run_dir:
             try:

@@ -114,6 +114,7 @@ def test_colorization_is_evaluated_on_its_lightness_input(tmp_path, monkeypatch)
     from selfsup.checks import check_train_config
     from selfsup.data.pretext import lightness_input
     from selfsup.run import pipeline
+    from selfsup.run.plan import plan_run
 
     evaluated = []
     real_evaluate = pipeline.evaluate_backbone
@@ -122,7 +123,7 @@ def test_colorization_is_evaluated_on_its_lightness_input(tmp_path, monkeypatch)
     cfg = compose_train(["method=colorization", "data=digits", *TINY_RUN, "++trainer.limit_train_batches=1",
                          "++trainer.limit_val_batches=1", "images=false"], tmp_path)
     check_train_config(cfg)
-    results = pipeline.pretrain(cfg)
+    results = pipeline.pretrain(plan_run(cfg))
     eval_cfg = compose_train([], tmp_path)  # eval.py's keys are a subset of train.py's
     with open_dict(eval_cfg):
         eval_cfg.ckpt_path, eval_cfg.data = results["checkpoint"], None

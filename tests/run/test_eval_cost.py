@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import TINY_RUN, train
-from selfsup.run.pipeline import MONITOR_SHARE, monitor_interval
+from selfsup.run.plan import MONITOR_SHARE, monitor_interval
 
 
 def _interval(every, max_epochs, train_images, bank, val, views=2, knn_bank_size=None) -> int:

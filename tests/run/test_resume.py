@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from conftest import compose_train
 from selfsup.errors import UserError
+from selfsup.run.plan import in_run_dir
 from selfsup.run.resume import resume_point
 from selfsup.run.state import RunState
 
@@ -100,9 +101,10 @@ def test_resume_auto_picks_the_newest_unfinished_run_of_the_same_command(tmp_pat
     (runs / "5_this_attempt").mkdir()
 
     cfg.paths.output_dir = str(runs / "5_this_attempt")
-    resumed = asdict(resume_point(cfg))
+    point = resume_point(cfg)
+    resumed = asdict(point)
     assert resumed == {"run_dir": str(runs / "2_new"), "checkpoint": str(newest), "global_step": 8}
-    assert cfg.paths.output_dir == str(runs / "2_new")  # the run continues in its own directory
+    assert in_run_dir(cfg, point).paths.output_dir == str(runs / "2_new")  # the run continues in its own directory
     assert "2_new" in (runs / "5_this_attempt" / "RESUMED.txt").read_text()
 
     cfg.paths.output_dir, cfg.resume = str(runs / "5_this_attempt"), "never"
