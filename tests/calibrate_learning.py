@@ -45,7 +45,8 @@ def measure(name: str, seed: int, control: bool) -> dict:
         task = CASES[name].task_metric
         return {"seed": seed, "knn_at_init": results["knn_top1_at_init"], "knn": results["knn_top1"],
                 "knn_gain": results["knn_top1"] - results["knn_top1_at_init"],
-                "task": last_logged(run_dir, task) if task else None, "train_seconds": results["train_seconds"]}
+                "task": last_logged(run_dir, task) if task else None, "train_seconds": results["train_seconds"],
+                "epochs": CASES[name].epochs}
 
 
 def _mae_baseline(cfg, loss, images):
@@ -129,7 +130,9 @@ def main() -> None:
     table = calibration()
     for name in args.cases.split(","):
         start = time.perf_counter()
-        done = {} if args.fresh else {r["seed"]: r for r in table.get(name, {}).get("runs", [])}
+        epochs = CASES[name].epochs  # a run kept from another budget is measured again (no "epochs": older, as now)
+        kept = [r for r in table.get(name, {}).get("runs", []) if r.get("epochs", epochs) == epochs]
+        done = {} if args.fresh else {r["seed"]: r for r in kept}
         runs = []
         for seed in seeds:
             runs.append(done.get(seed) or measure(name, seed, control=False))
