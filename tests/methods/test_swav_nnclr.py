@@ -190,7 +190,7 @@ def test_mistakes_fail_in_one_line_before_training(method, overrides, message, t
     ("swav_cifar10", 256, "lars", 0.6, 1000, "target_linear_89.17"),
     ("nnclr_imagenet", 4096, "lars", 0.3, 1000, "target_linear_75.4"),
     ("nnclr_cifar10", 256, "lars", 0.4, 1000, "target_linear_91.88"),
-    ("swav_cpu_short", 128, "adamw", 2.0e-3, 16, None),
+    ("swav_cpu_short", 128, "adamw", 2.0e-3, 40, None),
     ("nnclr_cpu_short", 128, "adamw", 2.0e-3, 16, None),
 ])
 def test_recipes_compose_and_pass_their_own_checks(experiment, global_batch, optimizer, lr, epochs, target, tmp_path):
