@@ -59,8 +59,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.peer_table import DEFAULTS, Evaluator, TrainingClock  # noqa: E402
-from selfsup.data.datamodule import SSLDataModule, completed_config  # noqa: E402
-from selfsup.data.datasets import build_datasets  # noqa: E402
+from selfsup.data.datamodule import build_data  # noqa: E402
 from selfsup.models.backbones import build_backbone  # noqa: E402
 
 BASE_LR, BASE_BATCH, MOMENTUM, WEIGHT_DECAY = 0.06, 128, 0.9, 5e-4  # the benchmark's SGD
@@ -260,9 +259,7 @@ def compose_recipe(method: str, data_root: str, seed: int):
 def train(method: str, seed: int, budget_s: float, eval_every_s: float, data_root: str) -> dict:
     cfg = compose_recipe(method, data_root, seed)
     pl.seed_everything(seed, workers=True, verbose=False)  # as train.py: then the data, then the backbone
-    datasets = build_datasets(cfg.data)
-    cfg = completed_config(cfg, datasets)
-    datamodule = SSLDataModule(cfg.data, None, datasets=datasets)
+    cfg, datamodule = build_data(cfg)
     backbone = build_backbone(**cfg.backbone)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = PEERS[method](backbone, cfg.data.resolution).to(device)

@@ -40,8 +40,7 @@ def loader_figures(make_config, batches: int, device) -> dict:
     for an image folder, decoding on the device too; `make_config()` gives a fresh step-mode config."""
     from omegaconf import OmegaConf, open_dict
 
-    from selfsup.data.datamodule import SSLDataModule, completed_config
-    from selfsup.data.datasets import build_datasets
+    from selfsup.data.datamodule import SSLDataModule, build_data
     from selfsup.data.gpu_augment import DeviceAugment
 
     figures = {}
@@ -50,10 +49,8 @@ def loader_figures(make_config, batches: int, device) -> dict:
         with open_dict(cfg):
             cfg.augmentation.on_device = on_device
             cfg.data.decode_on_gpu = False
-        datasets = build_datasets(cfg.data)
-        cfg = completed_config(cfg, datasets)
+        cfg, datamodule = build_data(cfg)
         OmegaConf.resolve(cfg)
-        datamodule = SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=1, datasets=datasets)
         augment = DeviceAugment(cfg.augmentation) if on_device else None
         figures[f"loader_{name}_images_per_sec"] = run_loader(datamodule, batches, device, augment)
         figures["loader_workers"] = datamodule.num_workers

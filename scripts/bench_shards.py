@@ -40,14 +40,10 @@ def loader_images_per_sec(overrides: list[str], batches: int, scratch: str) -> f
     from omegaconf import OmegaConf
 
     from selfsup.config import compose_train
-    from selfsup.data.datamodule import SSLDataModule, completed_config
-    from selfsup.data.datasets import build_datasets
+    from selfsup.data.datamodule import build_data
 
-    cfg = compose_train(["method=simclr", *overrides], output_dir=scratch)
-    datasets = build_datasets(cfg.data)
-    cfg = completed_config(cfg, datasets)
+    cfg, datamodule = build_data(compose_train(["method=simclr", *overrides], output_dir=scratch))
     OmegaConf.resolve(cfg)
-    datamodule = SSLDataModule(cfg.data, cfg.augmentation, datasets=datasets)
     return run_loader(datamodule, batches, torch.device("cpu"))
 
 

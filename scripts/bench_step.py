@@ -30,14 +30,11 @@ def build(cfg):
 
     from selfsup import distributed
     from selfsup.checks import check_train_config
-    from selfsup.data.datamodule import SSLDataModule, completed_config
-    from selfsup.data.datasets import build_datasets
+    from selfsup.data.datamodule import build_data
 
     check_train_config(cfg)
-    datasets = build_datasets(cfg.data)
-    cfg = completed_config(cfg, datasets)
+    cfg, datamodule = build_data(cfg)
     OmegaConf.resolve(cfg)
-    datamodule = SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=1, datasets=datasets)
     model = get_class(cfg.method._target_)(cfg)
     if cfg.strategy.split_bn_groups > 1:
         distributed.convert_split_batchnorm(model, cfg.strategy.split_bn_groups)

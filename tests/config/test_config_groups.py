@@ -10,8 +10,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.loggers import Logger
 
 from conftest import REPO, compose_train
-from selfsup.data.datamodule import SSLDataModule, completed_config
-from selfsup.data.datasets import build_datasets
+from selfsup.data.datamodule import build_data
 from selfsup.errors import UserError
 from selfsup.optim import build_optimizer, build_scheduler, parameter_groups
 
@@ -58,12 +57,10 @@ def test_data_choice_builds_or_names_what_is_missing(data, tmp_path, request):
     root = request.getfixturevalue("cifar_subset") if data == "folder" else tmp_path / "absent"
     cfg = compose_train([f"data={data}", f"data.root={root}"], tmp_path)
     try:
-        datasets = build_datasets(cfg.data)
+        cfg, datamodule = build_data(cfg)
     except UserError as err:
         assert str(root) in str(err) or data == "imagenet100"
         return
-    cfg = completed_config(cfg, datasets)
-    datamodule = SSLDataModule(cfg.data, cfg.augmentation, datasets=datasets)
     views, labels = next(iter(datamodule.train_dataloader()))
     assert len(views) == len(cfg.augmentation.views)
     assert views[0].shape == (cfg.data.batch_size, 3, cfg.data.resolution, cfg.data.resolution)

@@ -143,8 +143,7 @@ def test_on_device_loader_views_are_uint8_crops():
 
 
 def test_decode_on_device_path_runs_on_cpu(tmp_path):
-    from selfsup.data.datamodule import SSLDataModule, completed_config
-    from selfsup.data.datasets import build_datasets
+    from selfsup.data.datamodule import build_data
 
     for split in ("train", "val"):
         for cls in ("a", "b"):
@@ -155,9 +154,7 @@ def test_decode_on_device_path_runs_on_cpu(tmp_path):
                 Image.fromarray(array).save(tmp_path / split / cls / f"{k}.{suffix}")
     cfg = compose_train(["data=folder", f"data.root={tmp_path}", "data.decode_on_gpu=true", "data.batch_size=4",
                          "data.num_workers=0", "data.resolution=16"])
-    datasets = build_datasets(cfg.data)
-    cfg = completed_config(cfg, datasets)
-    datamodule = SSLDataModule(cfg.data, cfg.augmentation, datasets=datasets)
+    cfg, datamodule = build_data(cfg)
     encoded, labels = next(iter(datamodule.train_dataloader()))
     assert len(encoded) == 4 and all(e.dtype == torch.uint8 and e.dim() == 1 for e in encoded)
     aug = DeviceAugment.from_config(cfg)

@@ -149,15 +149,13 @@ def _red_and_blue(root, per_class: dict[str, int]):
 
 
 def test_finetune_learns_and_leaves_the_pretrained_backbone_untouched(tmp_path, one_thread):
-    from selfsup.data.datamodule import SSLDataModule, data_values
-    from selfsup.data.datasets import build_datasets
+    from selfsup.data.datamodule import build_data
     from selfsup.models.backbones import build_backbone
 
     root = _red_and_blue(tmp_path / "data", {"train": 32, "val": 16})
     cfg = compose_train(["data=folder", f"data.root={root}", "data.resolution=16", "data.batch_size=16",
                          "data.num_workers=0", "eval=finetune"], tmp_path)
-    datasets = build_datasets(cfg.data)
-    datamodule = SSLDataModule(OmegaConf.merge(cfg.data, data_values(cfg.data, datasets)), None, datasets=datasets)
+    cfg, datamodule = build_data(cfg)
     torch.manual_seed(0)
     backbone = build_backbone(**OmegaConf.merge(cfg.backbone, {"cifar_stem": False}))
     pretrained = {name: value.clone() for name, value in backbone.state_dict().items()}
