@@ -52,8 +52,9 @@ bench: $(STAMP)  ## time a training step: module vs bare PyTorch, loader (output
 gpu-check: $(STAMP)  ## every CUDA path on one GPU in <= 9 min, table + gpu_check.json (ARGS='data_root=<CIFAR sample>' adds the recipes; --dry-run on a CPU)
 	$(PY) scripts/gpu_check.py $(ARGS)
 
-test: $(STAMP)  ## lint (ruff check, pyproject.toml), then run the whole test suite
+test: $(STAMP)  ## lint and format check (ruff, pyproject.toml), then run the whole test suite
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(ARGS)
 
 clean:  ## remove run outputs and caches (keeps .venv)

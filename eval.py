@@ -3,6 +3,7 @@
 
 Without `data=` (or `eval.data=`) the checkpoint's own pretraining data is used; with it, the backbone is
 evaluated on another dataset (transfer). Writes results.json in the run directory."""
+
 import hydra
 from omegaconf import DictConfig
 

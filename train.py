@@ -2,6 +2,7 @@
 
 Composes the Hydra config (conf/train.yaml), trains, evaluates (kNN + linear probe on frozen
 features) and writes results.json in the run directory."""
+
 import hydra
 from omegaconf import DictConfig
 

@@ -37,18 +37,19 @@ Adapted, the same for both sides of the table:
 
     python benchmarks/lightly_peers.py method=byol seed=0 budget_s=300 eval_every_s=60 out=clock.json
 """
+
 from __future__ import annotations
 
 import copy
 import json
-from functools import partial
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torchvision
-from lightly.loss import BarlowTwinsLoss, DINOLoss, NegativeCosineSimilarity, NTXentLoss, VICRegLoss, SwaVLoss
+from lightly.loss import BarlowTwinsLoss, DINOLoss, NegativeCosineSimilarity, NTXentLoss, SwaVLoss, VICRegLoss
 from lightly.models.modules import NNMemoryBankModule, heads
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, SimCLRTransform, SwaVTransform
@@ -70,8 +71,10 @@ def simclr_transform(resolution: int):
 
 
 def byol_transform(resolution: int):
-    return BYOLTransform(view_1_transform=BYOLView1Transform(input_size=resolution, gaussian_blur=0.0),
-                         view_2_transform=BYOLView2Transform(input_size=resolution, gaussian_blur=0.0))
+    return BYOLTransform(
+        view_1_transform=BYOLView1Transform(input_size=resolution, gaussian_blur=0.0),
+        view_2_transform=BYOLView2Transform(input_size=resolution, gaussian_blur=0.0),
+    )
 
 
 class Peer(nn.Module):
@@ -89,8 +92,12 @@ class Peer(nn.Module):
         return self.criterion(self.project(x0), self.project(x1))
 
     def optimizer(self, batch_size: int) -> torch.optim.Optimizer:
-        return torch.optim.SGD([p for p in self.parameters() if p.requires_grad],
-                               lr=BASE_LR * batch_size / BASE_BATCH, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+        return torch.optim.SGD(
+            [p for p in self.parameters() if p.requires_grad],
+            lr=BASE_LR * batch_size / BASE_BATCH,
+            momentum=MOMENTUM,
+            weight_decay=WEIGHT_DECAY,
+        )
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -107,8 +114,9 @@ class MomentumPeer(Peer):
     def add_momentum_copies(self, projection_head_momentum: nn.Module | None = None) -> None:
         """Call after the heads are built; `projection_head_momentum`: a head that cannot be deep-copied."""
         self.backbone_momentum = frozen_copy(self.backbone)
-        self.projection_head_momentum = (frozen_copy(self.projection_head) if projection_head_momentum is None
-                                         else projection_head_momentum)
+        self.projection_head_momentum = (
+            frozen_copy(self.projection_head) if projection_head_momentum is None else projection_head_momentum
+        )
 
     def training_loss(self, x0, x1):
         update_momentum(self.backbone, self.backbone_momentum, 0.99)
@@ -157,15 +165,25 @@ class BYOL(MomentumPeer):
 class BarlowTwins(Peer):
     def __init__(self, backbone: nn.Module, resolution: int):
         super().__init__(byol_transform(resolution), backbone)
-        self.projection_head = heads.ProjectionHead([(backbone.output_dim, 2048, nn.BatchNorm1d(2048), nn.ReLU(inplace=True)),
-                                                     (2048, 2048, None, None)])
+        self.projection_head = heads.ProjectionHead(
+            [(backbone.output_dim, 2048, nn.BatchNorm1d(2048), nn.ReLU(inplace=True)), (2048, 2048, None, None)]
+        )
         self.criterion = BarlowTwinsLoss()
 
 
 class SwAV(Peer):
     def __init__(self, backbone: nn.Module, resolution: int):
-        super().__init__(SwaVTransform(crop_sizes=(resolution,), crop_counts=(2,), crop_min_scales=(0.14,),
-                                       crop_max_scales=(1.0,), cj_strength=0.5, gaussian_blur=0.0), backbone)
+        super().__init__(
+            SwaVTransform(
+                crop_sizes=(resolution,),
+                crop_counts=(2,),
+                crop_min_scales=(0.14,),
+                crop_max_scales=(1.0,),
+                cj_strength=0.5,
+                gaussian_blur=0.0,
+            ),
+            backbone,
+        )
         self.projection_head = heads.SwaVProjectionHead(backbone.output_dim, 512, 128)
         self.prototypes = heads.SwaVPrototypes(128, 512)
         self.criterion = SwaVLoss()
@@ -182,8 +200,12 @@ class SwAV(Peer):
 class NNCLR(Peer):
     def __init__(self, backbone: nn.Module, resolution: int):
         super().__init__(simclr_transform(resolution), backbone)
-        self.projection_head = heads.ProjectionHead([(backbone.output_dim, 2048, nn.BatchNorm1d(2048), nn.ReLU(inplace=True)),
-                                                     (2048, 256, nn.BatchNorm1d(256), None)])
+        self.projection_head = heads.ProjectionHead(
+            [
+                (backbone.output_dim, 2048, nn.BatchNorm1d(2048), nn.ReLU(inplace=True)),
+                (2048, 256, nn.BatchNorm1d(256), None),
+            ]
+        )
         self.prediction_head = heads.NNCLRPredictionHead(256, 4096, 256)
         self.memory_bank = NNMemoryBankModule(size=(4096, 256))
         self.criterion = NTXentLoss()
@@ -244,9 +266,18 @@ class DINO(MomentumPeer):
         return self.criterion(teacher, student)
 
 
-PEERS = {"simclr": SimCLR, "mocov2": MoCoV2, "byol": BYOL, "barlow_twins": BarlowTwins, "swav": SwAV, "nnclr": NNCLR,
-         "simsiam": SimSiam, "vicreg": VICReg, "mocov3": MoCoV3, "dino": DINO}
-
+PEERS = {
+    "simclr": SimCLR,
+    "mocov2": MoCoV2,
+    "byol": BYOL,
+    "barlow_twins": BarlowTwins,
+    "swav": SwAV,
+    "nnclr": NNCLR,
+    "simsiam": SimSiam,
+    "vicreg": VICReg,
+    "mocov3": MoCoV3,
+    "dino": DINO,
+}
 
 
 def compose_recipe(method: str, data_root: str, seed: int):
@@ -265,8 +296,14 @@ def train(method: str, seed: int, budget_s: float, eval_every_s: float, data_roo
     model = PEERS[method](backbone, cfg.data.resolution).to(device)
     dataset = torchvision.datasets.ImageFolder(str(Path(data_root) / "train"), transform=model.transform)
     workers = datamodule.num_workers
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=workers, persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.data.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     optimizer = model.optimizer(cfg.data.batch_size)
     epochs = cfg.trainer.max_epochs
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
@@ -297,8 +334,14 @@ def train(method: str, seed: int, budget_s: float, eval_every_s: float, data_roo
 
 
 def main(argv: list[str] | None = None) -> None:
-    options = {"method": None, "seed": "0", "budget_s": DEFAULTS["budget_s"], "eval_every_s": DEFAULTS["eval_every_s"],
-               "data_root": DEFAULTS["data_root"], "out": None}
+    options = {
+        "method": None,
+        "seed": "0",
+        "budget_s": DEFAULTS["budget_s"],
+        "eval_every_s": DEFAULTS["eval_every_s"],
+        "data_root": DEFAULTS["data_root"],
+        "out": None,
+    }
     for arg in sys.argv[1:] if argv is None else argv:
         key, sep, value = arg.partition("=")
         if not sep or key not in options:
@@ -306,11 +349,18 @@ def main(argv: list[str] | None = None) -> None:
         options[key] = value
     if options["method"] not in PEERS or not options["out"]:
         raise SystemExit(f"method= one of {', '.join(PEERS)} and out=<json path> are required")
-    summary = train(options["method"], int(options["seed"]), float(options["budget_s"]),
-                    float(options["eval_every_s"]), options["data_root"])
+    summary = train(
+        options["method"],
+        int(options["seed"]),
+        float(options["budget_s"]),
+        float(options["eval_every_s"]),
+        options["data_root"],
+    )
     Path(options["out"]).write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"kNN top-1 {summary['knn_top1_at_init']:.4f} -> {summary['knn_top1']:.4f} in {summary['steps']} steps, "
-          f"{summary['train_seconds']:.0f} s; summary: {options['out']}")
+    print(
+        f"kNN top-1 {summary['knn_top1_at_init']:.4f} -> {summary['knn_top1']:.4f} in {summary['steps']} steps, "
+        f"{summary['train_seconds']:.0f} s; summary: {options['out']}"
+    )
 
 
 if __name__ == "__main__":

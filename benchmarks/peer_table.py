@@ -27,6 +27,7 @@ Writes <out>/results.md (the table), results.json (every run: curve, steps, trai
 seconds) and knn_vs_seconds.png (kNN against seconds of training, one panel per method, mean and
 spread over seeds); prints their paths.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,7 +58,7 @@ METHODS = ("simclr", "mocov2", "byol", "barlow_twins", "simsiam", "vicreg", "moc
 DEFAULTS = {
     "methods": ",".join(METHODS),
     "seeds": "0,1",
-    "budget_s": 180.0,     # the recipes' epochs are sized for ~3 minutes on 2 CPU cores
+    "budget_s": 180.0,  # the recipes' epochs are sized for ~3 minutes on 2 CPU cores
     "eval_every_s": 30.0,
     "data_root": str(REPO.parent / "shared" / "data" / "cifar10-subset"),
     "out": None,
@@ -105,8 +106,10 @@ class Evaluator:
             self._batches = tuple(list(loader) for loader in self.datamodule.evaluation_loaders())
         device = next(backbone.parameters()).device
         train_batches, val_batches = self._batches
-        self.features = (*extract_features(backbone, train_batches, device, self.bf16, "embedding train split"),
-                         *extract_features(backbone, val_batches, device, self.bf16, "embedding val split"))
+        self.features = (
+            *extract_features(backbone, train_batches, device, self.bf16, "embedding train split"),
+            *extract_features(backbone, val_batches, device, self.bf16, "embedding val split"),
+        )
         return knn_top1(*self.features, self.datamodule.cfg.num_classes, self.k, self.temperature)
 
     def linear_top1(self) -> float:
@@ -118,8 +121,13 @@ class TrainingClock:
     """Seconds of training, the clock stopped while it evaluates: kNN top-1 at init (0 s), at the
     first step after every `eval_every_s` seconds of training, and at the step that spends `budget_s`."""
 
-    def __init__(self, evaluate: Callable[[torch.nn.Module], float], budget_s: float, eval_every_s: float,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        evaluate: Callable[[torch.nn.Module], float],
+        budget_s: float,
+        eval_every_s: float,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.evaluate, self.budget_s, self.eval_every_s, self.clock = evaluate, budget_s, eval_every_s, clock
         self.points: list[dict] = []  # {"seconds", "step", "knn_top1"}
         self.eval_seconds = 0.0
@@ -158,8 +166,14 @@ class TrainingClock:
 
     def summary(self) -> dict:
         last = self.points[-1]
-        return {"knn_top1_at_init": self.points[0]["knn_top1"], "knn_top1": last["knn_top1"], "steps": last["step"],
-                "train_seconds": last["seconds"], "eval_seconds": round(self.eval_seconds, 2), "curve": self.points}
+        return {
+            "knn_top1_at_init": self.points[0]["knn_top1"],
+            "knn_top1": last["knn_top1"],
+            "steps": last["step"],
+            "train_seconds": last["seconds"],
+            "eval_seconds": round(self.eval_seconds, 2),
+            "curve": self.points,
+        }
 
 
 class WallClockBudget(pl.Callback):
@@ -199,30 +213,66 @@ def _run(command: list[str], run_dir: Path, summary: Path, side: str, method: st
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(run_dir / "run.log", "w") as log:
-        proc = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        proc = subprocess.run(
+            command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+        )
     if proc.returncode != 0 or not summary.is_file():
         tail = (run_dir / "run.log").read_text()[-3000:]
-        raise RuntimeError(f"{side} {method} seed {seed} failed (exit {proc.returncode}), log {run_dir / 'run.log'}:\n{tail}")
-    return {"method": method, "side": side, "seed": seed, **json.loads(summary.read_text()),
-            "wall_seconds": round(time.perf_counter() - started, 1), "run_dir": str(run_dir)}
+        raise RuntimeError(
+            f"{side} {method} seed {seed} failed (exit {proc.returncode}), log {run_dir / 'run.log'}:\n{tail}"
+        )
+    return {
+        "method": method,
+        "side": side,
+        "seed": seed,
+        **json.loads(summary.read_text()),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "run_dir": str(run_dir),
+    }
 
 
-def run_project(method: str, seed: int, budget_s: float, eval_every_s: float, data_root: str, run_dir: Path,
-                overrides: tuple[str, ...] = ()) -> dict:
+def run_project(
+    method: str,
+    seed: int,
+    budget_s: float,
+    eval_every_s: float,
+    data_root: str,
+    run_dir: Path,
+    overrides: tuple[str, ...] = (),
+) -> dict:
     summary = run_dir / "clock.json"
-    command = [sys.executable, "train.py", f"experiment={method}_cpu_short", *overrides, f"data.root={data_root}", f"seed={seed}",
-               "resume=never", "eval.knn_at_init=false", "trainer.enable_progress_bar=false", "images=false",
-               "+callbacks.wall_clock._target_=benchmarks.peer_table.WallClockBudget",
-               f"+callbacks.wall_clock.budget_s={budget_s}", f"+callbacks.wall_clock.eval_every_s={eval_every_s}",
-               f"+callbacks.wall_clock.out={summary}", f"hydra.run.dir={run_dir}"]
+    command = [
+        sys.executable,
+        "train.py",
+        f"experiment={method}_cpu_short",
+        *overrides,
+        f"data.root={data_root}",
+        f"seed={seed}",
+        "resume=never",
+        "eval.knn_at_init=false",
+        "trainer.enable_progress_bar=false",
+        "images=false",
+        "+callbacks.wall_clock._target_=benchmarks.peer_table.WallClockBudget",
+        f"+callbacks.wall_clock.budget_s={budget_s}",
+        f"+callbacks.wall_clock.eval_every_s={eval_every_s}",
+        f"+callbacks.wall_clock.out={summary}",
+        f"hydra.run.dir={run_dir}",
+    ]
     return _run(command, run_dir, summary, "project", method, seed)
 
 
 def run_peer(method: str, seed: int, budget_s: float, eval_every_s: float, data_root: str, run_dir: Path) -> dict:
     summary = run_dir / "clock.json"
-    command = [sys.executable, str(REPO / "benchmarks" / "lightly_peers.py"), f"method={method}", f"seed={seed}",
-               f"budget_s={budget_s}", f"eval_every_s={eval_every_s}", f"data_root={data_root}", f"out={summary}"]
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "lightly_peers.py"),
+        f"method={method}",
+        f"seed={seed}",
+        f"budget_s={budget_s}",
+        f"eval_every_s={eval_every_s}",
+        f"data_root={data_root}",
+        f"out={summary}",
+    ]
     return _run(command, run_dir, summary, "peer", method, seed)
 
 
@@ -264,8 +314,11 @@ def aggregate(runs: list[dict]) -> dict:
 def machine() -> str:
     model = platform.processor() or platform.machine()
     try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     return f"{model}, {len(os.sched_getaffinity(0))} cores"
@@ -292,12 +345,19 @@ def markdown(table: dict, info: dict) -> str:
     for method, row in table.items():
         project, peer = row.get("project"), row.get("peer")
         cell = lambda side, key: _pm(side[key]) if side else "–"  # noqa: E731
-        gain = lambda side: (f"{side['gain'][0]:+.3f} ± {side['gain'][1]:.3f} (init {side['knn_top1_at_init'][0]:.3f})"  # noqa: E731
-                             + ("" if side["gain"][0] >= MIN_GAIN else f" **< {MIN_GAIN}**")) if side else "–"
+
+        def gain(side):
+            if not side:
+                return "–"
+            low = "" if side["gain"][0] >= MIN_GAIN else f" **< {MIN_GAIN}**"
+            return f"{side['gain'][0]:+.3f} ± {side['gain'][1]:.3f} (init {side['knn_top1_at_init'][0]:.3f})" + low
+
         ratio = f"{row['ratio']:.3f}" if "ratio" in row else "–"
         steps = " / ".join(f"{side['steps']:.0f}" if side else "–" for side in (project, peer))
-        lines.append(f"| {method} | {cell(project, 'knn_top1')} | {cell(peer, 'knn_top1')} | {ratio} | {gain(project)} "
-                     f"| {gain(peer)} | {cell(project, 'linear_top1')} | {cell(peer, 'linear_top1')} | {steps} |")
+        lines.append(
+            f"| {method} | {cell(project, 'knn_top1')} | {cell(peer, 'knn_top1')} | {ratio} | {gain(project)} "
+            f"| {gain(peer)} | {cell(project, 'linear_top1')} | {cell(peer, 'linear_top1')} | {steps} |"
+        )
     lines += ["", f"Command: `{info['command']}`", ""]
     return "\n".join(lines)
 
@@ -326,8 +386,9 @@ def plot(path: Path, runs: list[dict], budget_s: float) -> None:
                 continue
             seconds, mean, std = curve_band(mine)
             ax.plot(seconds, mean, marker="o", color=color, label="this repository" if side == "project" else "lightly")
-            ax.fill_between(seconds, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                            color=color, alpha=0.2)
+            ax.fill_between(
+                seconds, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color, alpha=0.2
+            )
         ax.axvline(budget_s, color="grey", linestyle=":", linewidth=1)
         ax.set_title(method)
         ax.set_xlabel("seconds of training")
@@ -341,7 +402,11 @@ def plot(path: Path, runs: list[dict], budget_s: float) -> None:
 
 def write_outputs(out_dir: Path, runs: list[dict], options: dict, info: dict) -> dict[str, Path]:
     table = aggregate(runs)
-    paths = {"markdown": out_dir / "results.md", "json": out_dir / "results.json", "plot": out_dir / "knn_vs_seconds.png"}
+    paths = {
+        "markdown": out_dir / "results.md",
+        "json": out_dir / "results.json",
+        "plot": out_dir / "knn_vs_seconds.png",
+    }
     paths["markdown"].write_text(markdown(table, info))
     paths["json"].write_text(json.dumps({"info": info, "table": table, "runs": runs}, indent=2) + "\n")
     plot(paths["plot"], runs, options["budget_s"])
@@ -356,10 +421,17 @@ def run_info(options: dict, argv: list[str]) -> dict:
     except PackageNotFoundError:
         lightly = "(not installed)"
     val = Path(options["data_root"]) / "val"
-    return {"date": datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(), "torch": torch.__version__,
-            "lightly": lightly, "budget_s": options["budget_s"], "eval_every_s": options["eval_every_s"],
-            "seeds": options["seeds"], "val_images": sum(1 for p in val.rglob("*") if p.is_file()) if val.is_dir() else 0,
-            "command": " ".join(["python benchmarks/peer_table.py", *argv])}
+    return {
+        "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "torch": torch.__version__,
+        "lightly": lightly,
+        "budget_s": options["budget_s"],
+        "eval_every_s": options["eval_every_s"],
+        "seeds": options["seeds"],
+        "val_images": sum(1 for p in val.rglob("*") if p.is_file()) if val.is_dir() else 0,
+        "command": " ".join(["python benchmarks/peer_table.py", *argv]),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
@@ -372,11 +444,20 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     for method in options["methods"]:
         for seed in options["seeds"]:
             for side in SIDES:
-                run = RUNNERS[side](method, seed, options["budget_s"], options["eval_every_s"], options["data_root"],
-                                    out_dir / "runs" / f"{method}-s{seed}-{side}")
-                print(f"{method} seed {seed} {side}: kNN {run['knn_top1_at_init']:.4f} -> {run['knn_top1']:.4f} "
-                      f"in {run['steps']} steps, {run['train_seconds']:.0f} s training + {run['eval_seconds']:.0f} s "
-                      f"evaluation ({run['wall_seconds']:.0f} s wall)", flush=True)
+                run = RUNNERS[side](
+                    method,
+                    seed,
+                    options["budget_s"],
+                    options["eval_every_s"],
+                    options["data_root"],
+                    out_dir / "runs" / f"{method}-s{seed}-{side}",
+                )
+                print(
+                    f"{method} seed {seed} {side}: kNN {run['knn_top1_at_init']:.4f} -> {run['knn_top1']:.4f} "
+                    f"in {run['steps']} steps, {run['train_seconds']:.0f} s training + {run['eval_seconds']:.0f} s "
+                    f"evaluation ({run['wall_seconds']:.0f} s wall)",
+                    flush=True,
+                )
                 runs.append(run)
                 write_outputs(out_dir, runs, options, info)  # a partial table after every run
     paths = write_outputs(out_dir, runs, options, info)

@@ -19,6 +19,7 @@ evaluation not counted), one run after the other. Writes <out>/results.md (per m
 the first step >= init + 0.03, best, last, training seconds), results.json (the curves) and atlas.png
 (kNN against steps and against seconds); prints their paths.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,22 +33,37 @@ if str(REPO) not in sys.path:
 
 from benchmarks.peer_table import MIN_GAIN, key_values, machine, run_project  # noqa: E402
 
-DEFAULTS = {"methods": "all", "seed": "0", "epochs": None, "budget_s": "600", "eval_every_s": "45",
-            "data_root": str(REPO.parent / "shared" / "data" / "cifar10-subset"), "out": None, "merge": None}
+DEFAULTS = {
+    "methods": "all",
+    "seed": "0",
+    "epochs": None,
+    "budget_s": "600",
+    "eval_every_s": "45",
+    "data_root": str(REPO.parent / "shared" / "data" / "cifar10-subset"),
+    "out": None,
+    "merge": None,
+}
 
 
 def all_methods() -> list[str]:
-    return sorted(p.name.removesuffix("_cpu_short.yaml") for p in (REPO / "conf" / "experiment").glob("*_cpu_short.yaml"))
+    return sorted(
+        p.name.removesuffix("_cpu_short.yaml") for p in (REPO / "conf" / "experiment").glob("*_cpu_short.yaml")
+    )
 
 
 def parse_options(argv: list[str]) -> dict:
     options = key_values(argv, DEFAULTS)
-    options["methods"] = all_methods() if options["methods"] == "all" else [m for m in options["methods"].split(",") if m]
+    options["methods"] = (
+        all_methods() if options["methods"] == "all" else [m for m in options["methods"].split(",") if m]
+    )
     missing = [m for m in options["methods"] if not (REPO / "conf" / "experiment" / f"{m}_cpu_short.yaml").is_file()]
     if missing:
         raise SystemExit(f"no conf/experiment/<method>_cpu_short.yaml for {', '.join(missing)}")
     options["seed"], options["budget_s"], options["eval_every_s"] = (
-        int(options["seed"]), float(options["budget_s"]), float(options["eval_every_s"]))
+        int(options["seed"]),
+        float(options["budget_s"]),
+        float(options["eval_every_s"]),
+    )
     options["epochs"] = None if options["epochs"] is None else int(options["epochs"])
     return options
 
@@ -60,19 +76,25 @@ def first_step_clear(curve: list[dict], gain: float = MIN_GAIN) -> int | None:
 
 def markdown(runs: list[dict], info: dict) -> str:
     schedule = "their own schedules" if info["epochs"] is None else f"stretched to {info['epochs']} epochs"
-    lines = [f"# The learning atlas: kNN top-1 against optimizer steps, `*_cpu_short` recipes ({schedule}, "
-             f"at most {info['budget_s']:g} s of training each)", "",
-             f"{info['date']}, {info['machine']}; seed {info['seed']}; CIFAR sample, kNN k=200 T=0.1 on the val split, "
-             f"every ~{info['eval_every_s']:g} s of training.", "",
-             f"| method | kNN at init | first step >= init + {MIN_GAIN} | best (step) | last (step) | training s |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# The learning atlas: kNN top-1 against optimizer steps, `*_cpu_short` recipes ({schedule}, "
+        f"at most {info['budget_s']:g} s of training each)",
+        "",
+        f"{info['date']}, {info['machine']}; seed {info['seed']}; CIFAR sample, kNN k=200 T=0.1 on the val split, "
+        f"every ~{info['eval_every_s']:g} s of training.",
+        "",
+        f"| method | kNN at init | first step >= init + {MIN_GAIN} | best (step) | last (step) | training s |",
+        "|---|---|---|---|---|---|",
+    ]
     for run in runs:
         curve = run["curve"]
         best = max(curve[1:] or curve, key=lambda p: p["knn_top1"])
         clear = first_step_clear(curve)
         clear = clear if clear is not None else f"not within {curve[-1]['step']}"
-        lines.append(f"| {run['method']} | {curve[0]['knn_top1']:.3f} | {clear} | {best['knn_top1']:.3f} ({best['step']}) "
-                     f"| {curve[-1]['knn_top1']:.3f} ({curve[-1]['step']}) | {run['train_seconds']:.0f} |")
+        lines.append(
+            f"| {run['method']} | {curve[0]['knn_top1']:.3f} | {clear} | {best['knn_top1']:.3f} ({best['step']}) "
+            f"| {curve[-1]['knn_top1']:.3f} ({curve[-1]['step']}) | {run['train_seconds']:.0f} |"
+        )
     lines += ["", f"Command: `{info['command']}`", ""]
     return "\n".join(lines)
 
@@ -86,8 +108,14 @@ def plot(path: Path, runs: list[dict]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for x_key, ax in zip(("step", "seconds"), axes):
         for i, run in enumerate(runs):  # 15 methods: tab20's colours, a second line style past 10
-            ax.plot([p[x_key] for p in run["curve"]], [p["knn_top1"] for p in run["curve"]], marker=".",
-                    color=plt.cm.tab20(i % 20), linestyle="-" if i < 10 else "--", label=run["method"])
+            ax.plot(
+                [p[x_key] for p in run["curve"]],
+                [p["knn_top1"] for p in run["curve"]],
+                marker=".",
+                color=plt.cm.tab20(i % 20),
+                linestyle="-" if i < 10 else "--",
+                label=run["method"],
+            )
         ax.set_xlabel("optimizer steps" if x_key == "step" else "training seconds")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("kNN top-1 (val, k=200)")
@@ -102,8 +130,12 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     options = parse_options(argv)
     out_dir = Path(options["out"] or REPO / "outputs" / "atlas" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    info = {"date": datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(), **{k: options[k] for k in
-            ("seed", "epochs", "budget_s", "eval_every_s")}, "command": " ".join(["python benchmarks/steps_to_learn.py", *argv])}
+    info = {
+        "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        **{k: options[k] for k in ("seed", "epochs", "budget_s", "eval_every_s")},
+        "command": " ".join(["python benchmarks/steps_to_learn.py", *argv]),
+    }
     paths = {"markdown": out_dir / "results.md", "json": out_dir / "results.json", "plot": out_dir / "atlas.png"}
     if options["merge"]:
         merged = {}
@@ -118,11 +150,21 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         runs = []
     for method in options["methods"]:
         stretch = () if options["epochs"] is None else (f"trainer.max_epochs={options['epochs']}",)
-        run = run_project(method, options["seed"], options["budget_s"], options["eval_every_s"], options["data_root"],
-                          out_dir / "runs" / method, overrides=stretch)
+        run = run_project(
+            method,
+            options["seed"],
+            options["budget_s"],
+            options["eval_every_s"],
+            options["data_root"],
+            out_dir / "runs" / method,
+            overrides=stretch,
+        )
         clear = first_step_clear(run["curve"])
-        print(f"{method}: kNN {run['knn_top1_at_init']:.4f} -> {run['knn_top1']:.4f} in {run['steps']} steps; "
-              f"first step >= init + {MIN_GAIN}: {clear}", flush=True)
+        print(
+            f"{method}: kNN {run['knn_top1_at_init']:.4f} -> {run['knn_top1']:.4f} in {run['steps']} steps; "
+            f"first step >= init + {MIN_GAIN}: {clear}",
+            flush=True,
+        )
         runs.append(run)
         paths["markdown"].write_text(markdown(runs, info))
         paths["json"].write_text(json.dumps({"info": info, "runs": runs}, indent=2) + "\n")

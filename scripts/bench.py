@@ -25,6 +25,7 @@ timed; medians are reported. The model, optimizer, scheduler, precision and memo
 - loader: the two-view augmentation pipeline alone with the configured workers (CPU augmentation,
   and workers-crop-only + on-device colour ops), source images per second.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--e2e", action="store_true", help="end to end: train.py's pipeline vs a plain loop (bench_e2e.py)")
     p.add_argument("--methods", default=",".join(E2E_METHODS), help="--e2e: comma-separated conf/method names")
     p.add_argument("--root", default=str(CIFAR_SAMPLE), help="--e2e: image folder (<root>/train/<class>/<image>)")
-    p.add_argument("--tty", action="store_true",
-                   help="--e2e: run train.py on a pseudo-terminal, as interactively (Rich progress bar, not epoch lines)")
+    p.add_argument(
+        "--tty",
+        action="store_true",
+        help="--e2e: run train.py on a pseudo-terminal, as interactively (Rich progress bar, not epoch lines)",
+    )
     p.add_argument("--method", default="simclr", help="step mode: conf/method/<name> (simclr, mocov2, byol, ...)")
     p.add_argument("--backbone", default="resnet18", help="conf/backbone/<name>")
     p.add_argument("--data", default=None, help="step mode: conf/data/<name> (default: train.yaml's, the digits)")
@@ -60,14 +64,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--on-device", action="store_true", help="augmentation.on_device=true for the training steps")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone (compile=true)")
     p.add_argument("--workers", type=int, default=None, help="data.num_workers (default: from the CPUs; --e2e 1)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="timed steps (step mode: per repeat, default 5; --e2e: default one epoch of --root)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed steps (step mode: per repeat, default 5; --e2e: default one epoch of --root)",
+    )
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up steps first (default 2; --e2e 5)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="alternating repeats, the median reported (step mode: module/bare, default 3; --e2e: default 1)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="alternating repeats, the median reported (step mode: module/bare, default 3; --e2e: default 1)",
+    )
     p.add_argument("--loader-batches", type=int, default=8, help="step mode: timed batches per loader variant")
-    p.add_argument("--baseline", action="store_true",
-                   help="step mode: also time the module in fp32 + NCHW (32-true, no channels_last): speed-up")
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="step mode: also time the module in fp32 + NCHW (32-true, no channels_last): speed-up",
+    )
     p.add_argument("--no-loader", action="store_true", help="step mode: skip the loader measurements")
     p.add_argument("--out", default=None, help="directory for bench.json (default outputs/bench/<time>)")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. optimizer=lars")

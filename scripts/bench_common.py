@@ -5,6 +5,7 @@ machine).
 
 Imported by bench_step.py and bench_loader.py (step mode), bench_e2e.py and bench_plain.py (--e2e)
 and bench.py (the CLI); it imports none of them."""
+
 from __future__ import annotations
 
 import contextlib
@@ -77,7 +78,8 @@ class BareLoop:
 
         self.model, self.device = model.to(device), device
         self.optimizer, self.scheduler = model.optimizer_and_schedule(
-            scaled_lr(cfg.optimizer, cfg.data.batch_size), total_steps, steps_per_epoch)
+            scaled_lr(cfg.optimizer, cfg.data.batch_size), total_steps, steps_per_epoch
+        )
         precision = str(cfg.trainer.precision)
         if precision.endswith("-true") and not precision.startswith("32"):
             raise SystemExit(f"bench: the bare loop does not implement precision={precision}")
@@ -174,10 +176,15 @@ class Stopwatch:
         wall = time.perf_counter() - self.wall
         elsewhere = (busy - self.busy) - (own - self.own) - (children - self.children)
         laps = sorted(b - a for a, b in zip(self.laps, self.laps[1:]))
-        return {"wall": wall, "user": times.user - self.times.user, "system": times.system - self.times.system,
-                "faults": self._faults() - self.faults, "children": (children - self.children) / tick,
-                "median_lap": laps[(len(laps) - 1) // 2] if laps else None,
-                "elsewhere": max(0.0, elsewhere / (tick * wall * os.cpu_count()))}
+        return {
+            "wall": wall,
+            "user": times.user - self.times.user,
+            "system": times.system - self.times.system,
+            "faults": self._faults() - self.faults,
+            "children": (children - self.children) / tick,
+            "median_lap": laps[(len(laps) - 1) // 2] if laps else None,
+            "elsewhere": max(0.0, elsewhere / (tick * wall * os.cpu_count())),
+        }
 
 
 def window(steps: int, batch: int, stopwatch: Stopwatch, phases: dict) -> dict:
@@ -185,25 +192,41 @@ def window(steps: int, batch: int, stopwatch: Stopwatch, phases: dict) -> dict:
     spent = stopwatch.read()
     ms = {name: 1000 * phases[name] / steps for name in PHASES}
     ms["framework"] = 1000 * spent["wall"] / steps - sum(ms.values())
-    return {"images_per_sec": steps * batch / spent["wall"], "seconds": spent["wall"], "steps": steps,
-            "ms_per_step": {name: round(v, 1) for name, v in ms.items()},
-            "median_step_ms": spent["median_lap"] and round(1000 * spent["median_lap"], 1),
-            "main_process_per_step": {"user_ms": round(1000 * spent["user"] / steps, 1),
-                                      "system_ms": round(1000 * spent["system"] / steps, 1),
-                                      "page_faults": round(spent["faults"] / steps)},
-            "loader_workers_cpu_ms_per_step": round(1000 * spent["children"] / steps, 1),
-            "cpu_share_used_elsewhere": round(spent["elsewhere"], 3)}
+    return {
+        "images_per_sec": steps * batch / spent["wall"],
+        "seconds": spent["wall"],
+        "steps": steps,
+        "ms_per_step": {name: round(v, 1) for name, v in ms.items()},
+        "median_step_ms": spent["median_lap"] and round(1000 * spent["median_lap"], 1),
+        "main_process_per_step": {
+            "user_ms": round(1000 * spent["user"] / steps, 1),
+            "system_ms": round(1000 * spent["system"] / steps, 1),
+            "page_faults": round(spent["faults"] / steps),
+        },
+        "loader_workers_cpu_ms_per_step": round(1000 * spent["children"] / steps, 1),
+        "cpu_share_used_elsewhere": round(spent["elsewhere"], 3),
+    }
 
 
 # --- what ran where -----------------------------------------------------------------------------------
 def run_config(cfg, args) -> dict:
     return {
-        "method": cfg.method.name, "backbone": cfg.backbone.name, "cifar_stem": bool(cfg.backbone.cifar_stem),
-        "data": cfg.data.name, "resolution": int(cfg.data.resolution), "batch_size": int(cfg.data.batch_size),
-        "views": len(cfg.augmentation.views), "precision": str(cfg.trainer.precision),
-        "channels_last": bool(cfg.backbone.channels_last), "compile": bool(cfg.get("compile", False)),
-        "on_device": bool(cfg.augmentation.get("on_device", False)), "optimizer": cfg.optimizer.name,
-        "workers": cfg.data.num_workers, "steps": args.steps, "warmup": args.warmup, "overrides": list(args.overrides),
+        "method": cfg.method.name,
+        "backbone": cfg.backbone.name,
+        "cifar_stem": bool(cfg.backbone.cifar_stem),
+        "data": cfg.data.name,
+        "resolution": int(cfg.data.resolution),
+        "batch_size": int(cfg.data.batch_size),
+        "views": len(cfg.augmentation.views),
+        "precision": str(cfg.trainer.precision),
+        "channels_last": bool(cfg.backbone.channels_last),
+        "compile": bool(cfg.get("compile", False)),
+        "on_device": bool(cfg.augmentation.get("on_device", False)),
+        "optimizer": cfg.optimizer.name,
+        "workers": cfg.data.num_workers,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "overrides": list(args.overrides),
     }
 
 
@@ -220,9 +243,14 @@ def machine(device) -> dict:
     import torch
 
     return {
-        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
-        "cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "lightning": pl.__version__, "python": platform.python_version(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "cpu": cpu_model(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "lightning": pl.__version__,
+        "python": platform.python_version(),
     }
 
 

@@ -21,6 +21,7 @@ in the pipeline, the non-finite guard and the logging calls of training_step), b
 Lightning's loop, callbacks, loggers, progress display, checkpoints; the plain loop's own few lines).
 On a GPU these are host times: the device runs ahead of them; the window's edges are synchronised.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,9 +40,9 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
-
 from bench_common import PHASES, REPO, Stopwatch, common_overrides, machine, run_config, sync, window
 from bench_plain import time_plain
+
 from selfsup.config import compose_train
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -83,12 +84,16 @@ class PipelineClock(pl.Callback):
             self._start.lap()
         if trainer.global_step == self.warmup + self.steps and self._start is not None:
             sync(pl_module.device)
-            spent = {action: sum(d[self._counts.get(action, 0):])
-                     for action, d in trainer.profiler.recorded_durations.items()}
+            spent = {
+                action: sum(d[self._counts.get(action, 0) :])
+                for action, d in trainer.profiler.recorded_durations.items()
+            }
             module = f"[LightningModule]{type(pl_module).__name__}"
             phases = {
                 "data": sum(s for a, s in spent.items() if a.endswith(".train_dataloader_next")),
-                "forward": sum(s for a, s in spent.items() if a.startswith("[Strategy]") and a.endswith(".training_step")),
+                "forward": sum(
+                    s for a, s in spent.items() if a.startswith("[Strategy]") and a.endswith(".training_step")
+                ),
                 "backward": sum(s for a, s in spent.items() if a.startswith("[Strategy]") and a.endswith(".backward")),
                 "update": self._update,
                 "targets": spent.get(f"{module}.on_train_batch_end", 0.0),
@@ -108,11 +113,21 @@ def time_pipeline(overrides: list[str], warmup: int, steps: int, run_dir: Path, 
     tty: on a pseudo-terminal, as an interactive user runs it (Lightning's Rich bar, not epoch lines)."""
     result, log_path = run_dir / "clock.json", run_dir / "train.log"
     run_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, str(REPO / "train.py"), *overrides,
-               f"trainer.max_steps={warmup + steps}", "trainer.limit_val_batches=0", "eval.knn_at_init=false",
-               "trainer.profiler=simple", "resume=never", f"hydra.run.dir={run_dir}",
-               "+callbacks.bench_clock._target_=bench_e2e.PipelineClock", f"+callbacks.bench_clock.warmup={warmup}",
-               f"+callbacks.bench_clock.steps={steps}", f"+callbacks.bench_clock.path={result}"]
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        *overrides,
+        f"trainer.max_steps={warmup + steps}",
+        "trainer.limit_val_batches=0",
+        "eval.knn_at_init=false",
+        "trainer.profiler=simple",
+        "resume=never",
+        f"hydra.run.dir={run_dir}",
+        "+callbacks.bench_clock._target_=bench_e2e.PipelineClock",
+        f"+callbacks.bench_clock.warmup={warmup}",
+        f"+callbacks.bench_clock.steps={steps}",
+        f"+callbacks.bench_clock.path={result}",
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")]))}
     with open(log_path, "wb") as log:
         output = log
@@ -121,16 +136,18 @@ def time_pipeline(overrides: list[str], warmup: int, steps: int, run_dir: Path, 
             fcntl.ioctl(output, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # 40 x 120 characters
             env.setdefault("TERM", "xterm-256color")
             threading.Thread(target=_copy_terminal, args=(reader, log), daemon=True).start()
-        run = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, env=env,
-                               process_group=0)  # its own group (the run, its loader workers), in this session
+        run = subprocess.Popen(
+            command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, env=env, process_group=0
+        )  # its own group (the run, its loader workers), in this session
         if tty:
             os.close(output)
         try:
             while not result.exists():
                 if run.poll() is not None:
                     tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-                    raise SystemExit(f"bench: train.py exited ({run.returncode}) before its timed window ended; "
-                                     f"{log_path}:\n{tail}")
+                    raise SystemExit(
+                        f"bench: train.py exited ({run.returncode}) before its timed window ended; {log_path}:\n{tail}"
+                    )
                 time.sleep(0.2)
         finally:
             if run.poll() is None:
@@ -171,36 +188,53 @@ def _run(args, out_dir: Path) -> tuple[dict, str]:
     report = {"mode": "e2e", "methods": {}}
     lines = []
     for method in args.methods.split(","):
-        overrides = common_overrides(args, method) + ["data=folder", f"data.root={root}",
-                                                            "backbone.cifar_stem=false", "optimizer=sgd"]
+        overrides = common_overrides(args, method) + [
+            "data=folder",
+            f"data.root={root}",
+            "backbone.cifar_stem=false",
+            "optimizer=sgd",
+        ]
         overrides = last_wins(overrides + list(args.overrides))
         cfg = compose_train(overrides, out_dir)
         if cfg.augmentation.get("on_device") or cfg.data.get("decode_on_gpu"):
-            raise SystemExit("bench --e2e: the plain loop augments in its loader workers, as torchvision does: "
-                             "drop --on-device / augmentation.on_device / data.decode_on_gpu")
+            raise SystemExit(
+                "bench --e2e: the plain loop augments in its loader workers, as torchvision does: "
+                "drop --on-device / augmentation.on_device / data.decode_on_gpu"
+            )
         runs = {"pipeline": [], "plain": []}
         for r in range(args.repeats):  # alternating which side goes first, so drifting load hits both alike
             for side in ("pipeline", "plain") if r % 2 == 0 else ("plain", "pipeline"):
                 run_dir = out_dir / method / f"{side}{r}"
-                runs[side].append(time_pipeline(overrides, args.warmup, steps, run_dir, args.tty) if side == "pipeline"
-                                  else time_plain(overrides, str(root), args.warmup, steps, run_dir))
+                runs[side].append(
+                    time_pipeline(overrides, args.warmup, steps, run_dir, args.tty)
+                    if side == "pipeline"
+                    else time_plain(overrides, str(root), args.warmup, steps, run_dir)
+                )
         pipeline, plain = (median_run(runs[side]) for side in ("pipeline", "plain"))
         ratio = pipeline["images_per_sec"] / plain["images_per_sec"]
-        report["methods"][method] = {"pipeline": pipeline, "plain": plain, "ratio": round(ratio, 4),
-                                     "repeats": {side: [round(r["images_per_sec"], 1) for r in rs] for side, rs in runs.items()},
-                                     "paired_ratios": [round(a["images_per_sec"] / b["images_per_sec"], 4)
-                                                       for a, b in zip(runs["pipeline"], runs["plain"])]}
+        report["methods"][method] = {
+            "pipeline": pipeline,
+            "plain": plain,
+            "ratio": round(ratio, 4),
+            "repeats": {side: [round(r["images_per_sec"], 1) for r in rs] for side, rs in runs.items()},
+            "paired_ratios": [
+                round(a["images_per_sec"] / b["images_per_sec"], 4) for a, b in zip(runs["pipeline"], runs["plain"])
+            ],
+        }
         lines += method_lines(method, pipeline, plain, ratio)
         print("\n".join(lines[-3:]), flush=True)
     config = {key: value for key, value in run_config(cfg, args).items() if key not in ("method", "views")}
     report["config"] = {"methods": list(report["methods"]), **config, "steps": steps, "root": str(root)}
     report["machine"] = machine(training_device(cfg.trainer))
-    header = (f"\nend to end, {args.warmup} warm-up + {steps} timed steps per side; {cfg.backbone.name} "
-              f"{'CIFAR' if cfg.backbone.cifar_stem else 'standard'} stem at {cfg.data.resolution} px, batch "
-              f"{cfg.data.batch_size}, {cfg.trainer.precision}, {'channels_last' if cfg.backbone.channels_last else 'NCHW'}, "
-              f"{cfg.data.num_workers} loader worker(s), {cfg.optimizer.name}; {report['machine']['device_name']}\n"
-              f"  {'':8} {'':9} {'images/s':>9}   ms/step: " + " ".join(f"{p:>9}" for p in (*PHASES, "framework"))
-              + "  median step  workers CPU ms  CPU elsewhere")
+    header = (
+        f"\nend to end, {args.warmup} warm-up + {steps} timed steps per side; {cfg.backbone.name} "
+        f"{'CIFAR' if cfg.backbone.cifar_stem else 'standard'} stem at {cfg.data.resolution} px, batch "
+        f"{cfg.data.batch_size}, {cfg.trainer.precision}, {'channels_last' if cfg.backbone.channels_last else 'NCHW'}, "
+        f"{cfg.data.num_workers} loader worker(s), {cfg.optimizer.name}; {report['machine']['device_name']}\n"
+        f"  {'':8} {'':9} {'images/s':>9}   ms/step: "
+        + " ".join(f"{p:>9}" for p in (*PHASES, "framework"))
+        + "  median step  workers CPU ms  CPU elsewhere"
+    )
     return report, header + "\n" + "\n".join(lines)
 
 
@@ -218,9 +252,15 @@ def last_wins(overrides: list[str]) -> list[str]:
 def method_lines(method: str, pipeline: dict, plain: dict, ratio: float) -> list[str]:
     def row(name, side):
         ms = side["ms_per_step"]
-        return (f"  {name:<18} {side['images_per_sec']:9.1f}            " + " ".join(f"{ms[p]:9.1f}" for p in (*PHASES, "framework"))
-                + f" {side['median_step_ms']:11.1f} {side['loader_workers_cpu_ms_per_step']:14.1f}"
-                + f" {100 * side['cpu_share_used_elsewhere']:11.0f}%")
+        return (
+            f"  {name:<18} {side['images_per_sec']:9.1f}            "
+            + " ".join(f"{ms[p]:9.1f}" for p in (*PHASES, "framework"))
+            + f" {side['median_step_ms']:11.1f} {side['loader_workers_cpu_ms_per_step']:14.1f}"
+            + f" {100 * side['cpu_share_used_elsewhere']:11.0f}%"
+        )
 
-    return [row(f"{method} pipeline", pipeline), row(f"{method} plain", plain),
-            f"  {method} ratio {ratio:.3f} (median step: {plain['median_step_ms'] / pipeline['median_step_ms']:.3f})"]
+    return [
+        row(f"{method} pipeline", pipeline),
+        row(f"{method} plain", plain),
+        f"  {method} ratio {ratio:.3f} (median step: {plain['median_step_ms'] / pipeline['median_step_ms']:.3f})",
+    ]

@@ -1,5 +1,6 @@
 """Step mode's loader figures (`scripts/bench.py` without --no-loader): the two-view augmentation
 pipeline alone with the configured workers, source images per second."""
+
 from __future__ import annotations
 
 import time

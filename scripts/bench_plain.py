@@ -2,6 +2,7 @@
 torchvision's transforms written out per view from the same augmentation config (`PlainViews`), a
 DataLoader (shuffle, drop_last, persistent workers) and `BareLoop` (bench_common.py), in a fresh
 process; its window written as the pipeline side's is."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 from bench_common import PHASES, BareLoop, Stopwatch, quiet, sync, window
+
 from selfsup.config import compose_train
 
 
@@ -23,12 +25,18 @@ class PlainViews:
         def view(v):
             size = v.get("resolution") or augmentation.resolution
             blur = T.GaussianBlur(int(0.1 * size) // 2 * 2 + 1, sigma=(0.1, 2.0))
-            return T.Compose([
-                T.RandomResizedCrop(size, scale=tuple(v.crop_scale)), T.RandomHorizontalFlip(v.flip_p),
-                T.RandomApply([T.ColorJitter(v.brightness, v.contrast, v.saturation, v.hue)], p=v.jitter_p),
-                T.RandomGrayscale(v.grayscale_p), T.RandomApply([blur], p=v.blur_p if augmentation.blur else 0.0),
-                T.RandomSolarize(128, p=v.solarize_p), T.ToTensor(), T.Normalize(list(augmentation.mean), list(augmentation.std)),
-            ])
+            return T.Compose(
+                [
+                    T.RandomResizedCrop(size, scale=tuple(v.crop_scale)),
+                    T.RandomHorizontalFlip(v.flip_p),
+                    T.RandomApply([T.ColorJitter(v.brightness, v.contrast, v.saturation, v.hue)], p=v.jitter_p),
+                    T.RandomGrayscale(v.grayscale_p),
+                    T.RandomApply([blur], p=v.blur_p if augmentation.blur else 0.0),
+                    T.RandomSolarize(128, p=v.solarize_p),
+                    T.ToTensor(),
+                    T.Normalize(list(augmentation.mean), list(augmentation.std)),
+                ]
+            )
 
         self.views = [view(v) for v in augmentation.views]
 
@@ -56,8 +64,15 @@ def plain_loop(overrides: list[str], root: str, warmup: int, steps: int, run_dir
     model = get_class(cfg.method._target_)(cfg)
     device = training_device(cfg.trainer)
     workers = cfg.data.num_workers
-    loader = DataLoader(images, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    loader = DataLoader(
+        images,
+        batch_size=cfg.data.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
     loop = BareLoop(cfg, model, device, total_steps=warmup + steps, steps_per_epoch=len(loader))
     loop.start()
     phases, done, start = dict.fromkeys(PHASES, 0.0), 0, None
@@ -87,7 +102,9 @@ def plain_loop(overrides: list[str], root: str, warmup: int, steps: int, run_dir
 
 def time_plain(overrides: list[str], root: str, warmup: int, steps: int, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
-    process = multiprocessing.get_context("spawn").Process(target=plain_loop, args=(overrides, root, warmup, steps, run_dir))
+    process = multiprocessing.get_context("spawn").Process(
+        target=plain_loop, args=(overrides, root, warmup, steps, run_dir)
+    )
     process.start()
     try:
         process.join()

@@ -7,6 +7,7 @@ loader per second over `--batches` batches after two untimed ones (worker start-
 
   python scripts/bench_shards.py [--sides 32 224] [--workers 1 2] [--images 512] [--batches 8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,20 +69,39 @@ def main() -> None:
             folder = make_jpegs(Path(scratch) / f"folder{side}", side, args.images)
             shards = Path(scratch) / f"shards{side}"
             _, labelled, val = build_datasets(compose_train(["data=folder", f"data.root={folder}"]).data)
-            labels = {split: write_split(encoded_samples(dataset), shards / split)
-                      for split, dataset in (("train", labelled), ("val", val))}
+            labels = {
+                split: write_split(encoded_samples(dataset), shards / split)
+                for split, dataset in (("train", labelled), ("val", val))
+            }
             write_meta(shards, labelled.classes, labels, source=str(folder))
             for workers in args.workers:
-                common = [f"data.batch_size={args.batch_size}", f"data.num_workers={workers}", f"data.resolution={side}"]
+                common = [
+                    f"data.batch_size={args.batch_size}",
+                    f"data.num_workers={workers}",
+                    f"data.resolution={side}",
+                ]
                 row = {"side": side, "workers": workers}
-                for name, data in (("folder", ["data=folder", f"data.root={folder}"]),
-                                   ("shards", ["data=shards", f"data.root={shards}"])):
+                for name, data in (
+                    ("folder", ["data=folder", f"data.root={folder}"]),
+                    ("shards", ["data=shards", f"data.root={shards}"]),
+                ):
                     row[name] = round(loader_images_per_sec([*data, *common], args.batches, scratch), 1)
                 rows.append(row)
-                print(f"{side:>4} px  {workers} workers  folder {row['folder']:8.1f}  shards {row['shards']:8.1f} images/s",
-                      flush=True)
-                out.write_text(json.dumps({"images": args.images, "batches": args.batches,  # each row: a cut-short
-                                           "batch_size": args.batch_size, "rows": rows}, indent=1))  # run keeps it
+                print(
+                    f"{side:>4} px  {workers} workers  folder {row['folder']:8.1f}  shards {row['shards']:8.1f} images/s",
+                    flush=True,
+                )
+                out.write_text(
+                    json.dumps(
+                        {
+                            "images": args.images,
+                            "batches": args.batches,  # each row: a cut-short
+                            "batch_size": args.batch_size,
+                            "rows": rows,
+                        },
+                        indent=1,
+                    )
+                )  # run keeps it
     print(f"figures: {out}")
 
 

@@ -1,6 +1,7 @@
 """Step mode of `scripts/bench.py` (the default): in one process, the project's LightningModule
 through its Trainer against `BareLoop` (bench_common.py), alternating, on a fixed batch already on
 the device, so only the step is timed; plus the loader's figures (bench_loader.py)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from bench_common import BareLoop, common_overrides, machine, run_config, sync
 from bench_loader import loader_figures
+
 from selfsup.config import compose_train
 
 
@@ -18,9 +20,19 @@ def step_config(args, out_dir: Path, precision=None, channels_last=None):
     overrides = common_overrides(args, args.method, precision, channels_last)
     if args.data:
         overrides.append(f"data={args.data}")
-    return compose_train(overrides + ["trainer.max_epochs=1", "trainer.limit_val_batches=0",
-                                      "trainer.check_val_every_n_epoch=1", "trainer.enable_progress_bar=false",
-                                      "eval.knn_at_init=false", "images=false", *args.overrides], out_dir)
+    return compose_train(
+        overrides
+        + [
+            "trainer.max_epochs=1",
+            "trainer.limit_val_batches=0",
+            "trainer.check_val_every_n_epoch=1",
+            "trainer.enable_progress_bar=false",
+            "eval.knn_at_init=false",
+            "images=false",
+            *args.overrides,
+        ],
+        out_dir,
+    )
 
 
 def build(cfg):
@@ -133,8 +145,9 @@ def run_module(cfg, model, batch, steps: int, device) -> tuple[float, PeakMemory
     trainer = build_trainer(cfg)
     # No checkpoint at the end of every timed fit (it falls outside the timed window anyway).
     # nor a model summary at the start of each (before it, idem).
-    trainer.callbacks = [c for c in trainer.callbacks
-                         if not isinstance(c, (pl.callbacks.ModelCheckpoint, pl.callbacks.ModelSummary))]
+    trainer.callbacks = [
+        c for c in trainer.callbacks if not isinstance(c, (pl.callbacks.ModelCheckpoint, pl.callbacks.ModelSummary))
+    ]
     clock = StepClock()
     trainer.callbacks.append(clock)
     with PeakMemory(device) as memory:
@@ -193,7 +206,7 @@ def run_step_mode(args, out_dir: Path) -> dict:
     results = {name: [] for name in order}
     memory = {name: [] for name in order}
     for r in range(args.repeats):
-        for name in (order if r % 2 == 0 else order[::-1]):
+        for name in order if r % 2 == 0 else order[::-1]:
             speed, mem = measure(name, args.steps)
             results[name].append(speed)
             memory[name].append(mem)
@@ -202,7 +215,11 @@ def run_step_mode(args, out_dir: Path) -> dict:
     figures = {}
     if not args.no_loader:
         figures = loader_figures(lambda: step_config(args, out_dir), args.loader_batches, device)
-        key = "loader_on_device_images_per_sec" if cfg.augmentation.get("on_device") else "loader_cpu_augment_images_per_sec"
+        key = (
+            "loader_on_device_images_per_sec"
+            if cfg.augmentation.get("on_device")
+            else "loader_cpu_augment_images_per_sec"
+        )
         if decode and "loader_decode_on_device_images_per_sec" in figures:
             key = "loader_decode_on_device_images_per_sec"
         figures = {"loader_images_per_sec": figures[key], **figures}
@@ -236,11 +253,13 @@ def run_step_mode(args, out_dir: Path) -> dict:
 
 def step_table(report: dict) -> str:
     c = report["config"]
-    lines = [f"\n{c['method']} {c['backbone']}{' (CIFAR stem)' if c['cifar_stem'] else ''}, {c['data']} at "
-             f"{c['resolution']} px, batch {c['batch_size']} x {c['views']} views, {c['precision']}, "
-             f"{'channels_last' if c['channels_last'] else 'NCHW'}{', compiled' if c['compile'] else ''}"
-             f"{', on-device augmentation' if c['on_device'] else ''} on {report['machine']['device_name']} "
-             f"({report['machine']['device']})"]
+    lines = [
+        f"\n{c['method']} {c['backbone']}{' (CIFAR stem)' if c['cifar_stem'] else ''}, {c['data']} at "
+        f"{c['resolution']} px, batch {c['batch_size']} x {c['views']} views, {c['precision']}, "
+        f"{'channels_last' if c['channels_last'] else 'NCHW'}{', compiled' if c['compile'] else ''}"
+        f"{', on-device augmentation' if c['on_device'] else ''} on {report['machine']['device_name']} "
+        f"({report['machine']['device']})"
+    ]
     rows = [(k, v) for k, v in report.items() if k not in ("repeats", "config", "machine", "seconds")]
     width = max(len(k) for k, _ in rows)
     lines += [f"  {key:<{width}}  {'n/a' if value is None else value}" for key, value in rows]

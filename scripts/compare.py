@@ -3,6 +3,7 @@
 Reads every results.json (and <run>/csv/metrics.csv) below the directory and writes report.md
 (method, data, backbone, epochs, kNN / linear top-1, images/s, time; failed jobs listed) and
 report.png (accuracy bars per run, kNN top-1 over epochs per run), then prints both paths."""
+
 from __future__ import annotations
 
 import argparse

@@ -16,6 +16,7 @@ examples:
   python scripts/export.py ckpt_path=outputs/train/runs/2026-01-01_12-00-00/checkpoints/last.ckpt
   python scripts/export.py ckpt_path=.../last.ckpt format=timm out=exported/
   make export CKPT=.../last.ckpt"""
+
 from __future__ import annotations
 
 import sys
@@ -48,8 +49,9 @@ def main(argv: list[str]) -> None:
     args = parse(argv)
     from selfsup.export import export_backbone  # (torch loads only now: --help stays instant)
 
-    paths, code = export_backbone(args["ckpt_path"], args.get("format") or None, args.get("out") or None,
-                                  args.get("encoder") or None)
+    paths, code = export_backbone(
+        args["ckpt_path"], args.get("format") or None, args.get("out") or None, args.get("encoder") or None
+    )
     from safetensors import safe_open
 
     with safe_open(str(paths[0]), "pt") as f:

@@ -24,6 +24,7 @@ fails, raises or overruns its box is recorded as such and the next one runs:
 No network and no downloads: step timing uses the bundled digits, the loader a folder of JPEGs
 generated here. Writes <out>/gpu_check.json (path printed) and prints the README's markdown table.
 Exit status 0 when no part failed, errored or overran (skipped parts are fine), else 1."""
+
 from __future__ import annotations
 
 import argparse
@@ -45,16 +46,16 @@ from bench_common import REPO, cpu_model, quiet  # (puts the checkout on sys.pat
 
 from selfsup.errors import UserError, exit_on_user_error
 
-LIMIT_S = 540                      # the whole check, start-up included: 9 minutes
-EPOCH_IMAGES = 50_000              # a CIFAR-10 epoch
+LIMIT_S = 540  # the whole check, start-up included: 9 minutes
+EPOCH_IMAGES = 50_000  # a CIFAR-10 epoch
 EPOCH_ANCHOR = ("lightly, A6000", 26.0)  # s per CIFAR-size SimCLR epoch (lightly's benchmarks)
-EPOCH_GOAL_S = 8.0                 # on an H100
+EPOCH_GOAL_S = 8.0  # on an H100
 SYNCBN_TOL = 1e-5
-KS_CRITICAL = 2.23                 # two-sample KS at alpha 1e-4 per statistic (48 of them): sqrt(-ln(alpha/2)/2)
-JPEG_MEAN_TOL = 2.0                # uint8 levels: torchvision's own nvJPEG-vs-libjpeg tolerance
-RECIPE_CAP_S = 100                 # one recipe run, start-up and evaluation included
-RECIPE_MIN_S = 40                  # a recipe is not started with less of the part's box left
-DRY_RUN_BOX_FACTOR = 6             # --dry-run: the boxes only catch a hang there; a shared 2-core CPU is slow (train.py: 15-150 s)
+KS_CRITICAL = 2.23  # two-sample KS at alpha 1e-4 per statistic (48 of them): sqrt(-ln(alpha/2)/2)
+JPEG_MEAN_TOL = 2.0  # uint8 levels: torchvision's own nvJPEG-vs-libjpeg tolerance
+RECIPE_CAP_S = 100  # one recipe run, start-up and evaluation included
+RECIPE_MIN_S = 40  # a recipe is not started with less of the part's box left
+DRY_RUN_BOX_FACTOR = 6  # --dry-run: the boxes only catch a hang there; a shared 2-core CPU is slow (train.py: 15-150 s)
 
 
 class Skip(Exception):
@@ -101,8 +102,9 @@ def _syncbn_net():
     from torch import nn
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                        nn.Conv2d(8, 4, 3, padding=1), nn.BatchNorm2d(4))
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1), nn.BatchNorm2d(4)
+    )
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):  # non-trivial affine parameters
             nn.init.uniform_(m.weight, 0.5, 1.5)
@@ -131,9 +133,12 @@ def _syncbn_pass(net, images, weights) -> dict:
     y = net(x)
     (y * weights).sum().backward()
     inner = getattr(net, "module", net)
-    return {"y": y.detach().cpu(), "x_grad": x.grad.cpu(),
-            "stats": {k: v.cpu() for k, v in inner.state_dict().items() if "running" in k},
-            "param_grads": [p.grad.cpu() for p in inner.parameters()]}
+    return {
+        "y": y.detach().cpu(),
+        "x_grad": x.grad.cpu(),
+        "stats": {k: v.cpu() for k, v in inner.state_dict().items() if "running" in k},
+        "param_grads": [p.grad.cpu() for p in inner.parameters()],
+    }
 
 
 def _syncbn_rank(rank: int, world_size: int, batch: int, backend: str, init_file: str, out: str):
@@ -152,8 +157,9 @@ def _syncbn_rank(rank: int, world_size: int, batch: int, backend: str, init_file
         rows = slice(rank * batch, (rank + 1) * batch)
         net = nn.SyncBatchNorm.convert_sync_batchnorm(_syncbn_net()).to(device)
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index])
-        torch.save(_syncbn_pass(model, images[rows].to(device), weights[rows].to(device)),
-                   os.path.join(out, f"rank{rank}.pt"))
+        torch.save(
+            _syncbn_pass(model, images[rows].to(device), weights[rows].to(device)), os.path.join(out, f"rank{rank}.pt")
+        )
     finally:
         dist.destroy_process_group()
 
@@ -174,17 +180,25 @@ def part_syncbn(check: Check) -> str:
     if not check.cuda:
         raise Skip("no CUDA (torch.nn.SyncBatchNorm runs on GPUs only); the reference pass ran on the CPU")
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_syncbn_rank, args=(world_size, batch, backend, os.path.join(tmp, "init"), tmp), nprocs=world_size,
-                 join=True)
+        mp.spawn(
+            _syncbn_rank,
+            args=(world_size, batch, backend, os.path.join(tmp, "init"), tmp),
+            nprocs=world_size,
+            join=True,
+        )
         ranks = [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(world_size)]
     diffs = {
         "outputs": (torch.cat([r["y"] for r in ranks]) - reference["y"]).abs().max().item(),
         "input gradients": (torch.cat([r["x_grad"] for r in ranks]) - reference["x_grad"]).abs().max().item(),
         # DDP averages parameter gradients over ranks; each rank's loss is its share of the sum.
-        "parameter gradients": max((got - want / world_size).abs().max().item()
-                                   for r in ranks for got, want in zip(r["param_grads"], reference["param_grads"])),
-        "running statistics": max((r["stats"][k] - v).abs().max().item()
-                                  for r in ranks for k, v in reference["stats"].items()),
+        "parameter gradients": max(
+            (got - want / world_size).abs().max().item()
+            for r in ranks
+            for got, want in zip(r["param_grads"], reference["param_grads"])
+        ),
+        "running statistics": max(
+            (r["stats"][k] - v).abs().max().item() for r in ranks for k, v in reference["stats"].items()
+        ),
     }
     for name, diff in diffs.items():
         check.row(name, ranks=world_size, backend=backend, max_abs_diff=diff, tol=SYNCBN_TOL, ok=diff <= SYNCBN_TOL)
@@ -228,19 +242,49 @@ def part_step(check: Check) -> str:
         if variant == "compile" and check.dry_run:
             check.row(label, skipped="--dry-run: torch.compile takes minutes on a CPU")
             continue
-        argv = ["--method", method, "--backbone", backbone, "--resolution", str(px), "--batch-size", str(batch),
-                "--device", check.device, "--no-loader", "--workers", "0" if check.dry_run else "2",
-                "--precision", "32-true" if check.dry_run else "bf16-mixed",
-                *(["--steps", "1", "--warmup", "0", "--repeats", "1"] if check.dry_run
-                  else ["--steps", "15", "--warmup", "3", "--repeats", "2"]),
-                *(["--no-channels-last"] if variant == "nchw" else []), *(["--compile"] if variant == "compile" else [])]
+        argv = [
+            "--method",
+            method,
+            "--backbone",
+            backbone,
+            "--resolution",
+            str(px),
+            "--batch-size",
+            str(batch),
+            "--device",
+            check.device,
+            "--no-loader",
+            "--workers",
+            "0" if check.dry_run else "2",
+            "--precision",
+            "32-true" if check.dry_run else "bf16-mixed",
+            *(
+                ["--steps", "1", "--warmup", "0", "--repeats", "1"]
+                if check.dry_run
+                else ["--steps", "15", "--warmup", "3", "--repeats", "2"]
+            ),
+            *(["--no-channels-last"] if variant == "nchw" else []),
+            *(["--compile"] if variant == "compile" else []),
+        ]
         report = bench_step.run_step_mode(bench.parse_args(argv), check.out / "step" / label.replace(" ", "_"))
         c = report["config"]
-        check.row(label, method=method, size=size, variant=variant, backbone=c["backbone"], px=c["resolution"],
-                  batch=c["batch_size"], precision=c["precision"], channels_last=c["channels_last"],
-                  compile=c["compile"], module_images_per_sec=report["module_images_per_sec"],
-                  bare_images_per_sec=report["bare_images_per_sec"], ratio=report["ratio"],
-                  gpu_peak_mb=report["gpu_max_allocated_mb"], device=report["machine"]["device_name"])
+        check.row(
+            label,
+            method=method,
+            size=size,
+            variant=variant,
+            backbone=c["backbone"],
+            px=c["resolution"],
+            batch=c["batch_size"],
+            precision=c["precision"],
+            channels_last=c["channels_last"],
+            compile=c["compile"],
+            module_images_per_sec=report["module_images_per_sec"],
+            bare_images_per_sec=report["bare_images_per_sec"],
+            ratio=report["ratio"],
+            gpu_peak_mb=report["gpu_max_allocated_mb"],
+            device=report["machine"]["device_name"],
+        )
         measured += 1
         del report
         gc.collect()
@@ -251,18 +295,31 @@ def part_step(check: Check) -> str:
 
 def part_epoch(check: Check) -> str:
     """Seconds one 50,000-image CIFAR-size SimCLR epoch takes at each rate part 2 measured."""
-    rates = [r for r in check.rows("step") if r.get("method") == "simclr" and r.get("size") == "cifar"
-             and r.get("module_images_per_sec")]
+    rates = [
+        r
+        for r in check.rows("step")
+        if r.get("method") == "simclr" and r.get("size") == "cifar" and r.get("module_images_per_sec")
+    ]
     if not rates:
         return "failed: part 2 measured no CIFAR-size SimCLR step"
     for r in rates:
         seconds = EPOCH_IMAGES / r["module_images_per_sec"]
-        check.row(r["label"], images_per_sec=r["module_images_per_sec"], epoch_s=seconds, goal_s=EPOCH_GOAL_S,
-                  meets_goal=seconds <= EPOCH_GOAL_S, anchor_s=EPOCH_ANCHOR[1], anchor=EPOCH_ANCHOR[0])
+        check.row(
+            r["label"],
+            images_per_sec=r["module_images_per_sec"],
+            epoch_s=seconds,
+            goal_s=EPOCH_GOAL_S,
+            meets_goal=seconds <= EPOCH_GOAL_S,
+            anchor_s=EPOCH_ANCHOR[1],
+            anchor=EPOCH_ANCHOR[0],
+        )
     best = max(rates, key=lambda r: r["module_images_per_sec"])
     seconds = EPOCH_IMAGES / best["module_images_per_sec"]
-    where = "CPU dry run, not a GPU figure" if check.dry_run else f"goal <= {EPOCH_GOAL_S:g} s: " + (
-        "met" if seconds <= EPOCH_GOAL_S else "NOT met")
+    where = (
+        "CPU dry run, not a GPU figure"
+        if check.dry_run
+        else f"goal <= {EPOCH_GOAL_S:g} s: " + ("met" if seconds <= EPOCH_GOAL_S else "NOT met")
+    )
     return f"measured: {seconds:.1f} s per epoch at best ({best['variant']}; {where})"
 
 
@@ -276,7 +333,9 @@ def _jpeg(index: int) -> bytes:
 
     rng = np.random.default_rng(index)
     h, w = rng.integers(256, 513, size=2)
-    coarse = Image.fromarray(rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)).resize((int(w), int(h)), Image.BICUBIC)
+    coarse = Image.fromarray(rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)).resize(
+        (int(w), int(h)), Image.BICUBIC
+    )
     pixels = np.asarray(coarse, dtype=np.float32) + rng.normal(0, 6, size=(int(h), int(w), 3))
     buffer = io.BytesIO()
     Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
@@ -290,9 +349,11 @@ def _write_jpeg(job: tuple[int, str]) -> None:
 
 def _jpeg_folder(root: Path, train: int, classes: int = 10) -> Path:
     """<root>/train|val/c<k>/<i>.jpg, written by all CPUs."""
-    jobs = [(i, str(root / split / f"c{i % classes}" / f"{i}.jpg"))
-            for split, (start, count) in {"train": (0, train), "val": (train, max(classes, train // 10))}.items()
-            for i in range(start, start + count)]
+    jobs = [
+        (i, str(root / split / f"c{i % classes}" / f"{i}.jpg"))
+        for split, (start, count) in {"train": (0, train), "val": (train, max(classes, train // 10))}.items()
+        for i in range(start, start + count)
+    ]
     for _, path in jobs:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     with multiprocessing.get_context("fork").Pool(len(os.sched_getaffinity(0))) as pool:
@@ -312,20 +373,46 @@ def part_loader(check: Check) -> str:
     start = time.perf_counter()
     root = _jpeg_folder(check.out / "jpegs", images)
     check.row("generated JPEGs", images=images, seconds=time.perf_counter() - start, root=str(root))
-    args = bench.parse_args(["--resolution", str(px), "--batch-size", str(batch), "--device", check.device,
-                             *(["--workers", "0"] if check.dry_run else []), "data=folder", f"data.root={root}"])
-    figures = loader_figures(lambda: bench_step.step_config(args, check.out / "loader"), batches,
-                             torch.device(check.device))
-    step = next((r["module_images_per_sec"] for r in check.rows("step")  # the default variant comes first
-                 if r.get("method") == "simclr" and r.get("size") == "224px" and r.get("module_images_per_sec")), None)
-    names = {"cpu_augment": "CPU decode + augment", "on_device": "CPU decode, on-device colour ops",
-             "decode_on_device": "nvJPEG decode + on-device ops"}
+    args = bench.parse_args(
+        [
+            "--resolution",
+            str(px),
+            "--batch-size",
+            str(batch),
+            "--device",
+            check.device,
+            *(["--workers", "0"] if check.dry_run else []),
+            "data=folder",
+            f"data.root={root}",
+        ]
+    )
+    figures = loader_figures(
+        lambda: bench_step.step_config(args, check.out / "loader"), batches, torch.device(check.device)
+    )
+    step = next(
+        (
+            r["module_images_per_sec"]
+            for r in check.rows("step")  # the default variant comes first
+            if r.get("method") == "simclr" and r.get("size") == "224px" and r.get("module_images_per_sec")
+        ),
+        None,
+    )
+    names = {
+        "cpu_augment": "CPU decode + augment",
+        "on_device": "CPU decode, on-device colour ops",
+        "decode_on_device": "nvJPEG decode + on-device ops",
+    }
     for key, name in names.items():
         rate = figures.get(f"loader_{key}_images_per_sec")
         if rate is None:
             continue
-        check.row(name, images_per_sec=rate, workers=figures["loader_workers"], step_images_per_sec=step,
-                  bottleneck=None if step is None else ("loader" if rate < step else "step"))
+        check.row(
+            name,
+            images_per_sec=rate,
+            workers=figures["loader_workers"],
+            step_images_per_sec=step,
+            bottleneck=None if step is None else ("loader" if rate < step else "step"),
+        )
     return "measured" + ("" if check.cuda else " on the CPU (no CUDA: the decode path used the CPU decoder)")
 
 
@@ -338,7 +425,9 @@ AUGMENT_OPS = {
     "grayscale": dict(grayscale_p=0.2),
     "blur": dict(blur_p=0.5),
     "solarize": dict(solarize_p=0.2),
-    "simclr view": dict(jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, grayscale_p=0.2, blur_p=0.5),
+    "simclr view": dict(
+        jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, grayscale_p=0.2, blur_p=0.5
+    ),
 }
 AUGMENT_STATS = ("mean_r", "mean_g", "mean_b", "luma_std", "colourfulness", "sharpness")
 
@@ -348,9 +437,15 @@ def _image_stats(images):
     import torch
 
     luma = 0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]
-    return torch.stack([*images.mean(dim=(2, 3)).unbind(1), luma.std(dim=(1, 2)),
-                        (images - luma.unsqueeze(1)).abs().mean(dim=(1, 2, 3)),
-                        (images[..., 1:] - images[..., :-1]).abs().mean(dim=(1, 2, 3))], dim=1)
+    return torch.stack(
+        [
+            *images.mean(dim=(2, 3)).unbind(1),
+            luma.std(dim=(1, 2)),
+            (images - luma.unsqueeze(1)).abs().mean(dim=(1, 2, 3)),
+            (images[..., 1:] - images[..., :-1]).abs().mean(dim=(1, 2, 3)),
+        ],
+        dim=1,
+    )
 
 
 def _compare_augmentation(check: Check, size: int = 96, images: int = 16, draws: int = 24) -> list[str]:
@@ -377,8 +472,18 @@ def _compare_augmentation(check: Check, size: int = 96, images: int = 16, draws:
     batch = torch.stack([torch.from_numpy(np.asarray(photo)).permute(2, 0, 1) for photo in photos])
     base = _image_stats(batch.float() / 255).repeat(draws, 1)
     device_augment = DeviceAugment(augmentation)
-    off = dict(crop_scale=[1.0, 1.0], flip_p=0.0, jitter_p=0.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0,
-               grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
+    off = dict(
+        crop_scale=[1.0, 1.0],
+        flip_p=0.0,
+        jitter_p=0.0,
+        brightness=0.0,
+        contrast=0.0,
+        saturation=0.0,
+        hue=0.0,
+        grayscale_p=0.0,
+        blur_p=0.0,
+        solarize_p=0.0,
+    )
     torch.manual_seed(0)
     disagreements = []
     for op, settings in AUGMENT_OPS.items():
@@ -387,14 +492,23 @@ def _compare_augmentation(check: Check, size: int = 96, images: int = 16, draws:
         pil = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in batch]
         on_cpu = torch.stack([transform(img) for _ in range(draws) for img in pil]) * std + mean
         with torch.no_grad():
-            on_device = torch.cat([device_augment.augment_view(batch.to(check.device), view)
-                                   for _ in range(draws)]).cpu() * std + mean
+            on_device = (
+                torch.cat([device_augment.augment_view(batch.to(check.device), view) for _ in range(draws)]).cpu() * std
+                + mean
+            )
         on_cpu, on_device = _image_stats(on_cpu) - base, _image_stats(on_device) - base
         critical = KS_CRITICAL * (2 / len(on_cpu)) ** 0.5
         distances = {stat: _distance(on_cpu[:, k], on_device[:, k]) for k, stat in enumerate(AUGMENT_STATS)}
         worst = max(distances, key=distances.get)
-        check.row(f"augment {op}", draws=len(on_cpu), device=check.device, worst_stat=worst,
-                  distance=distances[worst], critical=critical, ok=distances[worst] <= critical)
+        check.row(
+            f"augment {op}",
+            draws=len(on_cpu),
+            device=check.device,
+            worst_stat=worst,
+            distance=distances[worst],
+            critical=critical,
+            ok=distances[worst] <= critical,
+        )
         if distances[worst] > critical:
             disagreements.append(f"{op}: {worst} distributions {distances[worst]:.2f} apart (critical {critical:.2f})")
     return disagreements
@@ -433,8 +547,14 @@ def _compare_decoding(check: Check, images: int = 16) -> list[str]:
         decoded = [d.cpu() for d in decode_jpeg(data, mode=ImageReadMode.RGB, device=device)]
         diffs = [(d.float() - p.float()).abs() for d, p in zip(decoded, pil)]
         worst_mean = max(d.mean().item() for d in diffs)
-        check.row(f"decode {name} vs PIL", images=images, worst_mean_abs=worst_mean, max_abs=max(d.max().item() for d in diffs),
-                  tol=JPEG_MEAN_TOL, ok=worst_mean < JPEG_MEAN_TOL)
+        check.row(
+            f"decode {name} vs PIL",
+            images=images,
+            worst_mean_abs=worst_mean,
+            max_abs=max(d.max().item() for d in diffs),
+            tol=JPEG_MEAN_TOL,
+            ok=worst_mean < JPEG_MEAN_TOL,
+        )
         if worst_mean >= JPEG_MEAN_TOL:
             failures.append(f"{name} decodes {worst_mean:.2f} levels from PIL on average (tolerance {JPEG_MEAN_TOL:g})")
     if check.cuda:
@@ -458,7 +578,9 @@ def _decode_keeps_queued_work(check: Check, data, shapes, rounds: int = 20) -> l
     busy = torch.randn(4096, 4096, device="cuda")
     corrupted = 0
     for _ in range(rounds):
-        blocks = [torch.full((math.prod(s),), k % 200 + 1, dtype=torch.uint8, device="cuda") for k, s in enumerate(shapes)]
+        blocks = [
+            torch.full((math.prod(s),), k % 200 + 1, dtype=torch.uint8, device="cuda") for k, s in enumerate(shapes)
+        ]
         torch.cuda.synchronize()
         for _ in range(8):
             busy = (busy @ busy).tanh_()
@@ -468,8 +590,14 @@ def _decode_keeps_queued_work(check: Check, data, shapes, rounds: int = 20) -> l
         torch.cuda.synchronize()
         corrupted += any(s.item() != (k % 200 + 1) * math.prod(shape) for k, (s, shape) in enumerate(zip(sums, shapes)))
     check.row("nvJPEG vs queued work", rounds=rounds, corrupted_rounds=corrupted, ok=corrupted == 0)
-    return [f"nvJPEG overwrote memory still read by queued work in {corrupted}/{rounds} rounds: "
-            "selfsup/data/gpu_augment.py:decode_images must synchronize the stream before decoding"] if corrupted else []
+    return (
+        [
+            f"nvJPEG overwrote memory still read by queued work in {corrupted}/{rounds} rounds: "
+            "selfsup/data/gpu_augment.py:decode_images must synchronize the stream before decoding"
+        ]
+        if corrupted
+        else []
+    )
 
 
 def part_equality(check: Check) -> str:
@@ -485,10 +613,21 @@ def _train_py(overrides: list[str], run_dir: Path) -> subprocess.Popen:
     """train.py in its own directory; its output goes to <run dir>/train.log."""
     run_dir.mkdir(parents=True, exist_ok=True)
     log = open(run_dir / "train.log", "w")
-    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *overrides, "resume=never",
-                             "trainer.enable_progress_bar=false", "trainer.devices=1", f"hydra.run.dir={run_dir}"],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore", "WANDB_MODE": "offline"})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            *overrides,
+            "resume=never",
+            "trainer.enable_progress_bar=false",
+            "trainer.devices=1",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "WANDB_MODE": "offline"},
+    )
 
 
 def _results(run_dir: Path, returncode: int | None) -> dict:
@@ -500,11 +639,19 @@ def _results(run_dir: Path, returncode: int | None) -> dict:
         return {"error": f"{why}: {tail[0][-160:]}", "log": str(run_dir / "train.log")}
     r = json.loads(path.read_text())
     init, end = r.get("knn_top1_at_init"), r.get("knn_top1")
-    return {"knn_top1_at_init": init, "knn_top1": end, "knn_gain": None if init is None or end is None else end - init,
-            "epochs": r.get("epochs"), "steps": r.get("steps"), "train_s": r.get("train_seconds"),
-            "images_per_sec": r.get("train_images_per_sec"), "gpu_mem_peak_gb": r.get("gpu_mem_peak_gb"),
-            "gpu_monitor_logged": "sys/gpu_mem_peak_gb" in r.get("metrics", {}), "precision": r.get("precision"),
-            "results": str(path)}
+    return {
+        "knn_top1_at_init": init,
+        "knn_top1": end,
+        "knn_gain": None if init is None or end is None else end - init,
+        "epochs": r.get("epochs"),
+        "steps": r.get("steps"),
+        "train_s": r.get("train_seconds"),
+        "images_per_sec": r.get("train_images_per_sec"),
+        "gpu_mem_peak_gb": r.get("gpu_mem_peak_gb"),
+        "gpu_monitor_logged": "sys/gpu_mem_peak_gb" in r.get("metrics", {}),
+        "precision": r.get("precision"),
+        "results": str(path),
+    }
 
 
 def cpu_short_recipes() -> list[str]:
@@ -517,16 +664,30 @@ def part_recipes(check: Check) -> str:
     CIFAR sample, a few at a time on the one GPU, each with its share of the CPUs for loader workers."""
     recipes = cpu_short_recipes()
     if check.data_root is None:
-        raise Skip(f"no data_root= given ({len(recipes)} recipes: {', '.join(recipes)}); "
-                   "make gpu-check ARGS='data_root=../shared/data/cifar10-subset'")
+        raise Skip(
+            f"no data_root= given ({len(recipes)} recipes: {', '.join(recipes)}); "
+            "make gpu-check ARGS='data_root=../shared/data/cifar10-subset'"
+        )
     cpus = len(os.sched_getaffinity(0))
     slots = 1 if check.dry_run else max(1, min(5, cpus // 3))  # 16 CPUs: 5 runs of 1 main process + 2 workers
     workers = 0 if check.dry_run else max(1, cpus // slots - 1)
-    common = [f"data.root={check.data_root}", f"trainer.accelerator={'gpu' if check.cuda else 'cpu'}",
-              f"data.num_workers={workers}", "images=false"]
+    common = [
+        f"data.root={check.data_root}",
+        f"trainer.accelerator={'gpu' if check.cuda else 'cpu'}",
+        f"data.num_workers={workers}",
+        "images=false",
+    ]
     if check.dry_run:  # two steps of the first recipe: the code path, not a figure
-        recipes, common = recipes[:1], common + ["trainer.max_epochs=1", "++trainer.limit_train_batches=2",
-                                                 "data.batch_size=16", "trainer.precision=32-true"]
+        recipes, common = (
+            recipes[:1],
+            common
+            + [
+                "trainer.max_epochs=1",
+                "++trainer.limit_train_batches=2",
+                "data.batch_size=16",
+                "trainer.precision=32-true",
+            ],
+        )
     waiting, running, failed, learned = list(recipes), {}, 0, 0
     while waiting or running:
         while waiting and len(running) < slots:
@@ -558,9 +719,21 @@ def part_train(check: Check) -> str:
     """One real `train.py` run on the GPU: the default SimCLR on the bundled digits for 2 epochs with
     the colour ops on the device, bf16, kNN at init and at the end, results.json."""
     overrides = [f"trainer.accelerator={'gpu' if check.cuda else 'cpu'}", "augmentation.on_device=true"]
-    overrides += (["trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=2",
-                   "data.num_workers=0", "images=false", "trainer.precision=32-true", "backbone.cifar_stem=false",
-                   "eval.linear=null", "eval.knn_at_init=false"] if check.dry_run else ["trainer.max_epochs=2"])
+    overrides += (
+        [
+            "trainer.max_epochs=1",
+            "++trainer.limit_train_batches=2",
+            "++trainer.limit_val_batches=2",
+            "data.num_workers=0",
+            "images=false",
+            "trainer.precision=32-true",
+            "backbone.cifar_stem=false",
+            "eval.linear=null",
+            "eval.knn_at_init=false",
+        ]
+        if check.dry_run
+        else ["trainer.max_epochs=2"]
+    )
     proc = _train_py(overrides, check.out / "train")
     proc.wait()
     figures = _results(check.out / "train", proc.returncode)
@@ -646,9 +819,16 @@ def run_boxed(part: Part, check: Check, box_s: float) -> dict:
         status = f"error: the part's process died (exit {process.exitcode})"
     rows_file = check.out / f"{part.name}.rows.jsonl"
     rows = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file.is_file() else []
-    record = {"number": part.number, "name": part.name, "title": part.title,
-              "limit_s": part.limit_s, "box_s": box_s, "seconds": round(time.perf_counter() - started, 1),
-              "status": status, "rows": rows}
+    record = {
+        "number": part.number,
+        "name": part.name,
+        "title": part.title,
+        "limit_s": part.limit_s,
+        "box_s": box_s,
+        "seconds": round(time.perf_counter() - started, 1),
+        "status": status,
+        "rows": rows,
+    }
     if (check.out / f"{part.name}.traceback.txt").is_file():
         record["traceback"] = str(check.out / f"{part.name}.traceback.txt")
     return record
@@ -666,8 +846,10 @@ def failed(record: dict) -> bool:
 def _cuda_probe() -> str | None:
     """The first GPU's name and memory, or None without CUDA; asked in a process of its own, since a
     parent that has touched the CUDA driver cannot hand CUDA to the parts it forks."""
-    probe = ("import torch; p = torch.cuda.get_device_properties(0) if torch.cuda.is_available() else None; "
-             "print(f'{p.name}, {p.total_memory / 2**30:.0f} GiB, {torch.cuda.device_count()} visible' if p else '')")
+    probe = (
+        "import torch; p = torch.cuda.get_device_properties(0) if torch.cuda.is_available() else None; "
+        "print(f'{p.name}, {p.total_memory / 2**30:.0f} GiB, {torch.cuda.device_count()} visible' if p else '')"
+    )
     try:
         out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
@@ -678,15 +860,24 @@ def _cuda_probe() -> str | None:
 def to_markdown(report: dict) -> str:
     """The README's GPU table: one line per figure row of every part, and each part's status."""
     m = report["machine"]
-    lines = [f"`make gpu-check` {report['date']}, {m['gpu'] or 'no GPU'} ({m['cpus']} CPUs, {m['cpu']}), "
-             f"torch {m['torch']}{', --dry-run' if report['dry_run'] else ''}; {report['path']}", "",
-             "| part | row | figures |", "|---|---|---|"]
+    lines = [
+        f"`make gpu-check` {report['date']}, {m['gpu'] or 'no GPU'} ({m['cpus']} CPUs, {m['cpu']}), "
+        f"torch {m['torch']}{', --dry-run' if report['dry_run'] else ''}; {report['path']}",
+        "",
+        "| part | row | figures |",
+        "|---|---|---|",
+    ]
     for part in report["parts"]:
-        lines.append(f"| {part['number']} {part['name']} | **status** | {part['status'].replace('|', '/')} "
-                     f"({part['seconds']:.0f} s of {part['box_s']:.0f}) |")
+        lines.append(
+            f"| {part['number']} {part['name']} | **status** | {part['status'].replace('|', '/')} "
+            f"({part['seconds']:.0f} s of {part['box_s']:.0f}) |"
+        )
         for row in part["rows"]:
-            figures = ", ".join(f"{k} {_fmt(v)}" for k, v in row.items()
-                                if k not in ("label", "results", "log", "root", "device") and v is not None)
+            figures = ", ".join(
+                f"{k} {_fmt(v)}"
+                for k, v in row.items()
+                if k not in ("label", "results", "log", "root", "device") and v is not None
+            )
             lines.append(f"| | {row['label']} | {figures.replace('|', '/')} |")
     return "\n".join(lines)
 
@@ -706,8 +897,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             raise UserError(f"unexpected argument '{setting}': the one setting is data_root=<image folder>")
         args.data_root = Path(value).resolve()
         if not (args.data_root / "train").is_dir():
-            raise UserError(f"data_root={value}: no train/ folder under {args.data_root} "
-                            "(expected <root>/train/<class>/<image>, e.g. ../shared/data/cifar10-subset)")
+            raise UserError(
+                f"data_root={value}: no train/ folder under {args.data_root} "
+                "(expected <root>/train/<class>/<image>, e.g. ../shared/data/cifar10-subset)"
+            )
     wanted = set(args.only.split(",")) if args.only else None
     args.parts = [p for p in PARTS if wanted is None or {str(p.number), p.name} & wanted]
     if not args.parts:
@@ -732,15 +925,29 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     check = Check(dry_run=args.dry_run, cuda=cuda, data_root=args.data_root, out=out, done={})
     boxes = sum(p.limit_s for p in args.parts)
-    print(f"gpu check{' (--dry-run, CPU)' if args.dry_run else ''}: time boxes "
-          + " + ".join(f"{p.number} {p.name} {p.limit_s} s" for p in args.parts)
-          + f" = {boxes} s (limit {LIMIT_S} s)"
-          + (f"; --dry-run allows {DRY_RUN_BOX_FACTOR}x each on a small shared CPU" if args.dry_run else ""), flush=True)
-    report = {"date": datetime.now().isoformat(timespec="seconds"), "dry_run": args.dry_run,
-              "data_root": str(args.data_root) if args.data_root else None, "time_boxes_s": boxes, "limit_s": LIMIT_S,
-              "machine": {"gpu": gpu, "cpu": cpu_model(),
-                          "cpus": len(os.sched_getaffinity(0)), "torch": torch.__version__, "cuda": torch.version.cuda},
-              "path": str(out / "gpu_check.json"), "parts": []}
+    print(
+        f"gpu check{' (--dry-run, CPU)' if args.dry_run else ''}: time boxes "
+        + " + ".join(f"{p.number} {p.name} {p.limit_s} s" for p in args.parts)
+        + f" = {boxes} s (limit {LIMIT_S} s)"
+        + (f"; --dry-run allows {DRY_RUN_BOX_FACTOR}x each on a small shared CPU" if args.dry_run else ""),
+        flush=True,
+    )
+    report = {
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "dry_run": args.dry_run,
+        "data_root": str(args.data_root) if args.data_root else None,
+        "time_boxes_s": boxes,
+        "limit_s": LIMIT_S,
+        "machine": {
+            "gpu": gpu,
+            "cpu": cpu_model(),
+            "cpus": len(os.sched_getaffinity(0)),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+        },
+        "path": str(out / "gpu_check.json"),
+        "parts": [],
+    }
     started = time.perf_counter()
     for part in args.parts:
         box_s = part.limit_s * (DRY_RUN_BOX_FACTOR if args.dry_run else 1)
@@ -753,8 +960,11 @@ def main(argv=None) -> int:
     Path(report["path"]).write_text(json.dumps(report, indent=2) + "\n")
     print("\n" + to_markdown(report) + "\n")
     bad = [f"{p['number']} {p['name']}" for p in report["parts"] if failed(p)]
-    print(f"gpu check: {len(report['parts']) - len(bad)} of {len(report['parts'])} parts without failure"
-          + (f" (not: {', '.join(bad)})" if bad else "") + f" in {report['seconds']:.0f} s")
+    print(
+        f"gpu check: {len(report['parts']) - len(bad)} of {len(report['parts'])} parts without failure"
+        + (f" (not: {', '.join(bad)})" if bad else "")
+        + f" in {report['seconds']:.0f} s"
+    )
     print(f"gpu_check: {report['path']}", flush=True)
     return 1 if bad else 0
 

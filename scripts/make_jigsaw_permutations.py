@@ -8,6 +8,7 @@ one or two tiles.
 
     python scripts/make_jigsaw_permutations.py --counts 100 1000 2000 --seed 0 --out selfsup/data/
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,7 @@ def main() -> None:
         random_set = candidates[rng.choice(len(candidates), size=count, replace=False)]
         greedy_min, greedy_mean = pairwise_hamming(perms)
         random_min, random_mean = pairwise_hamming(random_set)
-        print(f"{path}: min/mean Hamming greedy {greedy_min}/{greedy_mean:.3f}, "
-              f"random {random_min}/{random_mean:.3f}")
+        print(f"{path}: min/mean Hamming greedy {greedy_min}/{greedy_mean:.3f}, random {random_min}/{random_mean:.3f}")
 
 
 if __name__ == "__main__":

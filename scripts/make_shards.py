@@ -18,6 +18,7 @@ examples:
   python scripts/make_shards.py data=folder data.root=../shared/data/cifar10-subset out=data/shards/cifar10-subset
   python scripts/make_shards.py data=imagenet data.root=/datasets/imagenet out=/nvme/imagenet-shards
   make shards ARGS='data=cifar10 out=data/shards/cifar10'"""
+
 from __future__ import annotations
 
 import shutil
@@ -47,8 +48,10 @@ def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     if not args.get("out"):
         raise UserError("make_shards.py needs out=DIR, the directory to write the shards into")
     if "://" in args["out"]:
-        raise UserError(f"out={args['out']}: write the shards to a local directory, then copy it to object "
-                        "storage (e.g. aws s3 sync DIR s3://bucket/prefix)")
+        raise UserError(
+            f"out={args['out']}: write the shards to a local directory, then copy it to object "
+            "storage (e.g. aws s3 sync DIR s3://bucket/prefix)"
+        )
     return args, overrides
 
 
@@ -118,8 +121,11 @@ def main(argv: list[str]) -> None:
             continue
         dataset = write_order(spread(dataset, limit), int(args.get("seed", 0)))
         samples = encoded_samples(dataset, cfg.data.skip_corrupt, skipped)
-        labels[split] = write_split(track(samples, total=len(dataset), description=f"{split:>8}"), partial / split,
-                                    chunk_bytes=f"{int(args.get('chunk_mb', 64))}MB")
+        labels[split] = write_split(
+            track(samples, total=len(dataset), description=f"{split:>8}"),
+            partial / split,
+            chunk_bytes=f"{int(args.get('chunk_mb', 64))}MB",
+        )
     classes = list(getattr(labelled, "classes", None) or []) if labelled is not None else []
     if not classes and labels.get("val"):  # labelled but unnamed classes (digits): their numbers
         classes = [str(label) for label in range(max(labels["val"]) + 1)]

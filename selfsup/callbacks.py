@@ -1,4 +1,5 @@
 """Callbacks every run gets."""
+
 from __future__ import annotations
 
 import datetime
@@ -134,4 +135,3 @@ class CpuThreadsPerRank(pl.Callback):
 
         if isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > 1:
             torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // trainer.num_devices))
-

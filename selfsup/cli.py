@@ -8,6 +8,7 @@ were choices.
 
 `one_line_config_errors`: a mistake Hydra finds while composing (unknown option, typo'd key, wrong
 type, bad override) ends in one `error: ...` line, like a `UserError` (selfsup/errors.py)."""
+
 from __future__ import annotations
 
 import os
@@ -73,8 +74,10 @@ def config_error_message(err: Exception) -> str:
     if isinstance(err, MissingConfigException) and err.options:
         group, _, name = (err.missing_cfg_file or "").rpartition("/")
         options = sorted(err.options)
-        return (f"Could not find '{err.missing_cfg_file}': unknown {group or 'config'} '{name}'"
-                f"{_close(name, options)}; available: {', '.join(options)} (pick one with {group}=<name>)")
+        return (
+            f"Could not find '{err.missing_cfg_file}': unknown {group or 'config'} '{name}'"
+            f"{_close(name, options)}; available: {', '.join(options)} (pick one with {group}=<name>)"
+        )
     first_line = str(getattr(omega, "msg", "") or "").strip().splitlines()[:1]
     first_line = first_line[0] if first_line else ""
     if isinstance(omega, (ConfigKeyError, ConfigAttributeError)) and first_line.startswith("Key '"):
@@ -86,8 +89,10 @@ def config_error_message(err: Exception) -> str:
         if suggestion:
             suggestion = suggestion.replace("mean ", f"mean {prefix + '.' if prefix else ''}")
         where = f"'{prefix}'" if prefix else "the top level of the config"
-        return (f"unknown key '{key}'{suggestion}: {where} has no such setting "
-                f"(add --cfg job to the command to print every key)")
+        return (
+            f"unknown key '{key}'{suggestion}: {where} has no such setting "
+            f"(add --cfg job to the command to print every key)"
+        )
     if isinstance(omega, ValidationError):
         key = omega.full_key or "a value"
         if "expected one of" in first_line:  # an Enum field of the schema: a typo'd choice
@@ -122,8 +127,10 @@ def one_line_config_errors() -> None:
             return func()
         except Exception as err:
             if task_started() or os.environ.get("HYDRA_FULL_ERROR") == "1":
+
                 def reraise(error=err):  # bound now: Python unbinds `err` when the except block ends
                     raise error
+
                 return original(reraise)
             try:
                 message = config_error_message(err)
@@ -143,12 +150,27 @@ def _refuse_two_modes(args: list[str]) -> None:
     from hydra._internal.utils import get_args_parser
 
     parsed, _ = get_args_parser().parse_known_args(args)
-    modes = [flag for flag, given in (("--multirun", parsed.multirun), ("--cfg", parsed.cfg), ("--info", parsed.info),
-                                      ("--run", parsed.run), ("--shell-completion", parsed.shell_completion)) if given]
+    modes = [
+        flag
+        for flag, given in (
+            ("--multirun", parsed.multirun),
+            ("--cfg", parsed.cfg),
+            ("--info", parsed.info),
+            ("--run", parsed.run),
+            ("--shell-completion", parsed.shell_completion),
+        )
+        if given
+    ]
     if len(modes) > 1:
-        hint = (" --cfg prints one job's config: drop -m/--multirun to see the first combination's "
-                "(e.g. `python train.py method=simclr --cfg job`), or drop --cfg to run the sweep"
-                if "--cfg" in modes and "--multirun" in modes else "")
-        print(f"error: {' and '.join(modes)} cannot be combined (Hydra runs one mode at a time);{hint}",
-              file=sys.stderr, flush=True)
+        hint = (
+            " --cfg prints one job's config: drop -m/--multirun to see the first combination's "
+            "(e.g. `python train.py method=simclr --cfg job`), or drop --cfg to run the sweep"
+            if "--cfg" in modes and "--multirun" in modes
+            else ""
+        )
+        print(
+            f"error: {' and '.join(modes)} cannot be combined (Hydra runs one mode at a time);{hint}",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(2)

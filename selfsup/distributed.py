@@ -5,6 +5,7 @@ on one process every function is the identity (or a no-op; `batch_shuffle` permu
 batch, which `batch_unshuffle` undoes), so the same code runs on a laptop and on 8 GPUs.
 `SplitBatchNorm` emulates per-device BatchNorm of several devices on one (single-device ShuffleBN).
 """
+
 from __future__ import annotations
 
 import torch
@@ -126,8 +127,17 @@ class SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
     dicts load into plain BatchNorm and back.
     """
 
-    def __init__(self, num_features: int, num_splits: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        num_splits: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         if num_splits < 1:
             raise ValueError(f"num_splits must be >= 1, got {num_splits}")
@@ -170,10 +180,12 @@ def convert_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
     """Replace every BatchNorm (1d/2d/3d, not SyncBatchNorm) in `module` by a `SplitBatchNorm`
     with the same parameters and statistics, in place; returns the (possibly new) root module."""
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
-            module, (SplitBatchNorm, nn.SyncBatchNorm)):
+        module, (SplitBatchNorm, nn.SyncBatchNorm)
+    ):
         reference = next(iter(module.state_dict().values()), None)
-        split = SplitBatchNorm(module.num_features, num_splits, module.eps, module.momentum,
-                               module.affine, module.track_running_stats)
+        split = SplitBatchNorm(
+            module.num_features, num_splits, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         if reference is not None:
             split.to(reference.device)
         split.load_state_dict(module.state_dict())  # weight, bias, running statistics, counter

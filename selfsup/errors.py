@@ -1,4 +1,5 @@
 """User-facing errors: one actionable line instead of a traceback."""
+
 from __future__ import annotations
 
 import functools
@@ -38,7 +39,7 @@ def _original_message(wrapped: str, cls: type) -> str:
     for i in range(len(lines) - 1, -1, -1):
         for prefix in prefixes:
             if lines[i].startswith(prefix):
-                return " ".join([lines[i][len(prefix):], *lines[i + 1:]]).strip()
+                return " ".join([lines[i][len(prefix) :], *lines[i + 1 :]]).strip()
     return lines[-1].strip()
 
 

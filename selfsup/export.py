@@ -12,6 +12,7 @@ Only the training module's `backbone.` prefix is dropped from the keys. A moment
 the backbone its `method.eval_encoder` names (DINO: the teacher), or `encoder=online|momentum`; the file's
 metadata records which, the backbone config and the training resolution (eval.py and train.py take the file as
 weights=, and eval.py evaluates it at that resolution unless data.resolution says otherwise)."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,11 @@ from selfsup.models.backbones import POOLS, RESNETS, VITS, backbone_state, vit_p
 
 FORMATS = ("torchvision", "timm")
 CIFAR_STEM = "model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False); model.maxpool = torch.nn.Identity()"
-TIMM_VITS = {"vit_tiny": "vit_tiny_patch16_224", "vit_small": "vit_small_patch16_224", "vit_base": "vit_base_patch16_224"}
+TIMM_VITS = {
+    "vit_tiny": "vit_tiny_patch16_224",
+    "vit_small": "vit_small_patch16_224",
+    "vit_base": "vit_base_patch16_224",
+}
 
 
 def default_format(backbone_name: str) -> str:
@@ -40,23 +45,31 @@ def build_code(backbone_cfg, fmt: str) -> str:
         if fmt != "timm":
             raise UserError(f"backbone {name} is timm's VisionTransformer: export it with format=timm")
         patch = backbone_cfg.get("patch_size") or vit_patch_size(backbone_cfg.image_size)
-        return (f'model = timm.create_model("{TIMM_VITS[name]}", img_size={backbone_cfg.image_size}, patch_size={patch}, '
-                f'num_classes=0, global_pool="{POOLS[backbone_cfg.get("pool", "token")]}", fc_norm=False, '
-                "dynamic_img_size=True)")
+        return (
+            f'model = timm.create_model("{TIMM_VITS[name]}", img_size={backbone_cfg.image_size}, patch_size={patch}, '
+            f'num_classes=0, global_pool="{POOLS[backbone_cfg.get("pool", "token")]}", fc_norm=False, '
+            "dynamic_img_size=True)"
+        )
     if name.startswith("timm/"):
         if fmt != "timm":
             raise UserError(f"backbone {name} is a timm model: export it with format=timm")
         return f'model = timm.create_model("{name.removeprefix("timm/")}", num_classes=0)'
-    code = (f'model = timm.create_model("{name}", num_classes=0)' if fmt == "timm"
-            else f"model = torchvision.models.{name}(); model.fc = torch.nn.Identity()")
+    code = (
+        f'model = timm.create_model("{name}", num_classes=0)'
+        if fmt == "timm"
+        else f"model = torchvision.models.{name}(); model.fc = torch.nn.Identity()"
+    )
     return code + ("; " + CIFAR_STEM if backbone_cfg.get("cifar_stem") else "")
 
 
 def loading_code(backbone_cfg, fmt: str, path: str | Path) -> list[str]:
     """The lines of Python that build the stock model and load the exported weights into it, strictly."""
     library = "timm" if fmt == "timm" else "torchvision"
-    return [f"import safetensors.torch, torch, {library}", build_code(backbone_cfg, fmt),
-            f'model.load_state_dict(safetensors.torch.load_file("{Path(path).resolve()}"))']
+    return [
+        f"import safetensors.torch, torch, {library}",
+        build_code(backbone_cfg, fmt),
+        f'model.load_state_dict(safetensors.torch.load_file("{Path(path).resolve()}"))',
+    ]
 
 
 def writable_dir(path: Path) -> Path:
@@ -67,12 +80,15 @@ def writable_dir(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
     except OSError as err:
-        raise UserError(f"cannot write the export to {path} ({err.strerror or err}): pass out=<a writable directory>") from None
+        raise UserError(
+            f"cannot write the export to {path} ({err.strerror or err}): pass out=<a writable directory>"
+        ) from None
     return path
 
 
-def export_backbone(ckpt_path: str, fmt: str | None = None, out: str | None = None,
-                    encoder: str | None = None) -> tuple[list[Path], list[str]]:
+def export_backbone(
+    ckpt_path: str, fmt: str | None = None, out: str | None = None, encoder: str | None = None
+) -> tuple[list[Path], list[str]]:
     """Writes <out or the checkpoint's dir>/backbone.{safetensors,pt}; returns their paths and the loading code.
     `encoder`: a momentum method's online or momentum backbone (None: its method.eval_encoder)."""
     from safetensors.torch import save_file
@@ -97,9 +113,15 @@ def export_backbone(ckpt_path: str, fmt: str | None = None, out: str | None = No
     if not weights:
         raise UserError(f"{saved.path} holds no {encoder} backbone weights (no '{prefix}*' keys)")
     # backbone_config: what eval.py / train.py weights= build to load the file into
-    metadata = {"backbone": backbone_cfg.name, "format": fmt, "checkpoint": str(saved.path.resolve()),
-                "encoder": encoder, "build": code[1], "resolution": str(OmegaConf.select(train_cfg, "data.resolution")),
-                "backbone_config": json.dumps(OmegaConf.to_container(backbone_cfg, resolve=True))}
+    metadata = {
+        "backbone": backbone_cfg.name,
+        "format": fmt,
+        "checkpoint": str(saved.path.resolve()),
+        "encoder": encoder,
+        "build": code[1],
+        "resolution": str(OmegaConf.select(train_cfg, "data.resolution")),
+        "backbone_config": json.dumps(OmegaConf.to_container(backbone_cfg, resolve=True)),
+    }
     save_file(weights, str(code_path), metadata=metadata)
     torch.save(weights, code_path.with_suffix(".pt"))
     return [code_path, code_path.with_suffix(".pt")], code

@@ -4,6 +4,7 @@ Weight decay and LARS adaptation skip biases and normalisation weights (all 1-D 
 SimCLR/BYOL/Barlow Twins, and a ViT's position embedding and CLS token (MAE, MoCo v3, DINO); the LR
 is given per 256 images and scaled by the global batch. (Fine-tuning's layer-wise LR decay is timm's:
 selfsup/eval/finetune.py.)"""
+
 from __future__ import annotations
 
 import math
@@ -23,10 +24,23 @@ class LARS(torch.optim.Optimizer):
     CIFAR recipes (LARS lr 1.0, eta 0.02) rely on it. (solo-learn's ratio divides by ||g|| + wd ||w||,
     an upper bound of ||g + wd w||; here it is the paper's and BYOL's.)"""
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 trust_coefficient: float = 0.001, clip_lr: bool = False):
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                        trust_coefficient=trust_coefficient, clip_lr=clip_lr, lars_exclude=False)
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        trust_coefficient: float = 0.001,
+        clip_lr: bool = False,
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            trust_coefficient=trust_coefficient,
+            clip_lr=clip_lr,
+            lars_exclude=False,
+        )
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -45,9 +59,7 @@ class LARS(torch.optim.Optimizer):
             if not group["lars_exclude"]:
                 w_norms = torch.stack(torch._foreach_norm(params))
                 u_norms = torch.stack(torch._foreach_norm(updates))
-                trust = torch.where(
-                    (w_norms > 0) & (u_norms > 0), group["trust_coefficient"] * w_norms / u_norms, 1.0
-                )
+                trust = torch.where((w_norms > 0) & (u_norms > 0), group["trust_coefficient"] * w_norms / u_norms, 1.0)
                 if group["clip_lr"]:
                     trust = (trust / group["lr"]).clamp(max=1.0)
                 updates = torch._foreach_mul(updates, list(trust.to(updates[0].dtype).unbind()))
@@ -68,18 +80,26 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool,
-                     bias_and_norm_lr_factor: float = 1.0) -> list[dict]:
+def parameter_groups(
+    model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool, bias_and_norm_lr_factor: float = 1.0
+) -> list[dict]:
     """A decayed group and, with `exclude_bias_and_norm`, a group without weight decay (and LARS
     adaptation): biases and normalisation weights (1-D) and the parameters a module lists in its
     `no_weight_decay()` (timm's convention: a ViT's position embedding and CLS token, MAE's mask token).
     That group's LR is the optimizer's times `bias_and_norm_lr_factor` (optimizer.bias_and_norm_lr_factor;
     Barlow Twins' official code: 0.0048 / 0.2 = 0.024)."""
     if bias_and_norm_lr_factor != 1.0 and not exclude_bias_and_norm:
-        raise UserError(f"optimizer.bias_and_norm_lr_factor={bias_and_norm_lr_factor} applies to the bias and norm "
-                        "group: set optimizer.exclude_bias_and_norm=true")
-    listed = {id(getattr(m, name)) for m in model.modules() if callable(getattr(m, "no_weight_decay", None))
-              for name in m.no_weight_decay() if isinstance(getattr(m, name, None), nn.Parameter)}
+        raise UserError(
+            f"optimizer.bias_and_norm_lr_factor={bias_and_norm_lr_factor} applies to the bias and norm "
+            "group: set optimizer.exclude_bias_and_norm=true"
+        )
+    listed = {
+        id(getattr(m, name))
+        for m in model.modules()
+        if callable(getattr(m, "no_weight_decay", None))
+        for name in m.no_weight_decay()
+        if isinstance(getattr(m, name, None), nn.Parameter)
+    }
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
@@ -87,8 +107,9 @@ def parameter_groups(model: nn.Module, weight_decay: float, exclude_bias_and_nor
             (no_decay if exclude_bias_and_norm and exempt else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True,
-                       "lr_factor": bias_and_norm_lr_factor})
+        groups.append(
+            {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, "lr_factor": bias_and_norm_lr_factor}
+        )
     return groups
 
 
@@ -108,8 +129,7 @@ def build_optimizer(cfg, groups: list[dict], lr: float) -> torch.optim.Optimizer
             g.pop("lars_exclude", None)
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.name == "lars":
-        return LARS(groups, lr=lr, momentum=cfg.momentum, trust_coefficient=cfg.trust_coefficient,
-                    clip_lr=cfg.clip_lr)
+        return LARS(groups, lr=lr, momentum=cfg.momentum, trust_coefficient=cfg.trust_coefficient, clip_lr=cfg.clip_lr)
     if cfg.name == "adamw":
         for g in groups:
             g.pop("lars_exclude", None)
@@ -132,9 +152,11 @@ def build_scheduler(cfg, optimizer, total_steps: int, steps_per_epoch: int):
         schedule = lambda step: 1.0  # noqa: E731
     elif cfg.name == "warmup_cosine":
         warmup = int(cfg.warmup_epochs * steps_per_epoch)
-        schedule = lambda step: warmup_cosine(step, total_steps, warmup, cfg.warmup_start_factor,  # noqa: E731
-                                              cfg.min_lr_factor)
+
+        def schedule(step):
+            return warmup_cosine(step, total_steps, warmup, cfg.warmup_start_factor, cfg.min_lr_factor)
     else:
         raise UserError(f"unknown scheduler '{cfg.name}': use scheduler=warmup_cosine|constant")
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, [(lambda step: 1.0) if group.get("constant_lr") else schedule for group in optimizer.param_groups])
+        optimizer, [(lambda step: 1.0) if group.get("constant_lr") else schedule for group in optimizer.param_groups]
+    )

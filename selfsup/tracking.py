@@ -1,6 +1,7 @@
 """Experiment tracking on Weights & Biases: the logger, its summaries, the final results and the
 run id a resumed run logs to again; what the run reports of the GPU (peak memory). Whether W&B logs
 online or offline is decided before torch loads, in selfsup/wandb_mode.py."""
+
 from __future__ import annotations
 
 import math
@@ -21,9 +22,19 @@ SUMMARY_MAX = ("val/knn_top1", "val/linear_top1", "val/finetune_top1", "val/onli
 # results.json keys logged once, after training, as val/<key> (val/knn_top1 is the per-epoch
 # monitor's; the final full kNN score goes to the summary as knn_top1).
 FINAL_METRICS = ("linear_top1", "finetune_top1")
-SUMMARY_KEYS = ("knn_top1",) + FINAL_METRICS + (
-    "knn_top1_at_init", "linear_weight_decay", "train_seconds", "train_images_per_sec", "gpu_mem_peak_gb",
-    "epochs", "steps", "global_batch_size",
+SUMMARY_KEYS = (
+    ("knn_top1",)
+    + FINAL_METRICS
+    + (
+        "knn_top1_at_init",
+        "linear_weight_decay",
+        "train_seconds",
+        "train_images_per_sec",
+        "gpu_mem_peak_gb",
+        "epochs",
+        "steps",
+        "global_batch_size",
+    )
 )
 
 
@@ -132,10 +143,13 @@ class GPUMemoryMonitor(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         if pl_module.device.type != "cuda":
             return
-        pl_module.log_dict({
-            "sys/gpu_mem_peak_gb": torch.cuda.max_memory_allocated(pl_module.device) / 2**30,
-            "sys/gpu_mem_reserved_gb": torch.cuda.memory_reserved(pl_module.device) / 2**30,
-        }, rank_zero_only=True)
+        pl_module.log_dict(
+            {
+                "sys/gpu_mem_peak_gb": torch.cuda.max_memory_allocated(pl_module.device) / 2**30,
+                "sys/gpu_mem_reserved_gb": torch.cuda.memory_reserved(pl_module.device) / 2**30,
+            },
+            rank_zero_only=True,
+        )
 
 
 def _is_number(value) -> bool:
@@ -158,8 +172,8 @@ def read_offline_run(run_dir) -> dict:
         if block - pos % block < 7:  # block trailer: padding
             pos += block - pos % block
             continue
-        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
-        chunk = data[pos + 7:pos + 7 + length]
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == 0 and length == 0:
             continue
@@ -178,8 +192,14 @@ def read_offline_run(run_dir) -> dict:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run = record.run
-            out["run"] = {"project": run.project, "name": run.display_name, "group": run.run_group,
-                          "job_type": run.job_type, "tags": list(run.tags), "id": run.run_id}
+            out["run"] = {
+                "project": run.project,
+                "name": run.display_name,
+                "group": run.run_group,
+                "job_type": run.job_type,
+                "tags": list(run.tags),
+                "id": run.run_id,
+            }
             out["config"].update(items(run.config.update))
             out["summary"].update(items(run.summary.update))
         elif kind == "config":

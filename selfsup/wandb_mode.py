@@ -10,6 +10,7 @@ Online without a key is refused with a one-line error (wandb would prompt for on
 start that fails (no network) falls back to offline with a warning instead of aborting the run
 (selfsup/tracking.py); `wandb sync <run dir>/wandb/offline-run-*` uploads an offline run later.
 """
+
 from __future__ import annotations
 
 import netrc
@@ -47,9 +48,11 @@ def wandb_mode(offline: Optional[bool] = None) -> str:
     if asked is None:
         return "online" if offline is None and api_key_configured() else "offline"
     if not api_key_configured():  # wandb would prompt for a key: refuse instead
-        raise UserError(f"W&B online logging was requested ({asked}) but no W&B API key is configured: run "
-                        "`wandb login` or set WANDB_API_KEY, or log offline (WANDB_MODE=offline, upload later "
-                        "with `wandb sync`)")
+        raise UserError(
+            f"W&B online logging was requested ({asked}) but no W&B API key is configured: run "
+            "`wandb login` or set WANDB_API_KEY, or log offline (WANDB_MODE=offline, upload later "
+            "with `wandb sync`)"
+        )
     return "online"
 
 

@@ -14,6 +14,7 @@ budget (`knn_may_fall`, MAE's ViT) must only not collapse: not below the seeds' 
 A task metric that is a loss (`task_lower_is_better`) is read as a score (learning_cases.as_score):
 its threshold is mean + 3 sd, which must lie below the control's loss and below the trivial baseline,
 the loss of predicting the mean (`trivial_baseline`, measured here on the training images)."""
+
 from __future__ import annotations
 
 import argparse
@@ -43,16 +44,22 @@ def measure(name: str, seed: int, control: bool) -> dict:
         run_dir = Path(tmp)
         results = train(command(name, CIFAR_SUBSET, seed, control), run_dir, timeout=1800)
         task = CASES[name].task_metric
-        return {"seed": seed, "knn_at_init": results["knn_top1_at_init"], "knn": results["knn_top1"],
-                "knn_gain": results["knn_top1"] - results["knn_top1_at_init"],
-                "task": last_logged(run_dir, task) if task else None, "train_seconds": results["train_seconds"],
-                "epochs": CASES[name].epochs}
+        return {
+            "seed": seed,
+            "knn_at_init": results["knn_top1_at_init"],
+            "knn": results["knn_top1"],
+            "knn_gain": results["knn_top1"] - results["knn_top1_at_init"],
+            "task": last_logged(run_dir, task) if task else None,
+            "train_seconds": results["train_seconds"],
+            "epochs": CASES[name].epochs,
+        }
 
 
 def _mae_baseline(cfg, loss, images):
     """Each hidden patch predicted as its own mean: 0 in norm_pix_loss's per-patch normalised target
     (every patch scored, the expectation over random masks)."""
     from selfsup.methods.mae import patchify
+
     patches = patchify(images, cfg.backbone.patch_size)
     return loss(torch.zeros_like(patches), patches, torch.ones(patches.shape[:2]))
 
@@ -60,6 +67,7 @@ def _mae_baseline(cfg, loss, images):
 def _context_encoder_baseline(cfg, loss, images):
     """The hole and its rim predicted as the images' mean colour."""
     from selfsup.data.pretext import make_mask
+
     mask_cfg, (batch, _, height, width) = cfg.method.mask, images.shape
     mask = make_mask(mask_cfg.kind, batch, height, width, None, mask_cfg.area, mask_cfg.block_size)
     return loss(images.mean(dim=(0, 2, 3), keepdim=True).expand_as(images), images, mask)
@@ -69,16 +77,20 @@ def _colorization_baseline(cfg, loss, images):
     """Every pixel predicted as the colour prior of the training images (the rebalanced cross-entropy of the
     best constant prediction's shape: log prior as logits)."""
     from selfsup.data.pretext import rgb_to_lab
+
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (cfg.data.mean, cfg.data.std))
     ab = rgb_to_lab((images * std + mean).clamp(0, 1))[:, 1:]
     size = cfg.data.resolution // cfg.method.output_stride
-    loss.train()(torch.zeros(len(images), loss.num_outputs, size, size), ab)   # counts the colours: the prior
+    loss.train()(torch.zeros(len(images), loss.num_outputs, size, size), ab)  # counts the colours: the prior
     prior = (loss.bin_counts / loss.bin_counts.sum()).float().clamp_min(1e-8)
     return loss.eval()(prior.log().view(1, -1, 1, 1).expand(len(images), -1, size, size), ab)
 
 
-BASELINES = {"mae": _mae_baseline, "context_encoder": _context_encoder_baseline,
-             "colorization": _colorization_baseline}  # the task loss of predicting the mean
+BASELINES = {
+    "mae": _mae_baseline,
+    "context_encoder": _context_encoder_baseline,
+    "colorization": _colorization_baseline,
+}  # the task loss of predicting the mean
 
 
 def trivial_baseline(name: str) -> float | None:
@@ -86,13 +98,22 @@ def trivial_baseline(name: str) -> float | None:
     augmentation), normalised as the loader does; None for a method without one."""
     from hydra.utils import instantiate
     from torchvision import datasets, transforms
+
     cfg = compose_train(command(name, CIFAR_SUBSET, 0))
     if cfg.method.name not in BASELINES:
         return None
     size = cfg.data.resolution
-    images = datasets.ImageFolder(Path(cfg.data.root) / "train", transforms.Compose([
-        transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
-        transforms.Normalize(cfg.data.mean, cfg.data.std)]))
+    images = datasets.ImageFolder(
+        Path(cfg.data.root) / "train",
+        transforms.Compose(
+            [
+                transforms.Resize(size),
+                transforms.CenterCrop(size),
+                transforms.ToTensor(),
+                transforms.Normalize(cfg.data.mean, cfg.data.std),
+            ]
+        ),
+    )
     images = torch.stack([image for image, _ in images])
     with torch.no_grad():
         return float(BASELINES[cfg.method.name](cfg, instantiate(cfg.loss), images))
@@ -114,8 +135,14 @@ def summarise(name: str, runs: list[dict], control: dict) -> dict:
         threshold = score - 3 * score_sd
         knn_floor = control["knn_gain"] - MIN_KNN_GAIN
         knn_floor = min(knn_floor, mean - 3 * sd) if case.knn_may_fall else knn_floor
-        summary.update(task_mean=as_score(case, score), task_sd=score_sd, task_control=control["task"],
-                       task_baseline=baseline, task_threshold=as_score(case, threshold), knn_gain_threshold=knn_floor)
+        summary.update(
+            task_mean=as_score(case, score),
+            task_sd=score_sd,
+            task_control=control["task"],
+            task_baseline=baseline,
+            task_threshold=as_score(case, threshold),
+            knn_gain_threshold=knn_floor,
+        )
     summary["refused"] = refusal(name, summary)
     return summary
 
@@ -138,19 +165,33 @@ def main() -> None:
             runs.append(done.get(seed) or measure(name, seed, control=False))
             table.setdefault(name, {})["runs"] = runs  # kept as measured: an interrupted calibration resumes
             CALIBRATION.write_text(json.dumps(table, indent=2) + "\n")
-            print(f"{name} seed {seed}: kNN {runs[-1]['knn_at_init']:.4f} -> {runs[-1]['knn']:.4f} "
-                  f"({runs[-1]['knn_gain']:+.4f})" + (f", task {runs[-1]['task']:.4f}" if runs[-1]["task"] is not None else ""),
-                  flush=True)
+            print(
+                f"{name} seed {seed}: kNN {runs[-1]['knn_at_init']:.4f} -> {runs[-1]['knn']:.4f} "
+                f"({runs[-1]['knn_gain']:+.4f})"
+                + (f", task {runs[-1]['task']:.4f}" if runs[-1]["task"] is not None else ""),
+                flush=True,
+            )
         control = (None if args.fresh else table[name].get("control")) or measure(name, seeds[0], control=True)
-        table[name] = {**summarise(name, runs, control), "command": command(name, "<cifar10-subset>", seeds[0]),
-                       "measured": time.strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - start)}
+        table[name] = {
+            **summarise(name, runs, control),
+            "command": command(name, "<cifar10-subset>", seeds[0]),
+            "measured": time.strftime("%Y-%m-%d"),
+            "seconds": round(time.perf_counter() - start),
+        }
         s = table[name]
-        print(f"{name}: gain {s['knn_gain_mean']:+.4f} +- {s['knn_gain_sd']:.4f} over {len(seeds)} seeds, "
-              f"control (lr~0) {control['knn_gain']:+.4f} -> threshold {s['knn_gain_threshold']:+.4f}"
-              + (f"; task {s['task_mean']:.4f} +- {s['task_sd']:.4f}, control {s['task_control']:.4f}"
-                 + (f", baseline {s['task_baseline']:.4f}" if s.get("task_baseline") is not None else "")
-                 + f" -> threshold {s['task_threshold']:.4f}" if "task_mean" in s else "")
-              + ("" if s["refused"] is None else f"  (does NOT hold: {s['refused']})"), flush=True)
+        print(
+            f"{name}: gain {s['knn_gain_mean']:+.4f} +- {s['knn_gain_sd']:.4f} over {len(seeds)} seeds, "
+            f"control (lr~0) {control['knn_gain']:+.4f} -> threshold {s['knn_gain_threshold']:+.4f}"
+            + (
+                f"; task {s['task_mean']:.4f} +- {s['task_sd']:.4f}, control {s['task_control']:.4f}"
+                + (f", baseline {s['task_baseline']:.4f}" if s.get("task_baseline") is not None else "")
+                + f" -> threshold {s['task_threshold']:.4f}"
+                if "task_mean" in s
+                else ""
+            )
+            + ("" if s["refused"] is None else f"  (does NOT hold: {s['refused']})"),
+            flush=True,
+        )
         CALIBRATION.write_text(json.dumps(table, indent=2) + "\n")
     print(f"calibration: {CALIBRATION}")
 

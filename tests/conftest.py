@@ -1,4 +1,5 @@
 """Shared test fixtures: composing configs in-process and running the entry points as a user would."""
+
 from __future__ import annotations
 
 import json
@@ -63,7 +64,11 @@ def run_script(script: str, args: list[str], run_dir: Path | None = None, timeou
     if run_dir is not None:
         command.append(f"hydra.run.dir={run_dir}")
     return subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
     )
 

@@ -7,6 +7,7 @@ call costs milliseconds. `check_loss_matches_global_batch` is the shared check t
 on N ranks (per-rank batch B, under real DistributedDataParallel) has the loss and gradients of one
 process on the concatenated N*B batch.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -37,8 +38,13 @@ def _loads(data: bytes):
 
 def _serve(rank: int, world_size: int, init_file: str, tasks, results) -> None:
     torch.set_num_threads(1)  # one core per rank; more oversubscribes a small CI machine
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
-                            timeout=timedelta(seconds=CALL_TIMEOUT_S))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=CALL_TIMEOUT_S),
+    )
     try:
         while (task := tasks.get()) is not None:
             try:
@@ -60,8 +66,10 @@ class RankPool:
         self._tasks = [ctx.Queue() for _ in range(world_size)]
         self._results = ctx.Queue()
         init_file = os.path.join(self._dir.name, "rendezvous")
-        self._procs = [ctx.Process(target=_serve, args=(r, world_size, init_file, self._tasks[r], self._results),
-                                   daemon=True) for r in range(world_size)]
+        self._procs = [
+            ctx.Process(target=_serve, args=(r, world_size, init_file, self._tasks[r], self._results), daemon=True)
+            for r in range(world_size)
+        ]
         for proc in self._procs:
             proc.start()
 
@@ -134,12 +142,17 @@ def _loss_on_rank(rank: int, world_size: int, loss_fn, x1: torch.Tensor, x2: tor
     mean_loss = loss.detach().clone()
     dist.all_reduce(mean_loss)
     # Inputs are not DDP parameters: their gradient sums the loss of every rank, so average it too.
-    return (mean_loss / world_size, l1.grad / world_size, l2.grad / world_size,
-            [p.grad for p in model.module.parameters()])
+    return (
+        mean_loss / world_size,
+        l1.grad / world_size,
+        l2.grad / world_size,
+        [p.grad for p in model.module.parameters()],
+    )
 
 
-def check_loss_matches_global_batch(loss_fn, world_size: int = 2, batch_per_rank: int = 4,
-                                    dim_in: int = 6, dim_out: int = 5, tol: float = 1e-5) -> None:
+def check_loss_matches_global_batch(
+    loss_fn, world_size: int = 2, batch_per_rank: int = 4, dim_in: int = 6, dim_out: int = 5, tol: float = 1e-5
+) -> None:
     """`loss_fn(z1, z2)` on `world_size` ranks equals one process on the concatenated batch: the
     loss (mean over ranks), the gradients w.r.t. every input row and the DDP-averaged gradients
     w.r.t. the projector's parameters, to `tol`."""

@@ -1,6 +1,7 @@
 """The learning tests' runs, defined once: the tests (`-m learning`) and tests/calibrate_learning.py,
 which measures each over seeds plus a no-learning control and writes the thresholds the tests use
 (tests/learning_calibration.json), both run exactly these."""
+
 from __future__ import annotations
 
 import json
@@ -25,13 +26,13 @@ MIN_SEEDS = 5
 class LearningCase:
     overrides: list[str]
     epochs: int = 2
-    task_metric: str | None = None   # a pretext task's own accuracy/loss in csv/metrics.csv (mean of the last 3 logs)
+    task_metric: str | None = None  # a pretext task's own accuracy/loss in csv/metrics.csv (mean of the last 3 logs)
     task_lower_is_better: bool = False  # the task metric is a loss (read through `as_score`)
-    knn_must_rise: bool = True       # False: the task metric is the learning signal; kNN must only not fall
-    knn_may_fall: bool = False       # (with knn_must_rise=False) kNN must only not collapse: not below the
-                                     # control's - 0.02 or, if lower, the seeds' own mean - 3 sd
-    task_margin: float = 0.02        # the task threshold must clear the control and the trivial baseline by this
-    slow: bool = False               # its budget does not fit the suite: marker slow_learning (-m slow_learning)
+    knn_must_rise: bool = True  # False: the task metric is the learning signal; kNN must only not fall
+    knn_may_fall: bool = False  # (with knn_must_rise=False) kNN must only not collapse: not below the
+    # control's - 0.02 or, if lower, the seeds' own mean - 3 sd
+    task_margin: float = 0.02  # the task threshold must clear the control and the trivial baseline by this
+    slow: bool = False  # its budget does not fit the suite: marker slow_learning (-m slow_learning)
 
 
 CASES = {
@@ -45,20 +46,35 @@ CASES = {
     # The masked-patch loss vs predicting each patch's mean (~0.98 with norm_pix_loss) and the control. 1 epoch:
     # the ViT's kNN embeddings (at init and at the end) cost more than its training; a ViT's kNN falls early
     # in MAE training (0.298 -> 0.253 in 55 steps of 64, docs/cpu_runs.md), so it need only not collapse.
-    "mae": LearningCase(["experiment=mae_cpu_short"], epochs=1, task_metric="train/loss", task_lower_is_better=True,
-                        knn_must_rise=False, knn_may_fall=True),
+    "mae": LearningCase(
+        ["experiment=mae_cpu_short"],
+        epochs=1,
+        task_metric="train/loss",
+        task_lower_is_better=True,
+        knn_must_rise=False,
+        knn_may_fall=True,
+    ),
     # 2 epochs measured +0.028 at seed 0 (docs/cpu_runs.md), at the floor of control + 0.02.
     "mocov3": LearningCase(["experiment=mocov3_cpu_short"], epochs=3),
     # benchmarks/steps_to_learn.py (12-epoch schedule, seed 0): +0.025 at 78 steps, +0.049 at 197. 4 epochs
     # were not better at seed 0 (+0.017 vs 3 epochs' +0.025; seed 1 +0.040 vs +0.041).
     "vicreg": LearningCase(["experiment=vicreg_cpu_short"], epochs=3),
     # The hole's reconstruction loss vs filling it with the mean colour; the kNN must not fall beyond noise.
-    "context_encoder": LearningCase(["experiment=context_encoder_cpu_short"], task_metric="train/reconstruction_loss",
-                                    task_lower_is_better=True, knn_must_rise=False),
+    "context_encoder": LearningCase(
+        ["experiment=context_encoder_cpu_short"],
+        task_metric="train/reconstruction_loss",
+        task_lower_is_better=True,
+        knn_must_rise=False,
+    ),
     # The class-rebalanced cross-entropy vs predicting the colour prior everywhere (the trivial baseline); kNN on
     # the lightness input must not fall beyond noise.
-    "colorization": LearningCase(["experiment=colorization_cpu_short"], epochs=8, task_metric="train/loss",
-                                 task_lower_is_better=True, knn_must_rise=False),
+    "colorization": LearningCase(
+        ["experiment=colorization_cpu_short"],
+        epochs=8,
+        task_metric="train/loss",
+        task_lower_is_better=True,
+        knn_must_rise=False,
+    ),
     # benchmarks/steps_to_learn.py (16-epoch schedule, seed 0): +0.036 at 172 steps, +0.059 at 213; 6 epochs of
     # their own schedule measured +0.026 at seed 0. 10 epochs (~5 min alone) do not fit the suite.
     "nnclr": LearningCase(["experiment=nnclr_cpu_short"], epochs=10, slow=True),
@@ -85,19 +101,29 @@ def refusal(name: str, calibrated: dict) -> str | None:
     at or above its floor. A test of a case that does not hold is refused, never asserted at a floor."""
     case, runs = CASES[name], calibrated.get("runs", [])
     if "control" not in calibrated or len(runs) < MIN_SEEDS:
-        return (f"calibrated over {len(runs)} seeds{'' if 'control' in calibrated else ' and no control'}, "
-                f"needs {MIN_SEEDS} and the lr ~ 0 control: tests/calibrate_learning.py --cases {name}")
+        return (
+            f"calibrated over {len(runs)} seeds{'' if 'control' in calibrated else ' and no control'}, "
+            f"needs {MIN_SEEDS} and the lr ~ 0 control: tests/calibrate_learning.py --cases {name}"
+        )
     if case.knn_must_rise:
         floor = max(MIN_KNN_GAIN, calibrated["control"]["knn_gain"] + MIN_KNN_GAIN)
         low = calibrated["knn_gain_mean"] - 3 * calibrated["knn_gain_sd"]
-        return None if low >= floor else (f"kNN gain mean - 3 sd {low:+.4f} does not clear {floor:+.4f} "
-                                          f"(max of {MIN_KNN_GAIN} and the control + {MIN_KNN_GAIN}) at {case.epochs} epochs")
+        return (
+            None
+            if low >= floor
+            else (
+                f"kNN gain mean - 3 sd {low:+.4f} does not clear {floor:+.4f} "
+                f"(max of {MIN_KNN_GAIN} and the control + {MIN_KNN_GAIN}) at {case.epochs} epochs"
+            )
+        )
     threshold = as_score(case, calibrated["task_threshold"])
     rivals = [("control", calibrated["task_control"]), ("trivial baseline", calibrated.get("task_baseline"))]
     for rival, value in rivals:
         if value is not None and threshold < as_score(case, value) + case.task_margin:
-            return (f"{case.task_metric} threshold {calibrated['task_threshold']:.4f} is within {case.task_margin} "
-                    f"of the {rival}'s {value:.4f}")
+            return (
+                f"{case.task_metric} threshold {calibrated['task_threshold']:.4f} is within {case.task_margin} "
+                f"of the {rival}'s {value:.4f}"
+            )
     lowest = min(r["knn_gain"] for r in runs)
     if lowest < calibrated["knn_gain_threshold"]:
         return f"a seed's kNN gain {lowest:+.4f} is below the floor {calibrated['knn_gain_threshold']:+.4f}"
@@ -106,8 +132,14 @@ def refusal(name: str, calibrated: dict) -> str | None:
 
 def command(name: str, data_root, seed: int, control: bool = False) -> list[str]:
     case = CASES[name]
-    return [*case.overrides, f"data.root={data_root}", f"seed={seed}", f"trainer.max_epochs={case.epochs}", *BUDGET,
-            *(NO_LEARNING if control else [])]
+    return [
+        *case.overrides,
+        f"data.root={data_root}",
+        f"seed={seed}",
+        f"trainer.max_epochs={case.epochs}",
+        *BUDGET,
+        *(NO_LEARNING if control else []),
+    ]
 
 
 def calibration() -> dict:

@@ -1,4 +1,5 @@
 """selfsup/distributed.py: ShuffleBN on 2 ranks against split-BN emulation, batch shuffles, SplitBatchNorm, SyncBN."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,13 +13,19 @@ from selfsup import distributed
 
 def _key_encoder() -> nn.Module:
     torch.manual_seed(2)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 5),
+    )
 
 
 def _shuffle_bn_on_rank(rank, world_size, images):
     b = images.shape[0] // world_size
-    local = images[rank * b:(rank + 1) * b]
+    local = images[rank * b : (rank + 1) * b]
     # A different seed per rank: only rank 0's permutation, broadcast, may be used.
     shuffled, unshuffle = distributed.batch_shuffle(local, torch.Generator().manual_seed(100 + rank))
     keys = distributed.batch_unshuffle(_key_encoder()(shuffled), unshuffle)
@@ -40,7 +47,7 @@ def test_shuffle_bn_two_ranks_equal_split_bn_emulation_and_unshuffle_restores_or
     assert torch.equal(torch.cat([r[0] for r in results]), shuffled)  # each rank encodes its share
     assert not torch.equal(shuffled, images)
     for rank, (_, _, _, restored) in enumerate(results):
-        assert torch.equal(restored, images[rank * 4:(rank + 1) * 4])  # exactly the original order
+        assert torch.equal(restored, images[rank * 4 : (rank + 1) * 4])  # exactly the original order
     torch.testing.assert_close(torch.cat([r[2] for r in results]), expected_keys, rtol=1e-5, atol=1e-6)
     # The check has teeth: full-batch BN (no shuffle, no split) gives other keys.
     assert not torch.allclose(_key_encoder()(images), expected_keys, atol=1e-3)

@@ -1,5 +1,6 @@
 """Bad inputs end in one actionable `error:` line before anything heavy: no traceback, no training step, no kNN at
 init; in-process and through train.py."""
+
 from __future__ import annotations
 
 import urllib.error
@@ -7,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import (
     CIFAR_SUBSET,
     REPO,
@@ -15,6 +15,7 @@ from conftest import (
     compose_train,
     run_script,
 )
+
 from selfsup.cli import config_error_message
 from selfsup.errors import UserError
 
@@ -29,7 +30,12 @@ def _bad_inputs(tmp: Path) -> list[tuple[str, list[str], dict, tuple[str, ...]]]
     not_a_ckpt.write_bytes(b"not a checkpoint")
     byol_ckpt = tmp / "byol.ckpt"
     torch.save({"hyper_parameters": {"cfg": {"method": {"name": "byol"}}}, "global_step": 5, "epoch": 0}, byol_ckpt)
-    no_key = {"WANDB_MODE": "online", "WANDB_API_KEY": "", "WANDB_IDENTITY_TOKEN_FILE": "", "NETRC": str(tmp / "no-netrc")}
+    no_key = {
+        "WANDB_MODE": "online",
+        "WANDB_API_KEY": "",
+        "WANDB_IDENTITY_TOKEN_FILE": "",
+        "NETRC": str(tmp / "no-netrc"),
+    }
     cases = [
         ("unknown-method", ["method=simclrr"], {}, ("method", "simclrr", "did you mean simclr", "simclr")),
         ("unknown-backbone", ["backbone=resnet19"], {}, ("backbone", "resnet19", "resnet18")),
@@ -46,13 +52,25 @@ def _bad_inputs(tmp: Path) -> list[tuple[str, list[str], dict, tuple[str, ...]]]
         ("zero-epochs", ["trainer.max_epochs=0"], {}, ("trainer.max_epochs", "> 0")),
         ("zero-temperature", ["loss.temperature=0"], {}, ("loss.temperature", "> 0")),
         ("batch-larger-than-dataset", ["data.batch_size=4096"], {}, ("data.batch_size=4096", "lower data.batch_size")),
-        ("moco-queue-not-divisible", ["method=mocov2", "method.queue_size=1000", "data.batch_size=48"], {},
-         ("queue", "1000", "48")),  # devices=auto: checked once the Trainer knows the world size
-        ("jigsaw-permutations-missing", ["method=jigsaw", "method.num_permutations=500"], {},
-         ("method.num_permutations=500", "100", "1000", "make_jigsaw_permutations")),
-        ("mask-larger-than-image", ["method=context_encoder", "method.mask.area=1.5"], {},
-         ("method.mask.area=1.5",)),
-        ("data-root-missing", ["data=folder", f"data.root={tmp / 'nowhere'}"], {}, (str(tmp / "nowhere"), "does not exist")),
+        (
+            "moco-queue-not-divisible",
+            ["method=mocov2", "method.queue_size=1000", "data.batch_size=48"],
+            {},
+            ("queue", "1000", "48"),
+        ),  # devices=auto: checked once the Trainer knows the world size
+        (
+            "jigsaw-permutations-missing",
+            ["method=jigsaw", "method.num_permutations=500"],
+            {},
+            ("method.num_permutations=500", "100", "1000", "make_jigsaw_permutations"),
+        ),
+        ("mask-larger-than-image", ["method=context_encoder", "method.mask.area=1.5"], {}, ("method.mask.area=1.5",)),
+        (
+            "data-root-missing",
+            ["data=folder", f"data.root={tmp / 'nowhere'}"],
+            {},
+            (str(tmp / "nowhere"), "does not exist"),
+        ),
         ("data-root-empty", ["data=folder", f"data.root={empty}"], {}, (str(empty), "empty")),
         ("data-root-without-val", ["data=folder", f"data.root={no_val}"], {}, ("val/",)),
         ("data-root-unset", ["data=folder"], {}, ("data.root", "not set")),
@@ -71,13 +89,37 @@ def _bad_inputs(tmp: Path) -> list[tuple[str, list[str], dict, tuple[str, ...]]]
 
 
 BAD_INPUT_IDS = [  # the cases of _bad_inputs, by name
-    "unknown-method", "unknown-backbone", "unknown-data", "typo-key", "typo-key-added-with-plus",
-    "unknown-top-level-key", "wrong-type", "wrong-type-int", "malformed-override", "zero-lr", "negative-lr",
-    "zero-batch", "zero-epochs", "zero-temperature", "batch-larger-than-dataset", "moco-queue-not-divisible",
-    "jigsaw-permutations-missing", "mask-larger-than-image", "data-root-missing", "data-root-empty",
-    "data-root-without-val", "data-root-unset", "checkpoint-missing", "checkpoint-unreadable",
-    "checkpoint-of-another-method", "syncbn-without-gpus", "more-cpu-devices-than-cores",
-    "wandb-online-without-key", "bad-resume-mode", "bad-on-nonfinite", "gpu-requested-without-gpu",
+    "unknown-method",
+    "unknown-backbone",
+    "unknown-data",
+    "typo-key",
+    "typo-key-added-with-plus",
+    "unknown-top-level-key",
+    "wrong-type",
+    "wrong-type-int",
+    "malformed-override",
+    "zero-lr",
+    "negative-lr",
+    "zero-batch",
+    "zero-epochs",
+    "zero-temperature",
+    "batch-larger-than-dataset",
+    "moco-queue-not-divisible",
+    "jigsaw-permutations-missing",
+    "mask-larger-than-image",
+    "data-root-missing",
+    "data-root-empty",
+    "data-root-without-val",
+    "data-root-unset",
+    "checkpoint-missing",
+    "checkpoint-unreadable",
+    "checkpoint-of-another-method",
+    "syncbn-without-gpus",
+    "more-cpu-devices-than-cores",
+    "wandb-online-without-key",
+    "bad-resume-mode",
+    "bad-on-nonfinite",
+    "gpu-requested-without-gpu",
 ]
 
 
@@ -93,8 +135,13 @@ def test_bad_input_fails_before_training_in_one_line(case, bad_inputs, tmp_path)
     if case not in bad_inputs:
         pytest.skip("a CUDA GPU is present")
     _, args, env, expected = bad_inputs[case]
-    proc = run_script("train.py", [*args, "eval.knn_at_init=false", "trainer.enable_progress_bar=false"],
-                      tmp_path / "run", timeout=300, env=env)
+    proc = run_script(
+        "train.py",
+        [*args, "eval.knn_at_init=false", "trainer.enable_progress_bar=false"],
+        tmp_path / "run",
+        timeout=300,
+        env=env,
+    )
     assert_one_line_error(proc, *expected)
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
 
@@ -140,7 +187,10 @@ BAD_RUNS = {  # overrides -> what the one line must say
     "bogus precision": (["trainer.precision=bogus"], "trainer.precision=bogus is not a precision"),
     "16-mixed on CPU": (["trainer.precision=16-mixed"], "does not run on a CPU"),
     "3 devices, no GPU": (["trainer.devices=3"], "trainer.accelerator=cpu trainer.devices=3"),
-    "8-GPU recipe on CPU": (["experiment=simclr_imagenet", f"data.root={CIFAR_SUBSET}"], "asks for 8 devices but no GPU"),
+    "8-GPU recipe on CPU": (
+        ["experiment=simclr_imagenet", f"data.root={CIFAR_SUBSET}"],
+        "asks for 8 devices but no GPU",
+    ),
     "ddp on one device": (["strategy=ddp"], "use strategy=single"),
     "warm-up longer than the run": (["scheduler.warmup_epochs=20", "trainer.max_epochs=2"], "longer than the run"),
     "resolution beyond the data": (["data.resolution=64"], "data.resolution=64 is over 4x the 8 px images"),
@@ -166,11 +216,14 @@ def test_bad_input_is_one_line_before_any_work(case, tmp_path, monkeypatch):
     assert message in text and "\n" not in text, text
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["optimizer.name=larss"], "optimizer.name"),
-    (["eval=linear", "eval.linear.solver=adam"], "eval.linear.solver"),
-    (["scheduler.name=cosine"], "scheduler.name"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["optimizer.name=larss"], "optimizer.name"),
+        (["eval=linear", "eval.linear.solver=adam"], "eval.linear.solver"),
+        (["scheduler.name=cosine"], "scheduler.name"),
+    ],
+)
 def test_a_typo_in_a_choice_is_refused_when_composing(overrides, key):
     with pytest.raises(Exception) as raised:
         compose_train(overrides)
@@ -195,16 +248,20 @@ def _one_error_line(proc) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize("script, args, message", [
-    ("eval.py", ["ckpt_path={tmp}/notes.txt"], "it is truncated or not a Lightning checkpoint"),
-    ("train.py", ["optimizer.name=larss"], "expected one of [sgd, lars, adamw] (did you mean lars?)"),
-    ("train.py", ["trainer.devices=3"], "trainer.accelerator=cpu trainer.devices=3"),
-    ("train.py", ["-m", "method=simclr,byol", "--cfg", "job"], "--multirun and --cfg cannot be combined"),
-])
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        ("eval.py", ["ckpt_path={tmp}/notes.txt"], "it is truncated or not a Lightning checkpoint"),
+        ("train.py", ["optimizer.name=larss"], "expected one of [sgd, lars, adamw] (did you mean lars?)"),
+        ("train.py", ["trainer.devices=3"], "trainer.accelerator=cpu trainer.devices=3"),
+        ("train.py", ["-m", "method=simclr,byol", "--cfg", "job"], "--multirun and --cfg cannot be combined"),
+    ],
+)
 def test_entry_point_fails_in_one_line(script, args, message, tmp_path):
     (tmp_path / "notes.txt").write_text("not a checkpoint")
-    proc = run_script(script, [a.format(tmp=tmp_path) for a in args], tmp_path / "run",
-                      env={"CUDA_VISIBLE_DEVICES": ""}, timeout=120)
+    proc = run_script(
+        script, [a.format(tmp=tmp_path) for a in args], tmp_path / "run", env={"CUDA_VISIBLE_DEVICES": ""}, timeout=120
+    )
     assert message in _one_error_line(proc)
 
 

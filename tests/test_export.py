@@ -1,4 +1,5 @@
 """The exported backbone loads strictly into stock torchvision and timm; the export CLI's help and errors."""
+
 from __future__ import annotations
 
 import subprocess
@@ -6,7 +7,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO, run_script
 
 
@@ -24,8 +24,15 @@ def _checkpoint(tmp_path, backbone_cfg: dict):
     state["projector.0.weight"] = torch.randn(8, 8)  # the rest of the training module: not exported
     path = tmp_path / "checkpoints" / "last.ckpt"
     path.parent.mkdir(parents=True)
-    torch.save({"state_dict": state, "hyper_parameters": {"cfg": {"backbone": backbone_cfg, "method": {"name": "simclr"}}},
-                "global_step": 1, "epoch": 0}, path)
+    torch.save(
+        {
+            "state_dict": state,
+            "hyper_parameters": {"cfg": {"backbone": backbone_cfg, "method": {"name": "simclr"}}},
+            "global_step": 1,
+            "epoch": 0,
+        },
+        path,
+    )
     return path, backbone.eval()
 
 
@@ -46,8 +53,9 @@ def test_exported_resnet_loads_strictly_into_stock_torchvision(tmp_path, cifar_s
 
     from selfsup.export import export_backbone
 
-    path, backbone = _checkpoint(tmp_path, {"name": "resnet18", "cifar_stem": cifar_stem, "zero_init_residual": False,
-                                            "channels_last": True})
+    path, backbone = _checkpoint(
+        tmp_path, {"name": "resnet18", "cifar_stem": cifar_stem, "zero_init_residual": False, "channels_last": True}
+    )
     (safetensors_path, pt_path), code = export_backbone(str(path))
     assert safetensors_path == path.parent / "backbone.safetensors" and pt_path == path.parent / "backbone.pt"
     assert ("model.maxpool = torch.nn.Identity()" in code[1]) == cifar_stem
@@ -61,11 +69,23 @@ def test_exported_resnet_loads_strictly_into_stock_torchvision(tmp_path, cifar_s
             torch.testing.assert_close(model.eval()(batch), backbone(batch), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("backbone_cfg", [
-    {"name": "resnet18", "cifar_stem": True, "zero_init_residual": False, "channels_last": True},
-    {"name": "vit_tiny", "cifar_stem": False, "channels_last": False, "image_size": 32, "patch_size": None,
-     "pool": "token", "pos_embed": "sincos", "drop_path_rate": 0.0},
-], ids=["resnet18", "vit_tiny"])
+@pytest.mark.parametrize(
+    "backbone_cfg",
+    [
+        {"name": "resnet18", "cifar_stem": True, "zero_init_residual": False, "channels_last": True},
+        {
+            "name": "vit_tiny",
+            "cifar_stem": False,
+            "channels_last": False,
+            "image_size": 32,
+            "patch_size": None,
+            "pool": "token",
+            "pos_embed": "sincos",
+            "drop_path_rate": 0.0,
+        },
+    ],
+    ids=["resnet18", "vit_tiny"],
+)
 def test_exported_backbone_loads_strictly_into_stock_timm(tmp_path, backbone_cfg):
     pytest.importorskip("timm")
     from selfsup.export import export_backbone
@@ -77,11 +97,15 @@ def test_exported_backbone_loads_strictly_into_stock_timm(tmp_path, backbone_cfg
 
 
 def test_export_cli_help_and_one_line_errors(tmp_path):
-    help_proc = subprocess.run([sys.executable, str(REPO / "scripts/export.py"), "--help"], capture_output=True, text=True,
-                               timeout=60)
-    assert help_proc.returncode == 0 and "ckpt_path=" in help_proc.stdout and "format=torchvision|timm" in help_proc.stdout
-    path, _ = _checkpoint(tmp_path, {"name": "resnet18", "cifar_stem": False, "zero_init_residual": False,
-                                     "channels_last": True})
+    help_proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts/export.py"), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert (
+        help_proc.returncode == 0 and "ckpt_path=" in help_proc.stdout and "format=torchvision|timm" in help_proc.stdout
+    )
+    path, _ = _checkpoint(
+        tmp_path, {"name": "resnet18", "cifar_stem": False, "zero_init_residual": False, "channels_last": True}
+    )
     ok = run_script("scripts/export.py", [f"ckpt_path={path}"])
     assert ok.returncode == 0, ok.stderr
     assert "model.load_state_dict(safetensors.torch.load_file(" in ok.stdout

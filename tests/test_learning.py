@@ -15,13 +15,13 @@ seeds' own mean - 3 sd.
 A task metric that is a loss (MAE) must end at or below mean + 3 sd, a
 threshold that itself lies below the control's loss and the trivial baseline's (predicting the mean).
 """
+
 from __future__ import annotations
 
 import csv
 from functools import partial
 
 import pytest
-
 from conftest import train
 from learning_cases import CASES, MIN_KNN_GAIN, as_score, calibration, command, refusal
 
@@ -48,20 +48,28 @@ def test_learns_on_real_images(name, tmp_path, cifar_subset):
     case, calibrated = CASES[name], CALIBRATED[name]
     results = train(command(name, cifar_subset, SEED), tmp_path)
     gain = results["knn_top1"] - results["knn_top1_at_init"]
-    measured = (f"calibrated {calibrated['knn_gain_mean']:+.4f} +- {calibrated['knn_gain_sd']:.4f} "
-                f"over {len(calibrated['runs'])} seeds")
-    print(f"{name}: kNN top-1 {results['knn_top1_at_init']:.4f} -> {results['knn_top1']:.4f} ({gain:+.4f}; {measured}), "
-          f"{results['train_seconds']:.0f} s of training")
+    measured = (
+        f"calibrated {calibrated['knn_gain_mean']:+.4f} +- {calibrated['knn_gain_sd']:.4f} "
+        f"over {len(calibrated['runs'])} seeds"
+    )
+    print(
+        f"{name}: kNN top-1 {results['knn_top1_at_init']:.4f} -> {results['knn_top1']:.4f} ({gain:+.4f}; {measured}), "
+        f"{results['train_seconds']:.0f} s of training"
+    )
     assert gain >= calibrated["knn_gain_threshold"], f"{name}: kNN gain {gain:+.4f} ({measured})"
     if case.knn_must_rise:
         assert gain >= MIN_KNN_GAIN
     if case.task_metric:
         task, threshold = last_logged(tmp_path, case.task_metric), calibrated["task_threshold"]
         baseline = calibrated.get("task_baseline")
-        print(f"{name}: {case.task_metric} {task:.4f} (calibrated {calibrated['task_mean']:.4f} +- "
-              f"{calibrated['task_sd']:.4f}, threshold {threshold:.4f}, lr ~ 0: {calibrated['task_control']:.4f}"
-              + ("" if baseline is None else f", predicting the mean: {baseline:.4f}") + ")")
+        print(
+            f"{name}: {case.task_metric} {task:.4f} (calibrated {calibrated['task_mean']:.4f} +- "
+            f"{calibrated['task_sd']:.4f}, threshold {threshold:.4f}, lr ~ 0: {calibrated['task_control']:.4f}"
+            + ("" if baseline is None else f", predicting the mean: {baseline:.4f}")
+            + ")"
+        )
         score = partial(as_score, case)  # higher is better: a loss negated
-        assert score(task) >= score(threshold) > score(calibrated["task_control"]), \
+        assert score(task) >= score(threshold) > score(calibrated["task_control"]), (
             f"{name}: {case.task_metric} {task:.4f} vs threshold {threshold:.4f}"
+        )
         assert baseline is None or score(threshold) > score(baseline), f"{name}: threshold {threshold:.4f} vs baseline"

@@ -1,4 +1,5 @@
 """W&B stays offline unless opted in."""
+
 from __future__ import annotations
 
 import pytest

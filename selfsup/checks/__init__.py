@@ -7,10 +7,19 @@ One concern per file: `train.py` (what train.py runs, in order, and the recipe w
 `config.py` (schema keys, unset values, ranges, run options), `data.py` (data root, normalisation),
 `devices.py` (devices, precision, CPU processes, the recipe's global batch); W&B's key:
 selfsup/wandb_mode.py."""
+
 from selfsup.checks.config import check_eval_options, resume_enabled
 from selfsup.checks.data import eval_data
 from selfsup.checks.devices import check_global_batch, requested_devices
 from selfsup.checks.train import check_inputs, check_train_config, recipe_warning
 
-__all__ = ["check_eval_options", "check_global_batch", "eval_data", "check_inputs", "check_train_config", "recipe_warning",
-           "requested_devices", "resume_enabled"]
+__all__ = [
+    "check_eval_options",
+    "check_global_batch",
+    "eval_data",
+    "check_inputs",
+    "check_train_config",
+    "recipe_warning",
+    "requested_devices",
+    "resume_enabled",
+]

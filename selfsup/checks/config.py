@@ -1,4 +1,5 @@
 """The config's own values: keys the schema lacks, `???` left unset, ranges, the run options."""
+
 from __future__ import annotations
 
 import re
@@ -53,8 +54,10 @@ def check_schema_keys(cfg) -> None:
 
                     close = difflib.get_close_matches(str(key), sorted(fields), n=1)
                     hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-                    raise UserError(f"unknown key '{prefix}{key}'{hint}: the {schema.__name__} schema has no such "
-                                    "setting, so a '+' override cannot add it (`python train.py --cfg job` lists every key)")
+                    raise UserError(
+                        f"unknown key '{prefix}{key}'{hint}: the {schema.__name__} schema has no such "
+                        "setting, so a '+' override cannot add it (`python train.py --cfg job` lists every key)"
+                    )
         for key in node.keys():
             walk(node._get_node(key), f"{prefix}{key}.")
 
@@ -91,8 +94,10 @@ def check_ranges(cfg) -> None:
         raise UserError(f"trainer.max_steps must be > 0 (or -1: bounded by max_epochs), got {trainer.max_steps}")
     every = trainer.check_val_every_n_epoch
     if every != "auto" and not (isinstance(every, int) and every >= 1):
-        raise UserError(f"trainer.check_val_every_n_epoch={every} must be auto (the kNN monitor takes ~5% of the "
-                        "training compute) or an epoch count >= 1")
+        raise UserError(
+            f"trainer.check_val_every_n_epoch={every} must be auto (the kNN monitor takes ~5% of the "
+            "training compute) or an epoch count >= 1"
+        )
     check_eval_options(cfg.eval)
     if cfg.data.num_workers is not None and cfg.data.num_workers < 0:
         raise UserError(f"data.num_workers must be >= 0 (0: load in the main process), got {cfg.data.num_workers}")
@@ -108,8 +113,10 @@ def check_eval_options(eval_cfg) -> None:
             if knn[key] is None or knn[key] <= 0:
                 raise UserError(f"eval.knn.{key} must be > 0, got {knn[key]}: set eval.knn.{key}=<positive value>")
     if eval_cfg.get("linear") is not None and eval_cfg.get("linear_standard") is not None:
-        raise UserError("eval.linear (the probe) and eval.linear_standard both report linear_top1: use "
-                        "eval=linear_standard for the papers' protocol or eval=linear for the fast probe")
+        raise UserError(
+            "eval.linear (the probe) and eval.linear_standard both report linear_top1: use "
+            "eval=linear_standard for the papers' protocol or eval=linear for the fast probe"
+        )
     fraction = eval_cfg.get("label_fraction")
     if fraction is not None and not 0 < fraction <= 1:
         raise UserError(f"eval.label_fraction={fraction} must be in (0, 1]: e.g. 0.01 or 0.1 (null: every label)")
@@ -124,7 +131,9 @@ RANDAUGMENT = re.compile(r"rand(-(m|n|mmax|inc)\d+|-(mstd|p)\d+(\.\d+)?|-t\w+)*"
 def check_finetune_options(finetune) -> None:
     """What fine-tuning (selfsup/eval/finetune.py) would refuse after pretraining, refused before it."""
     if not 0 < finetune.layer_decay <= 1:
-        raise UserError(f"eval.finetune.layer_decay={finetune.layer_decay} must be in (0, 1] (1: no decay; MAE: 0.65 ViT-B)")
+        raise UserError(
+            f"eval.finetune.layer_decay={finetune.layer_decay} must be in (0, 1] (1: no decay; MAE: 0.65 ViT-B)"
+        )
     for key in ("drop_path", "random_erasing"):  # .get: a config saved before these options existed
         if not 0 <= finetune.get(key, 0.0) < 1:
             raise UserError(f"eval.finetune.{key}={finetune[key]} is a probability: use a value in [0, 1)")
@@ -133,8 +142,10 @@ def check_finetune_options(finetune) -> None:
             raise UserError(f"eval.finetune.{key}={finetune[key]} is a Beta(alpha, alpha)'s alpha: use >= 0 (0: off)")
     randaugment = finetune.get("randaugment")
     if randaugment is not None and not RANDAUGMENT.fullmatch(randaugment):
-        raise UserError(f"eval.finetune.randaugment={randaugment} is not timm's RandAugment string: "
-                        "e.g. rand-m9-mstd0.5-inc1 (MAE's; null: off)")
+        raise UserError(
+            f"eval.finetune.randaugment={randaugment} is not timm's RandAugment string: "
+            "e.g. rand-m9-mstd0.5-inc1 (MAE's; null: off)"
+        )
 
 
 def resume_enabled(value) -> bool:
@@ -142,8 +153,10 @@ def resume_enabled(value) -> bool:
     or never; true/false are accepted as synonyms."""
     key = str(value).strip().lower()
     if key not in RESUME_MODES:
-        raise UserError(f"resume={value} is not a resume mode: use resume=auto (continue the last run of this "
-                        "command) or resume=never (always start afresh)")
+        raise UserError(
+            f"resume={value} is not a resume mode: use resume=auto (continue the last run of this "
+            "command) or resume=never (always start afresh)"
+        )
     return RESUME_MODES[key]
 
 
@@ -151,8 +164,10 @@ def check_run_options(cfg) -> None:
     resume_enabled(cfg.get("resume", "auto"))
     mode = cfg.get("on_nonfinite", "stop")
     if mode not in NONFINITE_MODES:
-        raise UserError(f"on_nonfinite={mode} is not a choice: use on_nonfinite=stop (stop the run, the default) "
-                        "or on_nonfinite=skip (skip the batch)")
+        raise UserError(
+            f"on_nonfinite={mode} is not a choice: use on_nonfinite=stop (stop the run, the default) "
+            "or on_nonfinite=skip (skip the batch)"
+        )
     step = cfg.get("inject_nan_at_step")
     if step is not None and step < 0:
         raise UserError(f"inject_nan_at_step must be >= 0 (a global step), got {step}")
@@ -168,6 +183,8 @@ def check_warmup(cfg) -> None:
     """A warm-up longer than the run never reaches the base LR, and the cosine never starts."""
     warmup, epochs = cfg.scheduler.warmup_epochs, cfg.trainer.max_epochs
     if cfg.scheduler.name == "warmup_cosine" and cfg.trainer.max_steps == -1 and warmup > epochs:
-        raise UserError(f"scheduler.warmup_epochs={warmup} is longer than the run (trainer.max_epochs={epochs}): the LR "
-                        f"would never reach its base value; set scheduler.warmup_epochs<={epochs} (e.g. "
-                        f"{max(0, epochs // 10)}) or train longer")
+        raise UserError(
+            f"scheduler.warmup_epochs={warmup} is longer than the run (trainer.max_epochs={epochs}): the LR "
+            f"would never reach its base value; set scheduler.warmup_epochs<={epochs} (e.g. "
+            f"{max(0, epochs // 10)}) or train longer"
+        )

@@ -1,12 +1,19 @@
 """What train.py checks before torch loads, in order, and the warning for a benchmark dataset
 trained without a paper recipe."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from selfsup.checks.config import (check_missing_values, check_ranges, check_run_options,
-                                   check_schema_keys, check_values, check_warmup)
+from selfsup.checks.config import (
+    check_missing_values,
+    check_ranges,
+    check_run_options,
+    check_schema_keys,
+    check_values,
+    check_warmup,
+)
 from selfsup.checks.data import check_data_root, check_normalisation, eval_data
 from selfsup.checks.devices import check_cpu_devices, check_devices, check_precision
 from selfsup.wandb_mode import check_wandb
@@ -46,9 +53,15 @@ def recipe_warning(cfg) -> str | None:
         return None
     recipes = sorted(p.stem for p in EXPERIMENTS.glob(f"*_{data}.yaml"))
     own = [r for r in recipes if r.startswith(f"{method}_") or r.startswith(f"{method}v")]
-    advice = (f"use experiment={own[0]}" if own else
-              f"the recipes for data={data}: " + ", ".join(f"experiment={r}" for r in recipes) if recipes else
-              f"no paper recipe exists for data={data} (see conf/experiment/)")
-    return (f"WARNING: method={method} data={data} without experiment= trains the small default settings "
-            f"(backbone={cfg.backbone.name}, {cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size} per device), "
-            f"not a paper's recipe, so its numbers are not comparable to published ones: {advice}")
+    advice = (
+        f"use experiment={own[0]}"
+        if own
+        else f"the recipes for data={data}: " + ", ".join(f"experiment={r}" for r in recipes)
+        if recipes
+        else f"no paper recipe exists for data={data} (see conf/experiment/)"
+    )
+    return (
+        f"WARNING: method={method} data={data} without experiment= trains the small default settings "
+        f"(backbone={cfg.backbone.name}, {cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size} per device), "
+        f"not a paper's recipe, so its numbers are not comparable to published ones: {advice}"
+    )

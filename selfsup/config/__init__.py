@@ -9,6 +9,7 @@ and what is required; the values are in the YAML, so a field that its YAML sets 
 tree are registered here too, and `compose_train` composes conf/train.yaml outside a Hydra app
 (tests, bench, notebooks).
 """
+
 from __future__ import annotations
 
 import os

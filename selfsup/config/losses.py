@@ -1,4 +1,5 @@
 """Schemas of the loss group."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,10 +47,10 @@ class NegativeCosineConfig:
 @dataclass
 class VICRegLossConfig:
     _target_: str = MISSING
-    invariance_weight: float = MISSING      # lambda
-    variance_weight: float = MISSING        # mu
-    covariance_weight: float = MISSING      # nu
-    gamma: float = MISSING                  # target std of every dimension
+    invariance_weight: float = MISSING  # lambda
+    variance_weight: float = MISSING  # mu
+    covariance_weight: float = MISSING  # nu
+    gamma: float = MISSING  # target std of every dimension
     eps: float = MISSING
 
 
@@ -57,7 +58,7 @@ class VICRegLossConfig:
 @dataclass
 class DINOLossConfig:
     _target_: str = MISSING
-    output_dim: int = MISSING               # K of DINO's head
+    output_dim: int = MISSING  # K of DINO's head
     student_temperature: float = MISSING
     teacher_temperature: float = MISSING
     warmup_teacher_temperature: float = MISSING
@@ -69,7 +70,7 @@ class DINOLossConfig:
 @dataclass
 class MAELossConfig:
     _target_: str = MISSING
-    norm_pix_loss: bool = MISSING           # targets: each patch normalised by its own mean and variance
+    norm_pix_loss: bool = MISSING  # targets: each patch normalised by its own mean and variance
 
 
 @schema("loss/mocov3")
@@ -90,7 +91,7 @@ class CrossEntropyConfig:
 @dataclass
 class InpaintingConfig:
     _target_: str = MISSING
-    overlap: int = MISSING                  # px band inside the mask edge (the paper: 4 at 128 px)
+    overlap: int = MISSING  # px band inside the mask edge (the paper: 4 at 128 px)
     overlap_weight: float = MISSING
     adversarial: bool = MISSING
     reconstruction_weight: float = MISSING
@@ -101,12 +102,12 @@ class InpaintingConfig:
 @dataclass
 class ColorizationLossConfig:
     _target_: str = MISSING
-    kind: str = MISSING                     # regression | classification (over quantised ab bins)
-    regression: str = MISSING               # smooth_l1 | l2, on ab / 110
-    bin_size: float = MISSING               # classification: ab grid step
-    sigma: float = MISSING                  # soft-encoding Gaussian over neighbouring bins
-    rebalance: float = MISSING              # lambda: prior mixed with uniform, weights ~ 1 / mixture
-    temperature: float = MISSING            # annealed mean when decoding a prediction
+    kind: str = MISSING  # regression | classification (over quantised ab bins)
+    regression: str = MISSING  # smooth_l1 | l2, on ab / 110
+    bin_size: float = MISSING  # classification: ab grid step
+    sigma: float = MISSING  # soft-encoding Gaussian over neighbouring bins
+    rebalance: float = MISSING  # lambda: prior mixed with uniform, weights ~ 1 / mixture
+    temperature: float = MISSING  # annealed mean when decoding a prediction
 
 
 @schema("loss/pairwise_margin")
@@ -120,8 +121,8 @@ class PairwiseMarginConfig:
 @dataclass
 class SwAVLossConfig:
     _target_: str = MISSING
-    temperature: float = MISSING            # of the softmax over prototypes that predicts the codes
-    epsilon: float = MISSING                # Sinkhorn-Knopp's entropic regularisation
+    temperature: float = MISSING  # of the softmax over prototypes that predicts the codes
+    epsilon: float = MISSING  # Sinkhorn-Knopp's entropic regularisation
     sinkhorn_iterations: int = MISSING
 
 

@@ -1,6 +1,7 @@
 """The schema registry. A schema dataclass names the config path its YAMLs pull with `@schema`, the same
 string they write after /schema/ (`defaults: [/schema/method/simclr@_here_, _self_]`): the path lives once,
 beside the class, and `register_configs` hands every registered schema to Hydra's ConfigStore."""
+
 from __future__ import annotations
 
 from typing import Callable, TypeVar

@@ -1,4 +1,5 @@
 """Schemas of the optimizer, scheduler, trainer, strategy and paths groups, and of the whole train config."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,17 +26,17 @@ class SchedulerName(StrEnum):
 @dataclass
 class OptimizerConfig:
     name: OptimizerName = MISSING
-    lr: float = MISSING                     # base LR for a global batch of 256
-    scale_lr: bool = True                   # lr = base_lr * global_batch / 256
+    lr: float = MISSING  # base LR for a global batch of 256
+    scale_lr: bool = True  # lr = base_lr * global_batch / 256
     weight_decay: float = MISSING
     momentum: float = 0.9
     nesterov: bool = False
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    trust_coefficient: float = 0.001        # LARS
-    clip_lr: bool = False                   # LARS: adaptive LR clipped to the base LR (solo-learn's clip_lars_lr)
+    trust_coefficient: float = 0.001  # LARS
+    clip_lr: bool = False  # LARS: adaptive LR clipped to the base LR (solo-learn's clip_lars_lr)
     exclude_bias_and_norm: bool = True
-    bias_and_norm_lr_factor: float = 1.0    # LR of biases and norm weights / the others' (Barlow Twins: 0.024)
-    probe_lr: float = 0.1                   # online linear probe, its own group, no weight decay
+    bias_and_norm_lr_factor: float = 1.0  # LR of biases and norm weights / the others' (Barlow Twins: 0.024)
+    probe_lr: float = 0.1  # online linear probe, its own group, no weight decay
 
 
 @schema("scheduler/base")
@@ -58,7 +59,7 @@ class TrainerConfig:
     max_steps: int = -1
     limit_train_batches: Optional[Any] = None
     limit_val_batches: Optional[Any] = None
-    check_val_every_n_epoch: Any = MISSING   # an int, or auto: the kNN monitor costs ~5% of training (run/plan.py)
+    check_val_every_n_epoch: Any = MISSING  # an int, or auto: the kNN monitor costs ~5% of training (run/plan.py)
     log_every_n_steps: int = MISSING
     accumulate_grad_batches: int = 1
     gradient_clip_val: Optional[float] = None
@@ -75,11 +76,11 @@ class TrainerConfig:
 @dataclass
 class StrategyConfig:
     name: str = MISSING
-    strategy: Any = MISSING                 # Lightning strategy name: auto | ddp | ddp_spawn
-    sync_batchnorm: bool = False            # convert BatchNorm to SyncBatchNorm (GPUs only)
-    shuffle_bn: bool = False                # MoCo: shuffle the key batch across ranks around the key encoder
-    split_bn_groups: int = 1                # > 1: BatchNorm statistics per group of the per-device batch,
-                                            # emulating that many devices without SyncBN (one-device ShuffleBN)
+    strategy: Any = MISSING  # Lightning strategy name: auto | ddp | ddp_spawn
+    sync_batchnorm: bool = False  # convert BatchNorm to SyncBatchNorm (GPUs only)
+    shuffle_bn: bool = False  # MoCo: shuffle the key batch across ranks around the key encoder
+    split_bn_groups: int = 1  # > 1: BatchNorm statistics per group of the per-device batch,
+    # emulating that many devices without SyncBN (one-device ShuffleBN)
 
 
 @schema("paths/base")
@@ -113,12 +114,12 @@ class TrainConfig:
     tags: List[str] = field(default_factory=list)
     seed: Optional[int] = 42
     ckpt_path: Optional[str] = None
-    weights: Optional[str] = None           # warm start the backbone: a state dict file, resnet50.IMAGENET1K_V2,
-                                            # timm/<model>.<tag> (local caches only) or random
-    hparams_search: Any = None              # conf/hparams_search/<name>.yaml (Optuna), a multirun
+    weights: Optional[str] = None  # warm start the backbone: a state dict file, resnet50.IMAGENET1K_V2,
+    # timm/<model>.<tag> (local caches only) or random
+    hparams_search: Any = None  # conf/hparams_search/<name>.yaml (Optuna), a multirun
     optimized_metric: Optional[str] = None  # what train.py returns to a sweeper, e.g. val/knn_top1
-    compile: bool = False                   # torch.compile the backbone (first steps slower, later ones faster)
-    images: bool = True                     # <run dir>/images/: views, neighbours, embedding, curves (selfsup/pictures/)
-    resume: str = "auto"                    # auto: continue this command's unfinished run | never
-    on_nonfinite: str = "stop"              # a NaN/inf loss: stop (keep the last good checkpoint) | skip the batch
+    compile: bool = False  # torch.compile the backbone (first steps slower, later ones faster)
+    images: bool = True  # <run dir>/images/: views, neighbours, embedding, curves (selfsup/pictures/)
+    resume: str = "auto"  # auto: continue this command's unfinished run | never
+    on_nonfinite: str = "stop"  # a NaN/inf loss: stop (keep the last good checkpoint) | skip the batch
     inject_nan_at_step: Optional[int] = None  # TEST HOOK (debug=inject_nan): the loss of this global step becomes NaN

@@ -3,6 +3,7 @@ order of the colour adjustments, the blur sigma) drawn per sample, as torchvisio
 transforms draw them: the building blocks of `selfsup.data.gpu_augment.DeviceAugment`. Input is a
 float batch (B, C, H, W) in [0, 1] (`to_float` makes one from uint8) on any device; no op syncs
 with the host. `denormalize` turns a normalised batch back into such pixels (for pictures)."""
+
 from __future__ import annotations
 
 import torch
@@ -10,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's convert("L")
-SOLARIZE_THRESHOLD = 128 / 255        # RandomSolarize(threshold=128) on uint8 images
-BLUR_SIGMA = (0.1, 2.0)               # SimCLR's GaussianBlur sigma range
+SOLARIZE_THRESHOLD = 128 / 255  # RandomSolarize(threshold=128) on uint8 images
+BLUR_SIGMA = (0.1, 2.0)  # SimCLR's GaussianBlur sigma range
 
 
 def _rand(batch: int, device, generator=None) -> Tensor:
@@ -87,11 +88,14 @@ def _hsv_to_rgb(hsv: Tensor) -> Tensor:
     q = (v * (1.0 - s * f)).clamp(0, 1)
     t = (v * (1.0 - s * (1.0 - f))).clamp(0, 1)
     # sector i -> (r, g, b) from (v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q)
-    table = torch.stack((
-        torch.stack((v, q, p, p, t, v), dim=1),
-        torch.stack((t, v, v, q, p, p), dim=1),
-        torch.stack((p, p, t, v, v, q), dim=1),
-    ), dim=1)                                                   # (B, 3, 6, H, W)
+    table = torch.stack(
+        (
+            torch.stack((v, q, p, p, t, v), dim=1),
+            torch.stack((t, v, v, q, p, p), dim=1),
+            torch.stack((p, p, t, v, v, q), dim=1),
+        ),
+        dim=1,
+    )  # (B, 3, 6, H, W)
     index = i.unsqueeze(1).unsqueeze(2).expand(-1, 3, 1, -1, -1)
     return table.gather(2, index).squeeze(2)
 
@@ -103,16 +107,28 @@ def adjust_hue(images: Tensor, factor: Tensor) -> Tensor:
     return _hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), dim=1))
 
 
-def color_jitter(images: Tensor, brightness: float, contrast: float, saturation: float, hue: float,
-                 p: float = 1.0, random_order: bool = True, generator=None) -> Tensor:
+def color_jitter(
+    images: Tensor,
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    hue: float,
+    p: float = 1.0,
+    random_order: bool = True,
+    generator=None,
+) -> Tensor:
     """RandomApply([ColorJitter(brightness, contrast, saturation, hue)], p) on each image of a float
     batch in [0, 1]: per sample, whether to apply, the four factors, and (random_order) the order of
     the four adjustments, as torchvision's ColorJitter draws them per image."""
     batch, device = images.shape[0], images.device
     applied = _rand(batch, device, generator) < p
     ops = []
-    for op, strength, identity in ((adjust_brightness, brightness, 1.0), (adjust_contrast, contrast, 1.0),
-                                   (adjust_saturation, saturation, 1.0), (adjust_hue, hue, 0.0)):
+    for op, strength, identity in (
+        (adjust_brightness, brightness, 1.0),
+        (adjust_contrast, contrast, 1.0),
+        (adjust_saturation, saturation, 1.0),
+        (adjust_hue, hue, 0.0),
+    ):
         if strength > 0:
             low, high = (-strength, strength) if op is adjust_hue else (max(0.0, 1 - strength), 1 + strength)
             factor = _uniform(batch, low, high, device, generator)
@@ -161,8 +177,7 @@ def gaussian_blur(images: Tensor, kernel_size: int, sigma: Tensor) -> Tensor:
     return x.view(b, c, h, w)
 
 
-def random_gaussian_blur(images: Tensor, p: float, kernel_size: int, sigma_range=BLUR_SIGMA,
-                         generator=None) -> Tensor:
+def random_gaussian_blur(images: Tensor, p: float, kernel_size: int, sigma_range=BLUR_SIGMA, generator=None) -> Tensor:
     batch, device = images.shape[0], images.device
     chosen = _rand(batch, device, generator) < p
     sigma = _uniform(batch, sigma_range[0], sigma_range[1], device, generator)
@@ -177,4 +192,3 @@ def random_solarize(images: Tensor, p: float, threshold: float = SOLARIZE_THRESH
 def random_hflip(images: Tensor, p: float, generator=None) -> Tensor:
     chosen = _rand(images.shape[0], images.device, generator) < p
     return torch.where(_per_sample(chosen), images.flip(-1), images)
-

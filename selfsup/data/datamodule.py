@@ -1,5 +1,6 @@
 """One LightningDataModule for every dataset: multi-view batches for pretraining and, for the
 kNN monitor and the final evaluation, augmentation-free batches of the labelled splits."""
+
 from __future__ import annotations
 
 import os
@@ -67,7 +68,8 @@ def data_values(data_cfg, datasets: tuple[Dataset, Dataset, Dataset], eval_data=
     elif resolution > MAX_UPSCALE * native:  # upsampled pixels: compute spent on no information
         raise UserError(
             f"data.resolution={resolution} is over {MAX_UPSCALE}x the {native} px images of "
-            f"{data_cfg.name}: use data.resolution<={MAX_UPSCALE * native} (null: the images' own size)")
+            f"{data_cfg.name}: use data.resolution<={MAX_UPSCALE * native} (null: the images' own size)"
+        )
     scored = eval_data if eval_data is not None else data_cfg  # whose classes the labelled splits have
     num_classes = scored.num_classes if labelled is not None else None  # (data=images alone: no classes)
     if labelled is not None and num_classes is None:
@@ -120,12 +122,18 @@ class SSLDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if self.cfg.get("decode_on_gpu", False):  # workers read bytes; decode, crop and colour on the device
-            return self._loader(EncodedImages(self.pretrain), self.cfg.batch_size, train=True, collate_fn=collate_encoded)
+            return self._loader(
+                EncodedImages(self.pretrain), self.cfg.batch_size, train=True, collate_fn=collate_encoded
+            )
         views = MultiViewTransform(self.augmentation)
         if isinstance(self.pretrain, ShardImages):  # streamed: a share per rank and worker, its position checkpointed
-            self._stream = self.pretrain.stream_loader(views, self.cfg.batch_size, self.num_workers,
-                                                       self.cfg.shuffle_seed or 0,
-                                                       pin_memory=self.cfg.pin_memory and torch.cuda.is_available())
+            self._stream = self.pretrain.stream_loader(
+                views,
+                self.cfg.batch_size,
+                self.num_workers,
+                self.cfg.shuffle_seed or 0,
+                pin_memory=self.cfg.pin_memory and torch.cuda.is_available(),
+            )
             if self._stream_position is not None:
                 self._stream.load_state_dict(self._stream_position)
             return self._stream
@@ -178,4 +186,3 @@ def build_data(cfg: DictConfig, eval_data=None, devices_per_node: int = 1) -> tu
     datasets = build_datasets(cfg.data, eval_data)
     cfg = completed_config(cfg, datasets, eval_data)
     return cfg, SSLDataModule(cfg.data, cfg.augmentation, devices_per_node=devices_per_node, datasets=datasets)
-

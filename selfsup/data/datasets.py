@@ -2,6 +2,7 @@
 
 Every dataset is checked when it is built, so a wrong root or layout fails with one line that
 names the path and the layout expected, not a traceback from deep inside torchvision."""
+
 from __future__ import annotations
 
 import csv
@@ -122,16 +123,19 @@ def _images_under(root: Path) -> list[Path]:
     found = []
     for folder, subfolders, files in os.walk(root, followlinks=True):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        found += [Path(folder) / f for f in sorted(files)
-                  if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
+        found += [
+            Path(folder) / f for f in sorted(files) if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)
+        ]
     return found
 
 
 def _listed_images(listing: Path) -> list[Path]:
     """The image paths a .txt (one per line) or .csv (first column; a header row is skipped) file lists."""
     if listing.suffix.lower() not in LIST_SUFFIXES:
-        raise UserError(f"data.root={listing} is a file but not a list of images: use a {' or '.join(LIST_SUFFIXES)} "
-                        "file with one image path per line, or a folder")
+        raise UserError(
+            f"data.root={listing} is a file but not a list of images: use a {' or '.join(LIST_SUFFIXES)} "
+            "file with one image path per line, or a folder"
+        )
     if listing.suffix.lower() == ".csv":
         with open(listing, newline="") as f:
             entries = [row[0].strip() for row in csv.reader(f) if row and row[0].strip()]
@@ -142,8 +146,10 @@ def _listed_images(listing: Path) -> list[Path]:
     paths = [(listing.parent / entry).expanduser() for entry in entries]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise UserError(f"{len(missing)} of the {len(paths)} images listed in {listing} do not exist, e.g. "
-                        f"{missing[0]}: fix the list (relative paths start at the list's folder)")
+        raise UserError(
+            f"{len(missing)} of the {len(paths)} images listed in {listing} do not exist, e.g. "
+            f"{missing[0]}: fix the list (relative paths start at the list's folder)"
+        )
     return paths
 
 
@@ -196,8 +202,10 @@ def build_datasets(cfg, eval_data=None) -> tuple[Dataset, Dataset | None, Datase
     if eval_data is not None:
         _, labelled, val = build_datasets(eval_data)
         if labelled is None:
-            raise UserError(f"eval.data={eval_data.root} is data=images, which has no labels: point eval.data at "
-                            f"labelled data ({FOLDER_LAYOUT}, or a dataset name such as cifar10)")
+            raise UserError(
+                f"eval.data={eval_data.root} is data=images, which has no labels: point eval.data at "
+                f"labelled data ({FOLDER_LAYOUT}, or a dataset name such as cifar10)"
+            )
         return build_datasets(cfg)[0], labelled, val
     name = cfg.name
     if name == "images":

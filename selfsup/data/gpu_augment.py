@@ -9,13 +9,20 @@ blur sigma) drawn per sample, as torchvision's per-image transforms draw them in
 the uint8 rounding PIL does between steps, which this float pipeline does not. The batched ops
 themselves are in `selfsup.data.batch_ops`; this module chains them per view.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from selfsup.data.batch_ops import (color_jitter, random_gaussian_blur, random_grayscale, random_hflip,
-                                     random_solarize, to_float)
+from selfsup.data.batch_ops import (
+    color_jitter,
+    random_gaussian_blur,
+    random_grayscale,
+    random_hflip,
+    random_solarize,
+    to_float,
+)
 from selfsup.data.transforms import view_resolution
 
 
@@ -51,8 +58,10 @@ class DeviceAugment:
     def _normalize(self, images: Tensor) -> Tensor:
         key = (images.device, images.dtype)
         if key not in self._stats:
-            self._stats[key] = tuple(torch.tensor(v, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-                                     for v in (self.mean, self.std))
+            self._stats[key] = tuple(
+                torch.tensor(v, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+                for v in (self.mean, self.std)
+            )
         mean, std = self._stats[key]
         return (images - mean) / std
 
@@ -60,8 +69,16 @@ class DeviceAugment:
         """The colour steps of one view's configuration on a batch of it (any resolution)."""
         x = to_float(images)
         if view.jitter_p > 0:
-            x = color_jitter(x, view.brightness, view.contrast, view.saturation, view.hue, view.jitter_p,
-                             self.random_order, generator)
+            x = color_jitter(
+                x,
+                view.brightness,
+                view.contrast,
+                view.saturation,
+                view.hue,
+                view.jitter_p,
+                self.random_order,
+                generator,
+            )
         if view.grayscale_p > 0:
             x = random_grayscale(x, view.grayscale_p, generator)
         if self.blur and view.blur_p > 0:

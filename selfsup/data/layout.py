@@ -6,8 +6,9 @@ FOLDER_LAYOUT = "<root>/train/<class>/<image> and <root>/val/<class>/<image>"
 
 # data=images: pretraining images without labels, from a folder tree or a list file.
 UNLABELLED_DATASETS = ("images",)
-IMAGES_LAYOUT = ("a folder tree of images (any nesting, no classes needed) or a .txt/.csv file listing image "
-                 "paths, one per line")
+IMAGES_LAYOUT = (
+    "a folder tree of images (any nesting, no classes needed) or a .txt/.csv file listing image paths, one per line"
+)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 LIST_SUFFIXES = (".txt", ".csv")
 
@@ -19,5 +20,7 @@ def trains_online_probe(cfg) -> bool:
 
 
 SHARD_META = "shards.json"  # class names and every split's labels, beside the splits' LitData chunks
-SHARD_LAYOUT = (f"<root>/{SHARD_META} and <root>/train/, <root>/val/ of LitData chunks (index.json, chunk-*.bin), "
-                "written by scripts/make_shards.py")
+SHARD_LAYOUT = (
+    f"<root>/{SHARD_META} and <root>/train/, <root>/val/ of LitData chunks (index.json, chunk-*.bin), "
+    "written by scripts/make_shards.py"
+)

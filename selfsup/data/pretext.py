@@ -3,6 +3,7 @@
 Everything is batched tensor ops so that pretext construction runs on the GPU after the loader,
 never per sample in PIL. Images are (B, C, H, W).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,6 +17,7 @@ PERMUTATION_DIR = Path(__file__).parent
 
 
 # --- RotNet (Gidaris et al., 2018) ---------------------------------------------------------------
+
 
 def rotate_batch(x: torch.Tensor, all_rotations: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Label k means `torch.rot90(image, k, dims=(2, 3))`, i.e. k * 90 degrees counter-clockwise.
@@ -39,14 +41,17 @@ def rotate_batch(x: torch.Tensor, all_rotations: bool = True) -> tuple[torch.Ten
 
 # --- Jigsaw (Noroozi & Favaro, 2016) -------------------------------------------------------------
 
+
 def load_permutations(n: int) -> torch.Tensor:
     """The stored greedy maximal-Hamming set of `n` permutations of the 9 tiles, (n, 9) long."""
     path = PERMUTATION_DIR / f"jigsaw_permutations_{n}.npy"
     if not path.exists():
         stored = PERMUTATION_DIR.glob("jigsaw_permutations_*.npy")
         available = sorted(int(p.stem.rsplit("_", 1)[1]) for p in stored)
-        raise FileNotFoundError(f"no jigsaw permutation set of size {n}; available: {available} "
-                                f"(generate more with scripts/make_jigsaw_permutations.py)")
+        raise FileNotFoundError(
+            f"no jigsaw permutation set of size {n}; available: {available} "
+            f"(generate more with scripts/make_jigsaw_permutations.py)"
+        )
     return torch.from_numpy(np.load(path).astype(np.int64))
 
 
@@ -55,8 +60,14 @@ def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
     return torch.argsort(perm, dim=-1)
 
 
-def jigsaw_tiles(x: torch.Tensor, permutations: torch.Tensor, grid: int = 3, tile_size: int | None = None,
-                 jitter: bool = True, color_drop: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def jigsaw_tiles(
+    x: torch.Tensor,
+    permutations: torch.Tensor,
+    grid: int = 3,
+    tile_size: int | None = None,
+    jitter: bool = True,
+    color_drop: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut each image into a grid x grid puzzle, shuffle it with a random permutation from the set.
 
     Returns tiles (B, grid**2, C, t, t) where output position i holds input cell perm[i] (cells in
@@ -68,8 +79,9 @@ def jigsaw_tiles(x: torch.Tensor, permutations: torch.Tensor, grid: int = 3, til
     batch, channels, height, width = x.shape
     tiles_per_image = grid * grid
     if permutations.shape[1] != tiles_per_image:
-        raise ValueError(f"permutations have {permutations.shape[1]} entries, "
-                         f"a {grid}x{grid} grid needs {tiles_per_image}")
+        raise ValueError(
+            f"permutations have {permutations.shape[1]} entries, a {grid}x{grid} grid needs {tiles_per_image}"
+        )
     cell_h, cell_w = height // grid, width // grid
     t = tile_size if tile_size is not None else max(1, round(0.75 * min(cell_h, cell_w)))
     if not 1 <= t <= min(cell_h, cell_w):
@@ -77,7 +89,7 @@ def jigsaw_tiles(x: torch.Tensor, permutations: torch.Tensor, grid: int = 3, til
     device = x.device
 
     labels = torch.randint(len(permutations), (batch,), device=device)
-    cells = permutations.to(device)[labels]                                        # (B, T): output i <- cell
+    cells = permutations.to(device)[labels]  # (B, T): output i <- cell
     if jitter:
         offset_y = torch.randint(cell_h - t + 1, (batch, tiles_per_image), device=device)
         offset_x = torch.randint(cell_w - t + 1, (batch, tiles_per_image), device=device)
@@ -85,8 +97,8 @@ def jigsaw_tiles(x: torch.Tensor, permutations: torch.Tensor, grid: int = 3, til
         offset_y = torch.full((batch, tiles_per_image), (cell_h - t) // 2, device=device)
         offset_x = torch.full((batch, tiles_per_image), (cell_w - t) // 2, device=device)
     span = torch.arange(t, device=device)
-    rows = ((cells // grid) * cell_h + offset_y)[..., None] + span                 # (B, T, t)
-    cols = ((cells % grid) * cell_w + offset_x)[..., None] + span                  # (B, T, t)
+    rows = ((cells // grid) * cell_h + offset_y)[..., None] + span  # (B, T, t)
+    cols = ((cells % grid) * cell_w + offset_x)[..., None] + span  # (B, T, t)
     sample = torch.arange(batch, device=device)[:, None, None, None, None]
     channel = torch.arange(channels, device=device)[None, None, :, None, None]
     tiles = x[sample, channel, rows[:, :, None, :, None], cols[:, :, None, None, :]]  # (B, T, C, t, t)
@@ -109,17 +121,25 @@ def normalize_tiles(tiles: torch.Tensor) -> torch.Tensor:
 
 # --- Context encoder (Pathak et al., 2016) -------------------------------------------------------
 
+
 def _square_mask(top: torch.Tensor, left: torch.Tensor, side: int, height: int, width: int) -> torch.Tensor:
     """(B, 1, H, W) with ones on [top, top + side) x [left, left + side) per sample."""
     rows = torch.arange(height, device=top.device)
     cols = torch.arange(width, device=top.device)
-    inside_rows = (rows >= top[:, None]) & (rows < top[:, None] + side)          # (B, H)
-    inside_cols = (cols >= left[:, None]) & (cols < left[:, None] + side)        # (B, W)
+    inside_rows = (rows >= top[:, None]) & (rows < top[:, None] + side)  # (B, H)
+    inside_cols = (cols >= left[:, None]) & (cols < left[:, None] + side)  # (B, W)
     return (inside_rows[:, :, None] & inside_cols[:, None, :]).unsqueeze(1).float()
 
 
-def make_mask(kind: str, batch: int, height: int, width: int, device: torch.device | str | None = None,
-              area: float = 0.25, block_size: int | None = None) -> torch.Tensor:
+def make_mask(
+    kind: str,
+    batch: int,
+    height: int,
+    width: int,
+    device: torch.device | str | None = None,
+    area: float = 0.25,
+    block_size: int | None = None,
+) -> torch.Tensor:
     """(B, 1, H, W) float mask, 1 = hidden pixel to be inpainted, covering `area` of the image.
 
     central: a centred square (area 1/4 -> side H/2, the paper's setting); random_block: one such
@@ -133,8 +153,7 @@ def make_mask(kind: str, batch: int, height: int, width: int, device: torch.devi
     side = round(math.sqrt(area * height * width))
     if kind in ("central", "random_block"):
         if not 1 <= side <= min(height, width):
-            raise ValueError(f"a square mask of area {area} (side {side}) "
-                             f"does not fit a {height}x{width} image")
+            raise ValueError(f"a square mask of area {area} (side {side}) does not fit a {height}x{width} image")
         if kind == "central":
             top = torch.full((batch,), (height - side) // 2, device=device)
             left = torch.full((batch,), (width - side) // 2, device=device)
@@ -147,8 +166,9 @@ def make_mask(kind: str, batch: int, height: int, width: int, device: torch.devi
         if not 1 <= block <= min(height, width):
             raise ValueError(f"block size {block} does not fit a {height}x{width} image")
         grid_h, grid_w = math.ceil(height / block), math.ceil(width / block)
-        noise = F.avg_pool2d(torch.rand(batch, 1, grid_h, grid_w, device=device), 3, stride=1, padding=1,
-                             count_include_pad=False)
+        noise = F.avg_pool2d(
+            torch.rand(batch, 1, grid_h, grid_w, device=device), 3, stride=1, padding=1, count_include_pad=False
+        )
         hidden = torch.topk(noise.flatten(1), max(1, round(area * grid_h * grid_w)), dim=1).indices
         cells = torch.zeros(batch, grid_h * grid_w, device=device).scatter_(1, hidden, 1.0)
         cells = cells.view(batch, 1, grid_h, grid_w)
@@ -164,9 +184,10 @@ def apply_mask(x: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor) -> torch
 # --- Colorization (Zhang et al., 2016) -----------------------------------------------------------
 # sRGB with the D65 white point; L in [0, 100], a and b roughly in [-110, 110].
 
-_XYZ_FROM_RGB = torch.tensor([[0.412453, 0.357580, 0.180423],
-                              [0.212671, 0.715160, 0.072169],
-                              [0.019334, 0.119193, 0.950227]], dtype=torch.float64)
+_XYZ_FROM_RGB = torch.tensor(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]],
+    dtype=torch.float64,
+)
 _RGB_FROM_XYZ = torch.linalg.inv(_XYZ_FROM_RGB)
 _D65_WHITE = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
 _EPSILON = (6 / 29) ** 3  # CIE: below it f(t) is linear, avoiding the infinite slope of the cube root
@@ -191,7 +212,7 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     lightness, a, b = lab.unbind(1)
     fy = (lightness + 16) / 116
     f = torch.stack([fy + a / 500, fy, fy - b / 200], dim=1)
-    xyz = torch.where(f > 6 / 29, f ** 3, 3 * (6 / 29) ** 2 * (f - 4 / 29))
+    xyz = torch.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29))
     xyz = xyz * _D65_WHITE.to(lab).view(1, 3, 1, 1)
     linear = _channel_matmul(_RGB_FROM_XYZ, xyz).clamp(0.0, 1.0)
     gamma = 1.055 * linear.clamp_min(0.0031308) ** (1 / 2.4) - 0.055  # clamp: no NaN gradient near 0

@@ -12,6 +12,7 @@ its own share of the chunks, shuffled per epoch from `data.shuffle_seed`, and th
 that has `state_dict`), so a resumed run gets exactly the batches an uninterrupted one would have.
 The kNN bank, the evaluations and the pictures read the splits by index (`ShardImages`), like a folder.
 """
+
 from __future__ import annotations
 
 import io
@@ -82,10 +83,23 @@ class ShardImages(Dataset):
         # item_shuffle_window=0: a full permutation within each chunk. LitData's default permutes blocks of
         # 256 consecutive samples, so a batch of 128 came from one block: from one class, on shards written
         # from a class-sorted source without scripts/make_shards.py's shuffle.
-        dataset = StreamingDataset(self.url, cache_dir=self.cache_dir, shuffle=True, drop_last=True, seed=seed,
-                                   item_shuffle_window=0, transform=DecodedSample(transform))
-        return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=True,
-                                   pin_memory=pin_memory, persistent_workers=num_workers > 0)
+        dataset = StreamingDataset(
+            self.url,
+            cache_dir=self.cache_dir,
+            shuffle=True,
+            drop_last=True,
+            seed=seed,
+            item_shuffle_window=0,
+            transform=DecodedSample(transform),
+        )
+        return StreamingDataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            drop_last=True,
+            pin_memory=pin_memory,
+            persistent_workers=num_workers > 0,
+        )
 
 
 def _split_url(root: str, split: str) -> str:
@@ -102,16 +116,20 @@ def read_meta(root: str, cache_dir: Optional[str] = None) -> dict:
         try:
             get_downloader(root, str(local.parent), []).download_file(f"{root.rstrip('/')}/{SHARD_META}", str(local))
         except Exception as err:  # noqa: BLE001 - botocore, obstore and network errors differ per store
-            raise UserError(f"cannot read {root}/{SHARD_META} ({type(err).__name__}: {str(err)[:120]}): expected "
-                            f"{SHARD_LAYOUT}; check the URL and the store's credentials") from None
+            raise UserError(
+                f"cannot read {root}/{SHARD_META} ({type(err).__name__}: {str(err)[:120]}): expected "
+                f"{SHARD_LAYOUT}; check the URL and the store's credentials"
+            ) from None
         path = local
     else:
         path = Path(root).expanduser() / SHARD_META
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot read {path} ({type(err).__name__}): data.root must be a shard directory written by "
-                        f"scripts/make_shards.py, {SHARD_LAYOUT}") from None
+        raise UserError(
+            f"cannot read {path} ({type(err).__name__}): data.root must be a shard directory written by "
+            f"scripts/make_shards.py, {SHARD_LAYOUT}"
+        ) from None
 
 
 def check_local_split(split_dir: Path, expected: int) -> None:
@@ -119,19 +137,25 @@ def check_local_split(split_dir: Path, expected: int) -> None:
     try:
         chunks = json.loads((split_dir / "index.json").read_text())["chunks"]
     except (OSError, ValueError, KeyError) as err:
-        raise UserError(f"shard split {split_dir} has no readable index.json ({type(err).__name__}): "
-                        "write the shards again with scripts/make_shards.py") from None
+        raise UserError(
+            f"shard split {split_dir} has no readable index.json ({type(err).__name__}): "
+            "write the shards again with scripts/make_shards.py"
+        ) from None
     for chunk in chunks:
         path = split_dir / chunk["filename"]
         size = path.stat().st_size if path.is_file() else None
         if size != chunk["chunk_bytes"]:
             state = "is missing" if size is None else f"has {size} bytes, the index says {chunk['chunk_bytes']}"
-            raise UserError(f"shard {path} {state}: the shard directory is damaged; copy it again or rewrite it "
-                            "with scripts/make_shards.py")
+            raise UserError(
+                f"shard {path} {state}: the shard directory is damaged; copy it again or rewrite it "
+                "with scripts/make_shards.py"
+            )
     stored = sum(chunk["chunk_size"] for chunk in chunks)
     if stored != expected:
-        raise UserError(f"{split_dir} holds {stored} images but {SHARD_META} lists {expected}: the shard directory "
-                        "is damaged or mixed from two writes; rewrite it with scripts/make_shards.py")
+        raise UserError(
+            f"{split_dir} holds {stored} images but {SHARD_META} lists {expected}: the shard directory "
+            "is damaged or mixed from two writes; rewrite it with scripts/make_shards.py"
+        )
 
 
 def shard_datasets(cfg) -> tuple[ShardImages, ShardImages, ShardImages]:
@@ -144,13 +168,17 @@ def shard_datasets(cfg) -> tuple[ShardImages, ShardImages, ShardImages]:
     labelled = bool(meta.get("classes"))  # shards of data=images have train only, every label NO_LABEL
     for split in ("train", "val") if labelled else ("train",):
         if not labels.get(split):
-            raise UserError(f"shard directory {root} has no {split} images: write it again with "
-                            f"scripts/make_shards.py ({SHARD_LAYOUT})")
+            raise UserError(
+                f"shard directory {root} has no {split} images: write it again with "
+                f"scripts/make_shards.py ({SHARD_LAYOUT})"
+            )
     if not is_remote(root):
         for split in labels:
             check_local_split(Path(root).expanduser() / split, len(labels[split]))
-    splits = {split: ShardImages(_split_url(root, split), meta["classes"], labels[split], cfg.get("cache_dir"))
-              for split in labels}
+    splits = {
+        split: ShardImages(_split_url(root, split), meta["classes"], labels[split], cfg.get("cache_dir"))
+        for split in labels
+    }
     if not labelled:  # as data=images: no kNN monitor; eval.data=<labelled data> scores the backbone
         return splits["train"], None, None
     return splits["train"], splits.get("labelled", splits["train"]), splits["val"]
@@ -168,8 +196,10 @@ def encoded_samples(dataset: Dataset, skip_corrupt: bool = False, skipped: Optio
             data = Path(path).read_bytes()
             if not readable(data):
                 if not skip_corrupt:
-                    raise UserError(f"cannot read image {path}; fix or delete it, or set data.skip_corrupt=true "
-                                    "to leave unreadable images out of the shards")
+                    raise UserError(
+                        f"cannot read image {path}; fix or delete it, or set data.skip_corrupt=true "
+                        "to leave unreadable images out of the shards"
+                    )
                 if skipped is not None:
                     skipped.append(str(path))
                 continue

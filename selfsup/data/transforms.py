@@ -6,6 +6,7 @@ transforms.v2 (joint image / box / mask transforms for dense evaluations), the o
 image and then a uint8 tensor, float, normalised: the same draws as the v1 pipeline before it
 (tests/data/test_view_statistics.py). The ops run on PIL, not on uint8 tensors: per small image PIL
 is the faster kernel (CIFAR sample, 32 px: about half the loader's images/s on tensors; docs/bench.md)."""
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,16 @@ from torchvision.transforms import v2
 from selfsup.errors import UserError
 
 
-def view_transform(view, resolution: int, mean, std, blur: bool, on_device: bool = False,
-                   min_crop_scale: float = 0.0, flip: bool = True) -> v2.Compose:
+def view_transform(
+    view,
+    resolution: int,
+    mean,
+    std,
+    blur: bool,
+    on_device: bool = False,
+    min_crop_scale: float = 0.0,
+    flip: bool = True,
+) -> v2.Compose:
     # The floor lifts both ends: a local crop's whole range may lie below it (SwAV's (0.05, 0.14) on digits)
     crop_scale = (max(view.crop_scale[0], min_crop_scale), max(view.crop_scale[1], min_crop_scale))
     steps = [
@@ -40,19 +49,24 @@ def view_transform(view, resolution: int, mean, std, blur: bool, on_device: bool
 
 def supervised_train_transform(resolution: int, mean, std, crop_scale, flip_p: float) -> v2.Compose:
     """Random resized crop + flip: the augmentation of the standard linear protocol."""
-    return v2.Compose([
-        v2.RandomResizedCrop(resolution, scale=tuple(crop_scale), antialias=True),
-        v2.RandomHorizontalFlip(flip_p),
-        *to_normalized_float(mean, std),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(resolution, scale=tuple(crop_scale), antialias=True),
+            v2.RandomHorizontalFlip(flip_p),
+            *to_normalized_float(mean, std),
+        ]
+    )
 
 
 def to_normalized_float(mean, std) -> list[v2.Transform]:
     """PIL -> uint8 tensor -> float in [0, 1] -> normalised, with plain floats: handed the config's lists,
     torchvision would read them through OmegaConf element by element on every image (half a CIFAR
     image's loader time)."""
-    return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize([float(m) for m in mean], [float(s) for s in std])]
+    return [
+        v2.PILToTensor(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize([float(m) for m in mean], [float(s) for s in std]),
+    ]
 
 
 def view_resolution(view, augmentation) -> int:
@@ -69,8 +83,10 @@ def global_view_count(augmentation) -> int:
         raise UserError("augmentation.views: list the global views (no resolution of their own) before the local ones")
     for i, size in enumerate(own[count:], start=count):
         if size >= augmentation.resolution:
-            raise UserError(f"augmentation.views[{i}].resolution={size} is not below the global views' "
-                            f"{augmentation.resolution} px: a local view must be smaller (or drop its resolution)")
+            raise UserError(
+                f"augmentation.views[{i}].resolution={size} is not below the global views' "
+                f"{augmentation.resolution} px: a local view must be smaller (or drop its resolution)"
+            )
     return count
 
 
@@ -80,9 +96,14 @@ class MultiViewTransform:
     def __init__(self, augmentation):
         self.views = [
             view_transform(
-                v, view_resolution(v, augmentation), augmentation.mean, augmentation.std, augmentation.blur,
+                v,
+                view_resolution(v, augmentation),
+                augmentation.mean,
+                augmentation.std,
+                augmentation.blur,
                 on_device=augmentation.get("on_device", False),
-                min_crop_scale=augmentation.min_crop_scale, flip=augmentation.flip,
+                min_crop_scale=augmentation.min_crop_scale,
+                flip=augmentation.flip,
             )
             for v in augmentation.views
         ]

@@ -2,6 +2,7 @@
 features of the data module's evaluation splits, then kNN and the offline linear probe on them, the
 standard linear protocol and fine-tuning on the images; with eval.label_fraction, on a class-balanced
 part of the labelled split. Used after pretraining (and for the kNN at init) and by eval.py."""
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,15 @@ def embed_evaluation_splits(backbone, datamodule, device, bf16: bool) -> tuple[t
     return train_x, train_y, val_x, val_y
 
 
-def evaluate_backbone(backbone, datamodule, eval_cfg, device, bf16: bool, linear: bool = True,
-                      features: tuple[torch.Tensor, ...] | None = None) -> dict:
+def evaluate_backbone(
+    backbone,
+    datamodule,
+    eval_cfg,
+    device,
+    bf16: bool,
+    linear: bool = True,
+    features: tuple[torch.Tensor, ...] | None = None,
+) -> dict:
     """kNN (and the offline linear probe) on frozen, augmentation-free features (embedded here unless
     `features` = (train_x, train_y, val_x, val_y) are given); the standard linear protocol
     (eval=linear_standard) and fine-tuning (eval=finetune) on the images. With eval.label_fraction the
@@ -40,8 +48,9 @@ def evaluate_backbone(backbone, datamodule, eval_cfg, device, bf16: bool, linear
     scores = {}
     if eval_cfg.knn is not None:
         for k in (1, 5):
-            scores[f"knn_top{k}"] = knn_accuracy(train_x, train_y, val_x, val_y, num_classes, eval_cfg.knn.k,
-                                                 eval_cfg.knn.temperature, top_k=k)
+            scores[f"knn_top{k}"] = knn_accuracy(
+                train_x, train_y, val_x, val_y, num_classes, eval_cfg.knn.k, eval_cfg.knn.temperature, top_k=k
+            )
     if not linear:
         return scores
     fraction, labelled = eval_cfg.get("label_fraction"), None

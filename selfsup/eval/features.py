@@ -1,4 +1,5 @@
 """Embed a labelled loader with a frozen backbone: the cached features kNN and the linear probe use."""
+
 from __future__ import annotations
 
 import contextlib

@@ -12,6 +12,7 @@ path, AdamW, layer-wise LR decay, warm-up + cosine):
 
 The backbone is copied first, so the pretrained weights (and a kNN or linear score computed on
 them afterwards) are left untouched."""
+
 from __future__ import annotations
 
 import contextlib
@@ -35,10 +36,18 @@ def train_transform(cfg, data_cfg):
     from timm.data import create_transform
 
     return create_transform(
-        data_cfg.resolution, is_training=True, scale=tuple(cfg.crop_scale), hflip=cfg.flip_p,
-        color_jitter=None, auto_augment=cfg.randaugment, interpolation=str(cfg.interpolation),
-        mean=tuple(float(m) for m in data_cfg.mean), std=tuple(float(s) for s in data_cfg.std),
-        re_prob=cfg.random_erasing, re_mode="pixel", re_count=1,
+        data_cfg.resolution,
+        is_training=True,
+        scale=tuple(cfg.crop_scale),
+        hflip=cfg.flip_p,
+        color_jitter=None,
+        auto_augment=cfg.randaugment,
+        interpolation=str(cfg.interpolation),
+        mean=tuple(float(m) for m in data_cfg.mean),
+        std=tuple(float(s) for s in data_cfg.std),
+        re_prob=cfg.random_erasing,
+        re_mode="pixel",
+        re_count=1,
     )
 
 
@@ -49,8 +58,9 @@ def mixing(cfg, num_classes: int):
         return None
     from timm.data import Mixup
 
-    return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
-                 num_classes=num_classes)
+    return Mixup(
+        mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing, num_classes=num_classes
+    )
 
 
 class ClassifierLayers(nn.Module):
@@ -84,11 +94,14 @@ def parameter_groups(backbone: nn.Module, head: nn.Module, cfg) -> list[dict]:
     if cfg.layer_decay == 1.0:
         groups = param_groups_weight_decay(classifier, cfg.weight_decay, no_weight_decay_list=exempt)
     elif not hasattr(classifier, "group_matcher"):
-        raise UserError(f"eval.finetune.layer_decay={cfg.layer_decay} needs a backbone timm can split into layers "
-                        "(backbone=vit_tiny|vit_small|vit_base or timm/<model>): set eval.finetune.layer_decay=1.0")
+        raise UserError(
+            f"eval.finetune.layer_decay={cfg.layer_decay} needs a backbone timm can split into layers "
+            "(backbone=vit_tiny|vit_small|vit_base or timm/<model>): set eval.finetune.layer_decay=1.0"
+        )
     else:
-        groups = param_groups_layer_decay(classifier, cfg.weight_decay, no_weight_decay_list=exempt,
-                                          layer_decay=cfg.layer_decay)
+        groups = param_groups_layer_decay(
+            classifier, cfg.weight_decay, no_weight_decay_list=exempt, layer_decay=cfg.layer_decay
+        )
     head_params = {id(p) for p in head.parameters()}
     split = []
     for group in groups:
@@ -107,8 +120,7 @@ def build_optimizer(groups: list[dict], cfg, lr: float) -> torch.optim.Optimizer
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
 
 
-def finetune(backbone: nn.Module, datamodule, cfg, device, bf16: bool = False, seed: int = 0,
-             labelled=None) -> dict:
+def finetune(backbone: nn.Module, datamodule, cfg, device, bf16: bool = False, seed: int = 0, labelled=None) -> dict:
     """`cfg`: the `eval.finetune` node (selfsup.config.evaluation.FinetuneConfig); `labelled`: the images
     to train on (default: the labelled split; eval.label_fraction: a class-balanced part of it).
     Returns finetune_top1 and its settings."""
@@ -121,14 +133,22 @@ def finetune(backbone: nn.Module, datamodule, cfg, device, bf16: bool = False, s
         set_drop_path(unwrapped(model), cfg.drop_path)
     head = nn.Linear(model.output_dim, data_cfg.num_classes).to(device)
     batch_size = cfg.batch_size or data_cfg.batch_size
-    train_set = TransformedDataset(datamodule.labelled if labelled is None else labelled, train_transform(cfg, data_cfg))
+    train_set = TransformedDataset(
+        datamodule.labelled if labelled is None else labelled, train_transform(cfg, data_cfg)
+    )
     mix = mixing(cfg, data_cfg.num_classes)
     if mix is not None and min(batch_size, len(train_set)) % 2:
-        raise UserError(f"eval.finetune.mixup/cutmix mix each image with its mirror in the batch: the batch of "
-                        f"{min(batch_size, len(train_set))} images must be even (eval.finetune.batch_size)")
+        raise UserError(
+            f"eval.finetune.mixup/cutmix mix each image with its mirror in the batch: the batch of "
+            f"{min(batch_size, len(train_set))} images must be even (eval.finetune.batch_size)"
+        )
     train_loader = DataLoader(
-        train_set, batch_size=batch_size, shuffle=True, drop_last=len(train_set) > batch_size,
-        num_workers=datamodule.num_workers, generator=torch.Generator().manual_seed(seed),
+        train_set,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=len(train_set) > batch_size,
+        num_workers=datamodule.num_workers,
+        generator=torch.Generator().manual_seed(seed),
     )
     _, val_loader = datamodule.evaluation_loaders()
 
@@ -139,9 +159,11 @@ def finetune(backbone: nn.Module, datamodule, cfg, device, bf16: bool = False, s
     total_steps = max(1, cfg.epochs * len(train_loader))
     warmup_steps = int(cfg.warmup_epochs * len(train_loader))
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps, 0.0, cfg.min_lr / lr))
+        optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps, 0.0, cfg.min_lr / lr)
+    )
     autocast = (
-        torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16) if bf16
+        torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+        if bf16
         else contextlib.nullcontext()
     )
 
@@ -158,7 +180,9 @@ def finetune(backbone: nn.Module, datamodule, cfg, device, bf16: bool = False, s
                 images, targets = mix(images, labels)
             with autocast:
                 logits = head(model(images))
-            loss = F.cross_entropy(logits.float(), targets, label_smoothing=0.0 if mix is not None else cfg.label_smoothing)
+            loss = F.cross_entropy(
+                logits.float(), targets, label_smoothing=0.0 if mix is not None else cfg.label_smoothing
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

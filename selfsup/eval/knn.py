@@ -1,5 +1,6 @@
 """Weighted kNN classifier on L2-normalised features (Wu et al. 2018, InstDisc): the k nearest
 training features by cosine similarity vote for their class with weight exp(sim / T)."""
+
 from __future__ import annotations
 
 import torch
@@ -35,8 +36,9 @@ def knn_predict(*args, **kwargs) -> torch.Tensor:
     return knn_votes(*args, **kwargs).argmax(dim=1)
 
 
-def knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes, k, temperature,
-                 top_k: int = 1) -> float:
+def knn_accuracy(
+    train_features, train_labels, test_features, test_labels, num_classes, k, temperature, top_k: int = 1
+) -> float:
     """The fraction of test samples whose label is among the `top_k` classes with the most votes."""
     votes = knn_votes(train_features, train_labels, test_features, num_classes, k, temperature)
     return topk_accuracy(votes, test_labels, top_k)

@@ -6,6 +6,7 @@ momentum and a cosine LR (`solver: sgd`, for feature sets too large for full-bat
 weight decay is picked on a held-out part of the training split, then the probe is refitted on
 the whole split and scored once on the evaluation split. Probes start from zero and the holdout
 split is seeded, so the same features give the same score in train.py and eval.py."""
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ images (random resized crop + flip, drawn afresh every epoch; ~90-100 epochs in 
 top-1 and top-5 on centre crops of the evaluation split. The backbone runs in eval mode (BatchNorm
 statistics frozen) every epoch, so this costs `epochs` forward passes over the labelled split; the fast
 probe (eval.linear) fits cached augmentation-free features instead and is a different protocol."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,9 @@ from selfsup.eval.accuracy import topk_accuracy
 PROTOCOL = "standard"  # results.json linear_protocol: SGD on augmented frozen features, centre-crop test
 
 
-def linear_standard(backbone: nn.Module, datamodule, cfg, device, bf16: bool = False, seed: int = 0,
-                    labelled=None) -> dict:
+def linear_standard(
+    backbone: nn.Module, datamodule, cfg, device, bf16: bool = False, seed: int = 0, labelled=None
+) -> dict:
     """`cfg`: the `eval.linear_standard` node (epochs, lr per 256 images, momentum, weight_decay,
     batch_size, crop_scale, flip_p); `labelled`: the images to train on (default: the labelled split)."""
     from selfsup.data.datamodule import TransformedDataset
@@ -35,16 +37,26 @@ def linear_standard(backbone: nn.Module, datamodule, cfg, device, bf16: bool = F
         datamodule.labelled if labelled is None else labelled,
         supervised_train_transform(data_cfg.resolution, data_cfg.mean, data_cfg.std, cfg.crop_scale, cfg.flip_p),
     )
-    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=datamodule.num_workers,
-                              generator=torch.Generator().manual_seed(seed))
+    train_loader = DataLoader(
+        train_set,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=datamodule.num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
     _, val_loader = datamodule.evaluation_loaders()
-    optimizer = torch.optim.SGD(head.parameters(), lr=cfg.lr * batch_size / 256, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(
+        head.parameters(), lr=cfg.lr * batch_size / 256, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
     total_steps = max(1, cfg.epochs * len(train_loader))
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
-    autocast = (torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16) if bf16
-                else contextlib.nullcontext())
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
+    autocast = (
+        torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+        if bf16
+        else contextlib.nullcontext()
+    )
 
     def features(images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), autocast:
@@ -64,8 +76,9 @@ def linear_standard(backbone: nn.Module, datamodule, cfg, device, bf16: bool = F
             schedule.step()
     head.eval()
     with torch.no_grad():
-        scores, targets = zip(*((head(features(images)), torch.as_tensor(labels, device=device))
-                                for images, labels in val_loader))
+        scores, targets = zip(
+            *((head(features(images)), torch.as_tensor(labels, device=device)) for images, labels in val_loader)
+        )
     backbone.train(was_training)
     scores, targets = torch.cat(scores), torch.cat(targets)
     return {

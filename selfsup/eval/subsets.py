@@ -1,5 +1,6 @@
 """Low-shot evaluation (eval.label_fraction): a class-balanced, seeded subset of the labelled split,
 as in the semi-supervised protocols of SimCLR / BYOL (1% and 10% of the ImageNet labels)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """The Barlow Twins redundancy-reduction loss (Zbontar et al., 2021)."""
+
 from __future__ import annotations
 
 import torch
@@ -44,7 +45,7 @@ class BarlowTwinsLoss(nn.Module):
         if n < 2:
             raise ValueError(f"Barlow Twins needs a global batch of at least 2 to standardise, got {n}")
         with torch.autocast(z1.device.type, enabled=False):  # else mixed precision runs C's matmul in bf16/fp16
-            c = _standardize(z1, self.eps).T @ _standardize(z2, self.eps) / n   # (D, D)
+            c = _standardize(z1, self.eps).T @ _standardize(z2, self.eps) / n  # (D, D)
         on_diag = (1.0 - torch.diagonal(c)).pow(2).sum()
         off_diag = off_diagonal(c).pow(2).sum()
         return on_diag + self.lambda_offdiag * off_diag

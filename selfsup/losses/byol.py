@@ -1,4 +1,5 @@
 """The BYOL regression loss (Grill et al., 2020)."""
+
 from __future__ import annotations
 
 import torch

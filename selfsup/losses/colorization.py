@@ -4,6 +4,7 @@ Given the lightness, the decoder predicts the ab channels of CIE Lab, either by 
 the paper, by classification over a grid of quantised ab bins with a soft-encoded target and class
 rebalancing (rare, saturated colours weigh more, so the network does not settle for greyish averages).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,8 @@ def gamut_bins(bin_size: float) -> torch.Tensor:
 
     n = 2 * math.ceil(AB_MAX / bin_size) + 1
     levels = torch.linspace(0, 1, 64)
-    rgb = torch.stack(torch.meshgrid(levels, levels, levels, indexing="ij")).flatten(1)             # (3, N)
-    ab = rgb_to_lab(rgb.view(1, 3, -1, 1))[0, 1:, :, 0]                                        # (2, N)
+    rgb = torch.stack(torch.meshgrid(levels, levels, levels, indexing="ij")).flatten(1)  # (3, N)
+    ab = rgb_to_lab(rgb.view(1, 3, -1, 1))[0, 1:, :, 0]  # (2, N)
     index = ((ab + AB_MAX) / bin_size).round().clamp(0, n - 1).long()
     in_gamut = torch.zeros(n * n, dtype=torch.bool)
     in_gamut[index[0] * n + index[1]] = True
@@ -49,8 +50,15 @@ class ColorizationLoss(nn.Module):
 
     NEIGHBOURS = 5  # the paper's soft encoding
 
-    def __init__(self, kind: str = "regression", regression: str = "smooth_l1", bin_size: float = 10.0,
-                 sigma: float = 5.0, rebalance: float = 0.5, temperature: float = 0.38):
+    def __init__(
+        self,
+        kind: str = "regression",
+        regression: str = "smooth_l1",
+        bin_size: float = 10.0,
+        sigma: float = 5.0,
+        rebalance: float = 0.5,
+        temperature: float = 0.38,
+    ):
         super().__init__()
         if kind not in ("regression", "classification"):
             raise ValueError(f"colorization loss kind must be regression or classification, got {kind!r}")
@@ -91,12 +99,12 @@ class ColorizationLoss(nn.Module):
         return torch.einsum("bqhw,qc->bchw", probs, self.bin_centers)
 
     def _classification_loss(self, logits: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-        pixels = ab.permute(0, 2, 3, 1).reshape(-1, 2)                                        # (P, 2)
-        squared_distance = torch.cdist(pixels, self.bin_centers).square()                     # (P, Q)
+        pixels = ab.permute(0, 2, 3, 1).reshape(-1, 2)  # (P, 2)
+        squared_distance = torch.cdist(pixels, self.bin_centers).square()  # (P, Q)
         squared_distance, classes = squared_distance.topk(self.NEIGHBOURS, dim=1, largest=False)
-        soft = torch.softmax(-squared_distance / (2 * self.sigma ** 2), dim=1)                # (P, 5)
+        soft = torch.softmax(-squared_distance / (2 * self.sigma**2), dim=1)  # (P, 5)
         log_probs = F.log_softmax(logits, dim=1).permute(0, 2, 3, 1).reshape(len(pixels), -1)
-        pixel_loss = -(soft * log_probs.gather(1, classes)).sum(dim=1)                        # (P,)
+        pixel_loss = -(soft * log_probs.gather(1, classes)).sum(dim=1)  # (P,)
         nearest = classes[:, 0]
         if self.training:
             self.bin_counts += torch.bincount(nearest, minlength=len(self.bin_centers)).to(self.bin_counts)
@@ -110,13 +118,15 @@ class ColorizationLoss(nn.Module):
         if counts.sum() == 0:
             return torch.ones_like(counts)
         prior = torch.zeros(n * n, device=counts.device).index_copy(0, self.bin_of_class, counts / counts.sum())
-        s = self.sigma / self.bin_size                                                      # in bins
+        s = self.sigma / self.bin_size  # in bins
         radius = max(1, math.ceil(3 * s))
-        kernel = torch.exp(-torch.arange(-radius, radius + 1, device=counts.device, dtype=torch.float32) ** 2
-                           / (2 * s ** 2))
+        kernel = torch.exp(
+            -(torch.arange(-radius, radius + 1, device=counts.device, dtype=torch.float32) ** 2) / (2 * s**2)
+        )
         kernel = kernel / kernel.sum()
-        smoothed = F.conv2d(prior.view(1, 1, n, n), (kernel[:, None] * kernel[None, :])[None, None],
-                            padding=radius).flatten()[self.bin_of_class]
+        smoothed = F.conv2d(
+            prior.view(1, 1, n, n), (kernel[:, None] * kernel[None, :])[None, None], padding=radius
+        ).flatten()[self.bin_of_class]
         smoothed = smoothed / smoothed.sum()  # the mass smoothed out of the gamut, put back
         seen = (counts > 0).sum().clamp_min(1)
         weights = 1.0 / ((1 - self.rebalance) * smoothed + self.rebalance / seen).clamp_min(1e-6)

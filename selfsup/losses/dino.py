@@ -1,5 +1,6 @@
 """The DINO self-distillation loss (Caron et al. 2021): the student's softmax matches the centred,
 sharpened softmax of the EMA teacher, across views."""
+
 from __future__ import annotations
 
 import torch
@@ -26,9 +27,15 @@ class DINOLoss(nn.Module):
     `warmup_teacher_temperature_epochs` (`teacher_temperature_at`), then stays at `teacher_temperature`.
     """
 
-    def __init__(self, output_dim: int, student_temperature: float = 0.1, teacher_temperature: float = 0.07,
-                 warmup_teacher_temperature: float = 0.04, warmup_teacher_temperature_epochs: float = 30.0,
-                 center_momentum: float = 0.9):
+    def __init__(
+        self,
+        output_dim: int,
+        student_temperature: float = 0.1,
+        teacher_temperature: float = 0.07,
+        warmup_teacher_temperature: float = 0.04,
+        warmup_teacher_temperature_epochs: float = 30.0,
+        center_momentum: float = 0.9,
+    ):
         super().__init__()
         if min(student_temperature, teacher_temperature, warmup_teacher_temperature) <= 0:
             raise ValueError("DINO temperatures must be > 0")
@@ -48,21 +55,22 @@ class DINOLoss(nn.Module):
         start, end = self.warmup_teacher_temperature, self.teacher_temperature
         return start + (end - start) * epoch / self.warmup_epochs
 
-    def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor],
-                teacher_temperature: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, student: list[torch.Tensor], teacher: list[torch.Tensor], teacher_temperature: float
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """student: logits (B, K) per view, global views first; teacher: logits (B, K) per global view.
         Returns (loss, diagnostics): the teacher's entropy h(P_t) and the KL(P_t || P_s) = H(P_t, P_s) - h(P_t)
         averaged over the compared pairs, the paper's collapse study (Sec. 5.3): a uniform teacher has
         maximal entropy, a constant output zero KL."""
         log_p_student = torch.stack([F.log_softmax(s.float() / self.student_temperature, dim=-1) for s in student])
-        teacher = torch.stack(teacher).detach().float()                                      # (T, B, K)
+        teacher = torch.stack(teacher).detach().float()  # (T, B, K)
         p_teacher = F.softmax((teacher - self.center) / teacher_temperature, dim=-1)
         with torch.autocast(teacher.device.type, enabled=False):  # else mixed precision runs this in bf16/fp16
             cross_entropy = -torch.einsum("tbk,sbk->ts", p_teacher, log_p_student) / teacher.shape[1]  # (T, S)
         mask = pair_mask(len(teacher), len(student)).to(cross_entropy.device)
         loss = cross_entropy[mask].mean()
         with torch.no_grad():
-            entropy = -(p_teacher * torch.log(p_teacher.clamp_min(1e-12))).sum(-1).mean(-1)    # (T,)
+            entropy = -(p_teacher * torch.log(p_teacher.clamp_min(1e-12))).sum(-1).mean(-1)  # (T,)
             kl = (cross_entropy - entropy[:, None])[mask].mean()
             self._update_center(teacher)
         return loss, {"teacher_entropy": entropy.mean(), "kl": kl}

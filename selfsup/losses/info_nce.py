@@ -1,5 +1,6 @@
 """InfoNCE, the MoCo losses: against a queue of negatives (He et al., 2020; MoCo v2: Chen et al., 2020)
 and against the other keys of the global batch (MoCo v3: Chen, Xie & He, 2021)."""
+
 from __future__ import annotations
 
 import torch
@@ -26,9 +27,9 @@ class InfoNCELoss(nn.Module):
     def forward(self, query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
         q = F.normalize(query.float(), dim=1)
         k = F.normalize(key.float(), dim=1)
-        positive = (q * k).sum(dim=1, keepdim=True)                      # (B, 1)
+        positive = (q * k).sum(dim=1, keepdim=True)  # (B, 1)
         with torch.autocast(q.device.type, enabled=False):  # else mixed precision runs this in bf16/fp16
-            negative = q @ queue.float().T                               # (B, K)
+            negative = q @ queue.float().T  # (B, K)
         logits = torch.cat([positive, negative], dim=1) / self.temperature
         labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         return F.cross_entropy(logits, labels)
@@ -55,6 +56,6 @@ class MoCoV3Loss(nn.Module):
         q = F.normalize(query.float(), dim=1)
         k = distributed.gather(F.normalize(key.detach().float(), dim=1))  # (N, D), rank order
         with torch.autocast(q.device.type, enabled=False):  # else mixed precision runs this in bf16/fp16
-            logits = q @ k.T / self.temperature                          # (B, N)
+            logits = q @ k.T / self.temperature  # (B, N)
         labels = distributed.global_positions(len(q), q.device)
         return 2 * self.temperature * F.cross_entropy(logits, labels)

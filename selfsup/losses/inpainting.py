@@ -1,4 +1,5 @@
 """Masked reconstruction loss of the context encoder (Pathak et al., 2016)."""
+
 from __future__ import annotations
 
 import torch

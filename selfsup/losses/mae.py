@@ -4,6 +4,7 @@ of the masked patches only; visible patches are not scored (the encoder saw them
 With `norm_pix_loss` (the paper's default, Table 1d: +0.6 fine-tuning top-1) each target patch is first
 normalised by its own mean and variance, so the loss is about structure, not brightness; predicting a
 patch's mean then scores about 1.0, the baseline a learning run must fall well below."""
+
 from __future__ import annotations
 
 import torch

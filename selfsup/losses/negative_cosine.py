@@ -1,5 +1,6 @@
 """The negative cosine similarity with stop-gradient, SimSiam's D (Chen & He 2021); BYOL's regression
 loss (Grill et al. 2020) is the same quantity as 2 + 2 D."""
+
 from __future__ import annotations
 
 import torch

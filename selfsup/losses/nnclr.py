@@ -1,6 +1,7 @@
 """The NNCLR loss (Dwibedi et al. 2021, "With a Little Help from My Friends: Nearest-Neighbor Contrastive
 Learning of Visual Representations"): NT-Xent whose positive for a view is the nearest neighbour of its
 projection in a support set of past projections, contrasted against the other view's predictions."""
+
 from __future__ import annotations
 
 import torch
@@ -35,14 +36,19 @@ class NNCLRLoss(nn.Module):
         positives = distributed.global_positions(len(neighbours), neighbours.device)
         return F.cross_entropy(logits / self.temperature, positives)
 
-    def forward(self, projections: tuple[torch.Tensor, torch.Tensor], predictions: tuple[torch.Tensor, torch.Tensor],
-                support: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        projections: tuple[torch.Tensor, torch.Tensor],
+        predictions: tuple[torch.Tensor, torch.Tensor],
+        support: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """projections z1, z2 and predictions p1, p2 (B, D) of the two views; `support` (Q, D) the
         L2-normalised support set. Returns the loss and the mean cosine of the projections to their
         neighbours (near 1: the support set holds the same images' neighbours, near 0: it is unrelated)."""
         neighbours = [nearest_neighbours(z, support) for z in projections]
         loss = (self.contrast(neighbours[0], predictions[1]) + self.contrast(neighbours[1], predictions[0])) / 2
         with torch.no_grad():
-            similarity = torch.stack([(F.normalize(z.float(), dim=1) * n.float()).sum(dim=1).mean()
-                                      for z, n in zip(projections, neighbours)]).mean()
+            similarity = torch.stack(
+                [(F.normalize(z.float(), dim=1) * n.float()).sum(dim=1).mean() for z, n in zip(projections, neighbours)]
+            ).mean()
         return loss, similarity

@@ -1,4 +1,5 @@
 """NT-Xent, the normalised temperature-scaled cross-entropy of SimCLR (Chen et al., 2020)."""
+
 from __future__ import annotations
 
 import torch
@@ -33,11 +34,11 @@ class NTXentLoss(nn.Module):
         z1 = F.normalize(z1.float(), dim=1)
         z2 = F.normalize(z2.float(), dim=1)
         local_batch = z1.shape[0]
-        z_local = torch.cat([z1, z2])                                   # (2B, D)
+        z_local = torch.cat([z1, z2])  # (2B, D)
         z_global = torch.cat([distributed.gather_with_grad(z1), distributed.gather_with_grad(z2)])
-        global_batch = z_global.shape[0] // 2                            # N
+        global_batch = z_global.shape[0] // 2  # N
 
-        logits = z_local @ z_global.T / self.temperature                 # (2B, 2N)
+        logits = z_local @ z_global.T / self.temperature  # (2B, 2N)
         local_index = distributed.global_positions(local_batch, z1.device)
         self_index = torch.cat([local_index, local_index + global_batch])
         positive_index = torch.cat([local_index + global_batch, local_index])

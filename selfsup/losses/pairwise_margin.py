@@ -1,4 +1,5 @@
 """Pairwise margin (contrastive) loss of Hadsell, Chopra & LeCun (2006)."""
+
 from __future__ import annotations
 
 import torch
@@ -33,14 +34,14 @@ class PairwiseMarginLoss(nn.Module):
         z1 = F.normalize(z1.float(), dim=1)
         z2 = F.normalize(z2.float(), dim=1)
         local_batch = z1.shape[0]
-        z2_global = distributed.gather_with_grad(z2)                            # (N, D)
+        z2_global = distributed.gather_with_grad(z2)  # (N, D)
 
-        squared_distance = (2 - 2 * z1 @ z2_global.T).clamp_min(0)             # (B, N), unit vectors
+        squared_distance = (2 - 2 * z1 @ z2_global.T).clamp_min(0)  # (B, N), unit vectors
         rows = torch.arange(local_batch, device=z1.device)
         is_positive = torch.zeros_like(squared_distance, dtype=torch.bool)
         is_positive[rows, distributed.global_positions(local_batch, z1.device)] = True
 
         positive = squared_distance[is_positive].mean()
-        distance = squared_distance[~is_positive].clamp_min(1e-12).sqrt()     # clamp: finite sqrt gradient at 0
+        distance = squared_distance[~is_positive].clamp_min(1e-12).sqrt()  # clamp: finite sqrt gradient at 0
         negative = F.relu(self.margin - distance).pow(2).mean()
         return positive + negative

@@ -1,6 +1,7 @@
 """The SwAV loss (Caron et al. 2020, "Unsupervised Learning of Visual Features by Contrasting Cluster
 Assignments"): codes from the Sinkhorn-Knopp algorithm on the global views' prototype scores, predicted
 from every other view (swapped prediction)."""
+
 from __future__ import annotations
 
 import torch
@@ -49,15 +50,18 @@ class SwAVLoss(nn.Module):
         """The codes of `scores` (B, K), solved together with `queued` (M, K), the scores of this rank's share
         of the queue of past projections: more samples to spread over the K prototypes (a small batch)."""
         problem = scores.detach() if queued is None else torch.cat([queued.detach(), scores.detach()])
-        return sinkhorn_knopp(problem, self.epsilon, self.sinkhorn_iterations)[-len(scores):]
+        return sinkhorn_knopp(problem, self.epsilon, self.sinkhorn_iterations)[-len(scores) :]
 
-    def forward(self, scores: list[torch.Tensor], global_views: int,
-                queued: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self, scores: list[torch.Tensor], global_views: int, queued: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """scores: per view, (B, K) cosine similarities of its L2-normalised projections to the unit
         prototypes, the `global_views` first; queued: per global view, (M, K) scores of this rank's share of
         its queue (or None)."""
         if len(scores) < 2 or not 1 <= global_views <= len(scores):
-            raise ValueError(f"SwAV needs 2 views or more, at least one global, got {global_views} global of {len(scores)}")
+            raise ValueError(
+                f"SwAV needs 2 views or more, at least one global, got {global_views} global of {len(scores)}"
+            )
         log_predictions = [F.log_softmax(s.float() / self.temperature, dim=1) for s in scores]
         losses = []
         for s in range(global_views):

@@ -1,4 +1,5 @@
 """The VICReg loss (Bardes, Ponce & LeCun 2022): variance, invariance, covariance."""
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,14 @@ class VICRegLoss(nn.Module):
     all ranks, as in the official code. Returns (loss, {"inv", "std", "cov"}: the unweighted terms).
     """
 
-    def __init__(self, invariance_weight: float = 25.0, variance_weight: float = 25.0, covariance_weight: float = 1.0,
-                 gamma: float = 1.0, eps: float = 1e-4):
+    def __init__(
+        self,
+        invariance_weight: float = 25.0,
+        variance_weight: float = 25.0,
+        covariance_weight: float = 1.0,
+        gamma: float = 1.0,
+        eps: float = 1e-4,
+    ):
         super().__init__()
         if min(invariance_weight, variance_weight, covariance_weight) < 0 or gamma <= 0 or eps <= 0:
             raise ValueError("VICReg loss weights must be >= 0 and gamma, eps > 0")

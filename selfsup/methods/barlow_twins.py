@@ -1,5 +1,6 @@
 """Barlow Twins (Zbontar et al. 2021): a wide projector (8192-8192-8192) whose outputs for the two
 views should have a cross-correlation matrix close to the identity."""
+
 from __future__ import annotations
 
 import torch

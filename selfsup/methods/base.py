@@ -3,6 +3,7 @@
 It owns what all methods share: the backbone built from config, optimizer and LR schedule, the
 online linear probe on detached features, the per-epoch kNN monitor and the logging. A method
 subclass adds its heads and implements `training_loss(views) -> StepOutput`, nothing else."""
+
 from __future__ import annotations
 
 import itertools
@@ -61,7 +62,7 @@ class SSLMethod(pl.LightningModule):
     num_views: int | None = None  # augmented views per image that `training_loss` takes (None: any number)
     losses: tuple[type, ...] = ()  # the loss classes `training_loss` is written for (checked against loss=)
     separately_optimized: tuple[str, ...] = ()  # children with an optimizer of their own (a GAN critic)
-    constant_lr_modules: tuple[str, ...] = ()   # children whose LR the schedule leaves at the base LR (SimSiam)
+    constant_lr_modules: tuple[str, ...] = ()  # children whose LR the schedule leaves at the base LR (SimSiam)
 
     def __init__(self, cfg: DictConfig):
         super().__init__()
@@ -76,9 +77,13 @@ class SSLMethod(pl.LightningModule):
         # Parameter-free BatchNorm first (as in MAE's linear probing): the probe then sees features of
         # a stable scale however the backbone's drift during SSL training, so one LR fits all methods.
         # None without labels to learn from (data=images, eval.data: trains_online_probe).
-        self.online_probe = nn.Sequential(
-            nn.BatchNorm1d(self.feature_dim, affine=False), nn.Linear(self.feature_dim, cfg.data.num_classes)
-        ) if trains_online_probe(cfg) else None
+        self.online_probe = (
+            nn.Sequential(
+                nn.BatchNorm1d(self.feature_dim, affine=False), nn.Linear(self.feature_dim, cfg.data.num_classes)
+            )
+            if trains_online_probe(cfg)
+            else None
+        )
         self.channels_last = cfg.backbone.channels_last
         # augmentation.on_device / data.decode_on_gpu: colour ops (and decode + crop) as batched tensor ops
         self.device_augment = DeviceAugment.from_config(cfg)
@@ -97,14 +102,18 @@ class SSLMethod(pl.LightningModule):
         views = len(cfg.augmentation.views)
         if cls.num_views is not None and views != cls.num_views:
             wanted = {1: "one view", 2: "two views"}.get(cls.num_views, f"{cls.num_views} views")
-            raise UserError(f"method={cfg.method.name} takes {wanted} per image, but augmentation="
-                            f"{cfg.augmentation.name} makes {views}: drop the augmentation override (each "
-                            "method picks its own) or use one that makes " + wanted)
+            raise UserError(
+                f"method={cfg.method.name} takes {wanted} per image, but augmentation="
+                f"{cfg.augmentation.name} makes {views}: drop the augmentation override (each "
+                "method picks its own) or use one that makes " + wanted
+            )
         target = (cfg.get("loss") or {}).get("_target_")
         if target is not None and cls.losses and not issubclass(get_class(target), cls.losses):
-            raise UserError(f"method={cfg.method.name} trains with {' or '.join(c.__name__ for c in cls.losses)}, "
-                            f"not the {target.rpartition('.')[2]} of this loss= override: drop the loss override "
-                            "(each method picks its own loss)")
+            raise UserError(
+                f"method={cfg.method.name} trains with {' or '.join(c.__name__ for c in cls.losses)}, "
+                f"not the {target.rpartition('.')[2]} of this loss= override: drop the loss override "
+                "(each method picks its own loss)"
+            )
 
     def training_loss(self, views: list[torch.Tensor]) -> StepOutput:
         raise NotImplementedError
@@ -116,8 +125,10 @@ class SSLMethod(pl.LightningModule):
     def check_encoder(cls, encoder: str) -> None:
         """eval.py / export.py encoder=: one this method has."""
         if encoder not in cls.encoders:
-            raise UserError(f"encoder={encoder}: {cls.__name__} has only {' and '.join(cls.encoders)} encoder(s) "
-                            "(BYOL, MoCo v2/v3 and DINO have a momentum one): use encoder=online or leave it out")
+            raise UserError(
+                f"encoder={encoder}: {cls.__name__} has only {' and '.join(cls.encoders)} encoder(s) "
+                "(BYOL, MoCo v2/v3 and DINO have a momentum one): use encoder=online or leave it out"
+            )
 
     @classmethod
     def encoder_prefix(cls, encoder: str) -> str:
@@ -236,8 +247,12 @@ class SSLMethod(pl.LightningModule):
         if trainer.datamodule is None:
             return False
         everything = bank_size == len(trainer.datamodule.labelled) and val_size == len(trainer.datamodule.val)
-        return (everything and trainer.world_size == 1 and not trainer.sanity_checking
-                and self.current_epoch == trainer.max_epochs - 1)
+        return (
+            everything
+            and trainer.world_size == 1
+            and not trainer.sanity_checking
+            and self.current_epoch == trainer.max_epochs - 1
+        )
 
     def configure_optimizers(self):
         cfg, trainer = self.cfg.optimizer, self.trainer
@@ -249,7 +264,9 @@ class SSLMethod(pl.LightningModule):
             + (f"lr = {cfg.lr} x {global_batch}/256 = {lr:.4g}" if cfg.scale_lr else f"lr = {lr:.4g} (not scaled)")
         )
         total_steps = trainer.estimated_stepping_batches
-        optimizer, scheduler = self.optimizer_and_schedule(lr, total_steps, max(1, total_steps // max(1, trainer.max_epochs)))
+        optimizer, scheduler = self.optimizer_and_schedule(
+            lr, total_steps, max(1, total_steps // max(1, trainer.max_epochs))
+        )
         self._check_lr_on_ranks(cfg.lr, optimizer.param_groups[0]["initial_lr"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -257,15 +274,24 @@ class SSLMethod(pl.LightningModule):
         """The optimizer at `lr` over the SSL modules (weight decay as `optimizer.*` says) and the online
         probe (its own LR, no decay), and its per-step LR schedule. The bench's bare loop uses it too."""
         cfg = self.cfg.optimizer
-        ssl_modules = nn.ModuleList(m for name, m in self.named_children() if name != "online_probe"
-                                    and name not in (*self.separately_optimized, *self.constant_lr_modules))
+        ssl_modules = nn.ModuleList(
+            m
+            for name, m in self.named_children()
+            if name != "online_probe" and name not in (*self.separately_optimized, *self.constant_lr_modules)
+        )
         rules = (cfg.weight_decay, cfg.exclude_bias_and_norm, cfg.bias_and_norm_lr_factor)
         groups = parameter_groups(ssl_modules, *rules)
         for name in self.constant_lr_modules:
             groups += [{**group, "constant_lr": True} for group in parameter_groups(getattr(self, name), *rules)]
         if self.online_probe is not None:
-            groups.append({"params": list(self.online_probe.parameters()), "weight_decay": 0.0,
-                           "lr": cfg.probe_lr, "lars_exclude": True})
+            groups.append(
+                {
+                    "params": list(self.online_probe.parameters()),
+                    "weight_decay": 0.0,
+                    "lr": cfg.probe_lr,
+                    "lars_exclude": True,
+                }
+            )
         optimizer = build_optimizer(cfg, groups, lr)
         return optimizer, build_scheduler(self.cfg.scheduler, optimizer, total_steps, steps_per_epoch)
 
@@ -275,7 +301,11 @@ class SSLMethod(pl.LightningModule):
         per_rank = distributed.gather_object((base_lr, lr))
         if len(per_rank) == 1:
             return
-        rank_zero_info("lr per rank (base -> optimizer): " + ", ".join(
-            f"rank {r}: {b:.6g} -> {o:.6g}" for r, (b, o) in enumerate(per_rank)))
+        rank_zero_info(
+            "lr per rank (base -> optimizer): "
+            + ", ".join(f"rank {r}: {b:.6g} -> {o:.6g}" for r, (b, o) in enumerate(per_rank))
+        )
         if len(set(per_rank)) > 1:
-            raise UserError(f"the ranks were given different learning rates {per_rank}: in sweeps use strategy=ddp_spawn")
+            raise UserError(
+                f"the ranks were given different learning rates {per_rank}: in sweeps use strategy=ddp_spawn"
+            )

@@ -1,6 +1,7 @@
 """BYOL (Grill et al. 2020): the online network (backbone, projector, predictor) regresses the
 target network's projection of the other view; the target is an EMA of the online backbone and
 projector whose momentum follows a cosine schedule from 0.996 to 1. Symmetric loss."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """Colorization (Zhang, Isola & Efros 2016): the backbone sees only the lightness of the image, a
 decoder (the context encoder's `UpConvDecoder`) predicts its colour as the ab channels of CIE Lab."""
+
 from __future__ import annotations
 
 import torch
@@ -30,9 +31,11 @@ class Colorization(PretextMethod):
         super().check_config(cfg, world_size)
         stride, resolution, start = cfg.method.output_stride, cfg.data.resolution, cfg.method.decoder.start_size
         if stride < 1 or resolution // stride <= start:
-            raise UserError(f"method.output_stride={stride} leaves {resolution // max(stride, 1)}px of a "
-                            f"{resolution}px image: the decoder needs more than method.decoder.start_size="
-                            f"{start}; lower the stride")
+            raise UserError(
+                f"method.output_stride={stride} leaves {resolution // max(stride, 1)}px of a "
+                f"{resolution}px image: the decoder needs more than method.decoder.start_size="
+                f"{start}; lower the stride"
+            )
 
     def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised RGB -> (backbone input, L (B, 1, H, W), ab (B, 2, H, W)), in float32.
@@ -53,6 +56,8 @@ class Colorization(PretextMethod):
         grey, lightness, ab = self._split(images)
         predicted_ab = self.loss_fn.decode(self.decoder(self.backbone(self._memory_format(grey))))
         predicted_ab = F.interpolate(predicted_ab, size=ab.shape[-2:], mode="bilinear", align_corners=False)
-        return {"grayscale": denormalize(grey, self.cfg.data.mean, self.cfg.data.std),
-                "prediction": lab_to_rgb(torch.cat([lightness, predicted_ab], dim=1)),
-                "truth": lab_to_rgb(torch.cat([lightness, ab], dim=1))}
+        return {
+            "grayscale": denormalize(grey, self.cfg.data.mean, self.cfg.data.std),
+            "prediction": lab_to_rgb(torch.cat([lightness, predicted_ab], dim=1)),
+            "truth": lab_to_rgb(torch.cat([lightness, ab], dim=1)),
+        }

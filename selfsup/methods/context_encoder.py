@@ -2,6 +2,7 @@
 decode the whole image with up-convolutions and score the hidden region and the visible rim around it
 (L2, the rim weighted 10x), optionally plus an adversarial term from a critic trained against it on that
 region (manual optimisation), the critic at a tenth of the generator's LR as in the reference."""
+
 from __future__ import annotations
 
 import torch
@@ -46,28 +47,37 @@ class ContextEncoder(PretextMethod):
         if mask.kind not in MASKS:
             raise UserError(f"method.mask.kind={mask.kind} is not a mask: use {' | '.join(MASKS)}")
         if not 0.0 < mask.area < 1.0:
-            raise UserError(f"method.mask.area={mask.area} must be in (0, 1), the fraction of the image the mask "
-                            "hides (the paper: 0.25)")
+            raise UserError(
+                f"method.mask.area={mask.area} must be in (0, 1), the fraction of the image the mask "
+                "hides (the paper: 0.25)"
+            )
         side = round((mask.area * resolution * resolution) ** 0.5)
         if mask.kind in ("central", "random_block") and not 1 <= side <= resolution:
-            raise UserError(f"a {mask.kind} mask of method.mask.area={mask.area} (side {side}px) does not fit the "
-                            f"{resolution}px image: lower method.mask.area or raise data.resolution")
+            raise UserError(
+                f"a {mask.kind} mask of method.mask.area={mask.area} (side {side}px) does not fit the "
+                f"{resolution}px image: lower method.mask.area or raise data.resolution"
+            )
         if mask.kind == "random_region" and mask.block_size is not None and not 1 <= mask.block_size <= resolution:
-            raise UserError(f"method.mask.block_size={mask.block_size} is larger than the {resolution}px image: "
-                            f"use 1..{resolution} or null")
+            raise UserError(
+                f"method.mask.block_size={mask.block_size} is larger than the {resolution}px image: "
+                f"use 1..{resolution} or null"
+            )
         if not cfg.loss.adversarial:
             return
         if cfg.trainer.accumulate_grad_batches != 1 or cfg.trainer.gradient_clip_val:
-            raise UserError("the adversarial context encoder optimises manually (two optimizers): leave "
-                            "trainer.accumulate_grad_batches=1 and trainer.gradient_clip_val=null, or set "
-                            "loss.adversarial=false")
+            raise UserError(
+                "the adversarial context encoder optimises manually (two optimizers): leave "
+                "trainer.accumulate_grad_batches=1 and trainer.gradient_clip_val=null, or set "
+                "loss.adversarial=false"
+            )
         strategy = cfg.strategy.strategy
         if world_size > 1 and isinstance(strategy, str) and "find_unused_parameters_true" not in strategy:
             spawn = "_spawn" if "spawn" in strategy else ""
             raise UserError(
                 f"the adversarial context encoder steps the encoder/decoder and the critic in turn, so each "
                 f"backward leaves the other's parameters unused, which strategy.strategy={strategy} refuses: set "
-                f"strategy.strategy=ddp{spawn}_find_unused_parameters_true, or loss.adversarial=false")
+                f"strategy.strategy=ddp{spawn}_find_unused_parameters_true, or loss.adversarial=false"
+            )
 
     def _mask(self, x: torch.Tensor) -> torch.Tensor:
         mask_cfg = self.cfg.method.mask
@@ -153,8 +163,10 @@ class ContextEncoder(PretextMethod):
         total_steps = trainer.estimated_stepping_batches
         steps_per_epoch = max(1, total_steps // max(1, trainer.max_epochs))
         critic_schedule = build_scheduler(self.cfg.scheduler, critic_opt, total_steps, steps_per_epoch)
-        return ([main["optimizer"], critic_opt],
-                [main["lr_scheduler"], {"scheduler": critic_schedule, "interval": "step"}])
+        return (
+            [main["optimizer"], critic_opt],
+            [main["lr_scheduler"], {"scheduler": critic_schedule, "interval": "step"}],
+        )
 
     # --- image grid ------------------------------------------------------------------------------
     def image_rows(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -162,5 +174,8 @@ class ContextEncoder(PretextMethod):
         masked, pred = self._inpaint(images, mask)
         inpainted = torch.where(mask.bool(), pred.to(images.dtype), images)
         mean, std = self.cfg.data.mean, self.cfg.data.std
-        return {"input": denormalize(images, mean, std), "masked": denormalize(masked, mean, std),
-                "reconstruction": denormalize(inpainted, mean, std)}
+        return {
+            "input": denormalize(images, mean, std),
+            "masked": denormalize(masked, mean, std),
+            "reconstruction": denormalize(inpainted, mean, std),
+        }

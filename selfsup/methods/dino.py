@@ -2,6 +2,7 @@
 DINO head) sees every view, global and local; the teacher, an EMA of the student, sees the global views
 only; the student's output distribution on each view matches the teacher's on every other view. The
 teacher's outputs are centred and sharpened, which is what keeps them from collapsing."""
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,10 @@ class DINO(MomentumMethod):
         super().check_config(cfg, world_size)
         views = len(cfg.augmentation.views)
         if views < 2 or global_view_count(cfg.augmentation) < 1:
-            raise UserError(f"DINO needs at least 2 views, at least one of them global (augmentation.views has "
-                            f"{views}): use augmentation=multicrop")
+            raise UserError(
+                f"DINO needs at least 2 views, at least one of them global (augmentation.views has "
+                f"{views}): use augmentation=multicrop"
+            )
 
     def online_encoder(self) -> nn.Module:
         return nn.Sequential(self.backbone, self.head)  # the student

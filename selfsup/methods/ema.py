@@ -3,6 +3,7 @@
 Both methods keep a slow copy of the online network that never receives gradients and is pulled
 towards the online weights after every optimiser step; this is the one implementation they share.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,7 +18,7 @@ def make_target(online: nn.Module) -> nn.Module:
     target = copy.deepcopy(online)
     target.requires_grad_(False)
     for p in target.parameters():
-        p.grad = None                      # deepcopy would otherwise carry over stale online grads
+        p.grad = None  # deepcopy would otherwise carry over stale online grads
     return target
 
 

@@ -7,6 +7,7 @@ inpainting from context, made to scale: many small random holes instead of one c
 encoder never sees a placeholder, and no adversary. MAE features are meant to be fine-tuned
 (`primary_eval: finetune`, eval=finetune_vit: its recipe, through timm); linear probing comes second.
 """
+
 from __future__ import annotations
 
 import torch
@@ -56,18 +57,22 @@ class MAE(PretextMethod):
         super().check_config(cfg, world_size)
         backbone, resolution, ratio = cfg.backbone, cfg.data.resolution, cfg.method.mask_ratio
         if backbone.name not in VITS:
-            raise UserError(f"method=mae encodes the visible patches with a ViT, not backbone={backbone.name}: "
-                            f"use backbone={'|'.join(VITS)}")
+            raise UserError(
+                f"method=mae encodes the visible patches with a ViT, not backbone={backbone.name}: "
+                f"use backbone={'|'.join(VITS)}"
+            )
         num_patches = (resolution // (backbone.patch_size or vit_patch_size(resolution))) ** 2
         if not 0.0 < ratio < 1.0 or int(num_patches * (1 - ratio)) < 1:
-            raise UserError(f"method.mask_ratio={ratio} must leave at least one of the {num_patches} patches "
-                            "visible and hide at least one: use a value in (0, 1), the paper's 0.75")
+            raise UserError(
+                f"method.mask_ratio={ratio} must leave at least one of the {num_patches} patches "
+                "visible and hide at least one: use a value in (0, 1), the paper's 0.75"
+            )
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.patch_size = self.backbone.patch_size
         grid = tuple(self.backbone.patch_embed.grid_size)
-        self.decoder = MAEDecoder(self.feature_dim, grid, self.patch_size ** 2 * 3, **cfg.method.decoder)
+        self.decoder = MAEDecoder(self.feature_dim, grid, self.patch_size**2 * 3, **cfg.method.decoder)
 
     def grid(self, images: torch.Tensor) -> tuple[int, int]:
         """(rows, columns) of patches: data.resolution's grid, or another crop size's."""
@@ -109,5 +114,8 @@ class MAE(PretextMethod):
         pred = self.loss_fn.to_pixels(pred, patches).to(patches.dtype)
         filled = unpatchify(patches * (1 - hidden) + pred * hidden, self.patch_size, grid)
         mean, std = self.cfg.data.mean, self.cfg.data.std
-        return {"input": denormalize(images, mean, std), "masked": denormalize(masked, mean, std),
-                "reconstruction": denormalize(filled, mean, std)}
+        return {
+            "input": denormalize(images, mean, std),
+            "masked": denormalize(masked, mean, std),
+            "reconstruction": denormalize(filled, mean, std),
+        }

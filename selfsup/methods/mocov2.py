@@ -1,6 +1,7 @@
 """MoCo v2 (He et al. 2020; Chen et al. 2020, "Improved Baselines with Momentum Contrastive
 Learning"): a query encoder (backbone + MLP head) against a momentum key encoder, InfoNCE with the
 positive key at logit 0 and a queue of K negatives holding the keys of past global batches."""
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,14 @@ class MoCoV2(MomentumMethod):
     def check_config(cls, cfg, world_size: int) -> None:
         super().check_config(cfg, world_size)
         symmetric = cfg.method.symmetric
-        check_queue_config("method.queue_size", cfg.method.queue_size, cfg.data.batch_size, world_size,
-                           2 if symmetric else 1, " x 2 key views (method.symmetric)" if symmetric else "")
+        check_queue_config(
+            "method.queue_size",
+            cfg.method.queue_size,
+            cfg.data.batch_size,
+            world_size,
+            2 if symmetric else 1,
+            " x 2 key views (method.symmetric)" if symmetric else "",
+        )
 
     @torch.no_grad()
     def _encode_keys(self, images: torch.Tensor) -> torch.Tensor:

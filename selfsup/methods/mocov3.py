@@ -3,6 +3,7 @@ MoCo without the queue. Each view's query (backbone, projector, predictor) is co
 momentum encoder's keys (backbone, projector) of the other view for the whole global batch; the
 momentum follows a cosine from 0.99 to 1. For ViTs the patch projection can be a fixed random one
 (`method.freeze_patch_embed`), the paper's fix for the loss spikes of ViT training (Sec. 4.2)."""
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,10 @@ class MoCoV3(MomentumMethod):
     def check_config(cls, cfg, world_size: int) -> None:
         super().check_config(cfg, world_size)
         if cfg.method.freeze_patch_embed and cfg.backbone.name not in VITS:
-            raise UserError(f"method.freeze_patch_embed freezes a ViT's patch projection; backbone="
-                            f"{cfg.backbone.name} has none: set method.freeze_patch_embed=false")
+            raise UserError(
+                f"method.freeze_patch_embed freezes a ViT's patch projection; backbone="
+                f"{cfg.backbone.name} has none: set method.freeze_patch_embed=false"
+            )
 
     def __init__(self, cfg):
         super().__init__(cfg)

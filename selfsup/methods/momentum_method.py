@@ -1,6 +1,7 @@
 """What the momentum methods (MoCo, BYOL, ...) share on top of `SSLMethod`: an EMA target copy of the
 online encoder, pulled towards it once after every optimiser step, with a constant or cosine
 (base -> 1) momentum."""
+
 from __future__ import annotations
 
 import math

@@ -1,6 +1,7 @@
 """NNCLR (Dwibedi et al. 2021): SimCLR's contrast with a predictor, where the positive for each view is
 the nearest neighbour of its projection in a support set (a queue of the projections of past global
 batches), which brings semantically close images together beyond what augmentation can."""
+
 from __future__ import annotations
 
 import torch
@@ -39,5 +40,9 @@ class NNCLR(SSLMethod):
         loss, similarity = self.loss_fn((z1, z2), (p1, p2), self.support.queue)
         # The paper's support set: view 1's projections of the global batch, oldest out
         self.support.enqueue(distributed.gather(F.normalize(z1.detach().float(), dim=1)))
-        return StepOutput(loss=loss, features=features[: len(views[0])], embeddings=z1,
-                          logs={"nnclr_neighbour_similarity": similarity})
+        return StepOutput(
+            loss=loss,
+            features=features[: len(views[0])],
+            embeddings=z1,
+            logs={"nnclr_neighbour_similarity": similarity},
+        )

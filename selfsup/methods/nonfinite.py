@@ -1,6 +1,7 @@
 """The non-finite loss guard of `SSLMethod.training_step`: a NaN/inf loss stops the run naming the step
 and the loss terms, before the weights change and with nothing saved after the fault
 (`on_nonfinite=stop`), or skips the batch (`on_nonfinite=skip`)."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -39,7 +40,8 @@ def guard_loss(module, loss: torch.Tensor, terms: dict) -> Optional[torch.Tensor
         raise NonFiniteError(
             f"{where}{many}; stopped before the weights changed, nothing saved after it; the last good checkpoint "
             f"is {last_good_checkpoint(trainer)}: continue from it with ckpt_path=<it> trainer.gradient_clip_val=1.0, "
-            "or start afresh with a lower optimizer.lr, or set on_nonfinite=skip to skip such batches")
+            "or start afresh with a lower optimizer.lr, or set on_nonfinite=skip to skip such batches"
+        )
     rank_zero_warn(f"{where}; skipping this batch (on_nonfinite=skip, {skips['total']} skipped so far)")
     if distributed.is_distributed():
         return sum((p * 0.0).sum() for p in module.parameters() if p.requires_grad)

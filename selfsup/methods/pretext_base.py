@@ -1,5 +1,6 @@
 """What the pretext-task methods (RotNet, Jigsaw, context encoder, colorization, MAE) share beyond the base:
 they take ONE augmented view and build their inputs and labels from it on the device."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """A FIFO of past embeddings, kept in the checkpoint: MoCo's negative keys (He et al., 2020), NNCLR's
 support set (Dwibedi et al., 2021), SwAV's queue of past projections (Caron et al., 2020)."""
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,9 @@ def check_queue_divisible(queue_size: int, global_batch: int) -> None:
         )
 
 
-def check_queue_config(key: str, size: int, batch: int, world_size: int, rows_per_image: int = 1,
-                       rows_note: str = "") -> None:
+def check_queue_config(
+    key: str, size: int, batch: int, world_size: int, rows_per_image: int = 1, rows_note: str = ""
+) -> None:
     """A method's queue rule for `check_config`, as one line naming the setting: `key` (the queue size
     `size`) > 0 and a multiple of the rows each step writes, `batch` x `world_size` x `rows_per_image`
     (`rows_note` says why there are several per image)."""

@@ -1,4 +1,5 @@
 """RotNet (Gidaris et al. 2018): classify which of 0/90/180/270 degrees an image was rotated by."""
+
 from __future__ import annotations
 
 import torch
@@ -27,5 +28,4 @@ class RotNet(PretextMethod):
         accuracy = (logits.argmax(1) == labels).float().mean()
         # All four rotations: the k = 0 block is the unrotated batch, its features come for free.
         probe_features = features[: len(x)] if all_rotations else self.full_image_features(x)
-        return StepOutput(loss=self.loss_fn(logits, labels), features=probe_features,
-                          logs={"rotation_acc": accuracy})
+        return StepOutput(loss=self.loss_fn(logits, labels), features=probe_features, logs={"rotation_acc": accuracy})

@@ -1,4 +1,5 @@
 """SimCLR (Chen et al. 2020): both views through backbone and projector, NT-Xent between them."""
+
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,7 @@
 """SimSiam (Chen & He 2021): BYOL without the momentum encoder. Both views go through one encoder
 (backbone + projector); a predictor maps one view's projection onto the other's, which is held fixed
 by a stop-gradient, the only thing keeping the two from collapsing to a constant. Symmetric loss."""
+
 from __future__ import annotations
 
 import torch

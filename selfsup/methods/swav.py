@@ -2,6 +2,7 @@
 codes of each global view (Sinkhorn-Knopp over the global batch, equal mass on every prototype) are
 predicted from every other view, local views included. The prototypes stay fixed during the first epoch,
 and with a small batch a queue of past global-view projections joins the Sinkhorn problem."""
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,9 @@ class SwAV(SSLMethod):
         if method.queue_length:
             # One queue per global view of the projections of the whole global batch, identical on every
             # rank (so a checkpoint, written by rank 0, resumes every rank); each rank adds its share.
-            self.queues = nn.ModuleList(FeatureQueue(method.queue_length, method.projector.output_dim)
-                                        for _ in range(self.global_views))
+            self.queues = nn.ModuleList(
+                FeatureQueue(method.queue_length, method.projector.output_dim) for _ in range(self.global_views)
+            )
             self.register_buffer("queued_rows", torch.zeros((), dtype=torch.long))  # full once >= queue_length
         self._queue_full = False  # what queued_rows says, once true (reading the buffer syncs with the device)
 
@@ -39,8 +41,10 @@ class SwAV(SSLMethod):
         super().check_config(cfg, world_size)
         views, method = len(cfg.augmentation.views), cfg.method
         if views < 2 or global_view_count(cfg.augmentation) < 1:
-            raise UserError(f"SwAV needs at least 2 views, at least one of them global (augmentation.views has "
-                            f"{views}): use augmentation=swav")
+            raise UserError(
+                f"SwAV needs at least 2 views, at least one of them global (augmentation.views has "
+                f"{views}): use augmentation=swav"
+            )
         if method.queue_length:
             check_queue_config("method.queue_length", method.queue_length, cfg.data.batch_size, world_size)
         for key in ("queue_start_epoch", "freeze_prototypes_epochs"):
@@ -66,8 +70,9 @@ class SwAV(SSLMethod):
         self._queue_full = self._queue_full or bool(self.queued_rows >= self.cfg.method.queue_length)
         scores = None
         if self._queue_full:
-            shares = [q.queue.view(distributed.world_size(), -1, q.queue.shape[1])[distributed.rank()]
-                      for q in self.queues]
+            shares = [
+                q.queue.view(distributed.world_size(), -1, q.queue.shape[1])[distributed.rank()] for q in self.queues
+            ]
             scores = [self.prototypes(share) for share in shares]
         for queue, embeddings in zip(self.queues, global_embeddings.chunk(self.global_views)):
             queue.enqueue(distributed.gather(embeddings))

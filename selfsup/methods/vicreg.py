@@ -1,6 +1,7 @@
 """VICReg (Bardes, Ponce & LeCun 2022): no negatives, no asymmetry; the loss itself forbids collapse:
 each embedding dimension keeps a standard deviation of at least 1 over the batch (variance), the
 dimensions are decorrelated (covariance) and the two views' embeddings agree (invariance)."""
+
 from __future__ import annotations
 
 import torch

@@ -11,6 +11,7 @@ ViTs are timm's `VisionTransformer` (timm is pinned in requirements.txt), not to
 - it runs attention through PyTorch's fused scaled-dot-product kernel under bf16.
 Weights are always randomly initialised (no network at run time, and pretraining is the point).
 """
+
 from __future__ import annotations
 
 import torch
@@ -56,14 +57,22 @@ def guard_small_map_convs(backbone: nn.Module) -> None:
 
 
 def build_backbone(
-    name: str, cifar_stem: bool = False, zero_init_residual: bool = False, channels_last: bool = True,
-    image_size: int | None = None, patch_size: int | None = None, pool: str = "token",
-    pos_embed: str = "learn", drop_path_rate: float = 0.0,
+    name: str,
+    cifar_stem: bool = False,
+    zero_init_residual: bool = False,
+    channels_last: bool = True,
+    image_size: int | None = None,
+    patch_size: int | None = None,
+    pool: str = "token",
+    pos_embed: str = "learn",
+    drop_path_rate: float = 0.0,
 ) -> nn.Module:
     if name in VITS:
         if cifar_stem or channels_last:
-            raise UserError(f"backbone={name} is a ViT: backbone.cifar_stem and backbone.channels_last apply to "
-                            "ResNets only, set them to false (the patch size is backbone.patch_size)")
+            raise UserError(
+                f"backbone={name} is a ViT: backbone.cifar_stem and backbone.channels_last apply to "
+                "ResNets only, set them to false (the patch size is backbone.patch_size)"
+            )
         return build_vit(name, image_size, patch_size, pool, pos_embed, drop_path_rate)
     if name.startswith("timm/"):
         backbone = _timm_backbone(name.removeprefix("timm/"))
@@ -88,7 +97,7 @@ def build_backbone(
 def backbone_state(state_dict: dict, prefix: str = "backbone.") -> dict:
     """The backbone's own weights in a training module's state dict, keyed as the bare backbone has them
     (`prefix`: a momentum method's EMA backbone is `<target>.0.`, see SSLMethod.encoder_prefix)."""
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 DROP_PATH_SLOTS = ("drop_path", "drop_path1", "drop_path2")  # timm's names for a residual branch's stochastic depth
@@ -100,11 +109,12 @@ def set_drop_path(backbone: nn.Module, rate: float) -> None:
     a timm ResNet's bottlenecks, ConvNeXt's blocks: the modules holding `drop_path*` slots)."""
     from timm.layers import DropPath
 
-    blocks = [m for m in backbone.modules()
-              if any(slot in vars(m) or slot in m._modules for slot in DROP_PATH_SLOTS)]
+    blocks = [m for m in backbone.modules() if any(slot in vars(m) or slot in m._modules for slot in DROP_PATH_SLOTS)]
     if not blocks:
-        raise UserError(f"eval.finetune.drop_path={rate} needs a timm backbone with residual drop-path slots "
-                        "(backbone=vit_tiny|vit_small|vit_base or timm/<model>): set eval.finetune.drop_path=0")
+        raise UserError(
+            f"eval.finetune.drop_path={rate} needs a timm backbone with residual drop-path slots "
+            "(backbone=vit_tiny|vit_small|vit_base or timm/<model>): set eval.finetune.drop_path=0"
+        )
     for i, block in enumerate(blocks):
         block_rate = rate * i / max(1, len(blocks) - 1)
         for slot in DROP_PATH_SLOTS:
@@ -133,8 +143,14 @@ def vit_patch_size(resolution: int) -> int:
     return 8 if resolution >= 80 else 4
 
 
-def build_vit(name: str, image_size: int | None, patch_size: int | None, pool: str = "token",
-              pos_embed: str = "learn", drop_path_rate: float = 0.0) -> nn.Module:
+def build_vit(
+    name: str,
+    image_size: int | None,
+    patch_size: int | None,
+    pool: str = "token",
+    pos_embed: str = "learn",
+    drop_path_rate: float = 0.0,
+) -> nn.Module:
     """A randomly initialised timm ViT without classifier; its forward returns the final-norm CLS
     token (pool=token) or the mean of the patch tokens (pool=mean), `output_dim` wide.
 
@@ -148,8 +164,10 @@ def build_vit(name: str, image_size: int | None, patch_size: int | None, pool: s
         raise UserError(f"backbone={name} needs the image size: set data.resolution")
     patch_size = patch_size or vit_patch_size(image_size)
     if image_size % patch_size:
-        raise UserError(f"backbone.patch_size={patch_size} does not divide data.resolution={image_size}: "
-                        f"use a divisor of {image_size} (null picks {vit_patch_size(image_size)})")
+        raise UserError(
+            f"backbone.patch_size={patch_size} does not divide data.resolution={image_size}: "
+            f"use a divisor of {image_size} (null picks {vit_patch_size(image_size)})"
+        )
     if pool not in POOLS:
         raise UserError(f"backbone.pool={pool} is not a pooling: use {' | '.join(POOLS)}")
     if pos_embed not in POS_EMBEDS:
@@ -157,9 +175,18 @@ def build_vit(name: str, image_size: int | None, patch_size: int | None, pool: s
     width, depth, heads = VITS[name]
     # fc_norm=False keeps the final LayerNorm before pooling whatever the pooling: both poolings then
     # have the same parameters, so one checkpoint serves CLS (linear probe) and mean (fine-tuning).
-    vit = VisionTransformer(img_size=image_size, patch_size=patch_size, num_classes=0, embed_dim=width,
-                            depth=depth, num_heads=heads, global_pool=POOLS[pool], fc_norm=False,
-                            dynamic_img_size=True, drop_path_rate=drop_path_rate)
+    vit = VisionTransformer(
+        img_size=image_size,
+        patch_size=patch_size,
+        num_classes=0,
+        embed_dim=width,
+        depth=depth,
+        num_heads=heads,
+        global_pool=POOLS[pool],
+        fc_norm=False,
+        dynamic_img_size=True,
+        drop_path_rate=drop_path_rate,
+    )
     if pos_embed == "sincos":
         grid = vit.patch_embed.grid_size
         table = build_sincos2d_pos_embed(list(grid), width)

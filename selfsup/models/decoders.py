@@ -3,6 +3,7 @@
 One `UpConvDecoder` serves the context encoder (RGB output) and colorization (ab or RGB output);
 only `out_channels` differs. `MAEDecoder` is MAE's small transformer that predicts masked patches.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,30 +24,46 @@ class UpConvDecoder(nn.Module):
     picks the activation matching its target (tanh for [-1, 1] pixels, none for normalised ab).
     """
 
-    def __init__(self, in_dim: int, out_channels: int, image_size: int, start_size: int = 4, width: int = 256,
-                 min_width: int = 32, from_map: bool = False):
+    def __init__(
+        self,
+        in_dim: int,
+        out_channels: int,
+        image_size: int,
+        start_size: int = 4,
+        width: int = 256,
+        min_width: int = 32,
+        from_map: bool = False,
+    ):
         super().__init__()
         if image_size <= start_size:
             raise ValueError(f"image_size ({image_size}) must exceed start_size ({start_size})")
         self.start_size = start_size
         self.width = width
         self.from_map = from_map
-        self.project = (nn.Conv2d(in_dim, width, 1, bias=False) if from_map
-                        else nn.Linear(in_dim, width * start_size * start_size, bias=False))
+        self.project = (
+            nn.Conv2d(in_dim, width, 1, bias=False)
+            if from_map
+            else nn.Linear(in_dim, width * start_size * start_size, bias=False)
+        )
 
         steps = math.ceil(math.log2(image_size / start_size))
         layers: list[nn.Module] = [nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
         channels = width
         for _ in range(steps - 1):
             next_channels = max(min_width, channels // 2)
-            layers += [nn.ConvTranspose2d(channels, next_channels, 4, stride=2, padding=1, bias=False),
-                       nn.BatchNorm2d(next_channels), nn.ReLU(inplace=True)]
+            layers += [
+                nn.ConvTranspose2d(channels, next_channels, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(next_channels),
+                nn.ReLU(inplace=True),
+            ]
             channels = next_channels
-        if start_size * 2 ** steps == image_size:
+        if start_size * 2**steps == image_size:
             layers.append(nn.ConvTranspose2d(channels, out_channels, 4, stride=2, padding=1))
         else:
-            layers += [nn.Upsample(size=(image_size, image_size), mode="bilinear", align_corners=False),
-                       nn.Conv2d(channels, out_channels, 3, padding=1)]
+            layers += [
+                nn.Upsample(size=(image_size, image_size), mode="bilinear", align_corners=False),
+                nn.Conv2d(channels, out_channels, 3, padding=1),
+            ]
         self.upsample = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -55,13 +72,16 @@ class UpConvDecoder(nn.Module):
             if features.dim() != 4:
                 raise ValueError(f"from_map decoder expects (B, D, h, w) features, got {tuple(features.shape)}")
             if features.shape[-2:] != (size, size):
-                features = F.interpolate(features, size=(size, size), mode="bilinear", align_corners=False,
-                                         antialias=True)
+                features = F.interpolate(
+                    features, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+                )
             start = self.project(features)
         else:
             if features.dim() != 2:
-                raise ValueError(f"vector decoder expects (B, D) features, got {tuple(features.shape)}; "
-                                 f"use from_map=True for feature maps")
+                raise ValueError(
+                    f"vector decoder expects (B, D) features, got {tuple(features.shape)}; "
+                    f"use from_map=True for feature maps"
+                )
             start = self.project(features).view(-1, self.width, size, size)
         return self.upsample(start)
 
@@ -76,13 +96,18 @@ class PatchDiscriminator(nn.Module):
     def __init__(self, in_channels: int = 3, image_size: int = 64, width: int = 64, max_width: int = 512):
         super().__init__()
         stages = max(1, int(math.log2(image_size / 4)))
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 4, stride=2, padding=1),
-                                   nn.LeakyReLU(0.2, inplace=True)]  # no BN on the input layer (DCGAN)
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]  # no BN on the input layer (DCGAN)
         channels = width
         for _ in range(stages - 1):
             next_channels = min(max_width, channels * 2)
-            layers += [nn.Conv2d(channels, next_channels, 4, stride=2, padding=1, bias=False),
-                       nn.BatchNorm2d(next_channels), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [
+                nn.Conv2d(channels, next_channels, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(next_channels),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
             channels = next_channels
         layers.append(nn.Conv2d(channels, 1, 3, padding=1))
         self.net = nn.Sequential(*layers)
@@ -98,8 +123,15 @@ class MAEDecoder(nn.Module):
     and `depth` transformer blocks predict every patch's pixels. Only used in pretraining: the encoder
     has to carry the representation, which is what gets evaluated."""
 
-    def __init__(self, in_dim: int, grid_size: tuple[int, int], patch_pixels: int, width: int = 512,
-                 depth: int = 8, heads: int = 16):
+    def __init__(
+        self,
+        in_dim: int,
+        grid_size: tuple[int, int],
+        patch_pixels: int,
+        width: int = 512,
+        depth: int = 8,
+        heads: int = 16,
+    ):
         super().__init__()
         from timm.models.vision_transformer import Block
 
@@ -138,7 +170,10 @@ class MAEDecoder(nn.Module):
         hidden = self.mask_token.to(x.dtype).expand(batch, num_patches + 1 - x.shape[1], -1)
         patches = torch.cat([x[:, 1:], hidden], dim=1)
         patches = patches.gather(1, restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        table = self.pos_embed if tuple(grid_size) == self.grid_size else (
-            self.position_table(grid_size, x.shape[-1]).to(x.device))  # crops at another size than data.resolution
+        table = (
+            self.pos_embed
+            if tuple(grid_size) == self.grid_size
+            else (self.position_table(grid_size, x.shape[-1]).to(x.device))
+        )  # crops at another size than data.resolution
         x = torch.cat([x[:, :1], patches], dim=1) + table
         return self.pred(self.norm(self.blocks(x)))[:, 1:]

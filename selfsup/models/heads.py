@@ -1,6 +1,7 @@
 """Projection / prediction heads: Linear-BN-ReLU blocks ending in a Linear (optionally BN),
 the shape shared by SimCLR, MoCo v2, BYOL, Barlow Twins, SimSiam, VICReg, SwAV and NNCLR heads; DINO's head;
 and the weight-normalised prototypes of DINO and SwAV."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -54,8 +55,16 @@ class DINOHead(nn.Module):
     L2-normalised, then a weight-normalised linear layer to `output_dim` logits. With `norm_last_layer`
     the last layer's norm g stays 1, so the logits are cosines to K prototypes (the paper: stabler)."""
 
-    def __init__(self, input_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, output_dim: int = 65536,
-                 num_layers: int = 3, batch_norm: bool = False, norm_last_layer: bool = True):
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        output_dim: int = 65536,
+        num_layers: int = 3,
+        batch_norm: bool = False,
+        norm_last_layer: bool = True,
+    ):
         super().__init__()
         self.mlp = MLPHead(input_dim, hidden_dim, bottleneck_dim, num_layers, batch_norm, activation=nn.GELU)
         for module in self.mlp.modules():

@@ -1,4 +1,5 @@
 """curves.png: training loss, accuracies and learning rate over steps, from Lightning's CSV log."""
+
 from __future__ import annotations
 
 import csv
@@ -30,7 +31,9 @@ CURVE_PANELS = (  # (title, metrics drawn in it)
 )
 
 
-def save_curves(metrics_csv: Path, path: Path, knn_at_init: float | None = None, final_knn: float | None = None) -> Path:
+def save_curves(
+    metrics_csv: Path, path: Path, knn_at_init: float | None = None, final_knn: float | None = None
+) -> Path:
     """Loss, accuracies and LR over steps; kNN at init at step 0 and the final kNN (all images) at the last step."""
     from matplotlib.figure import Figure
 
@@ -48,13 +51,21 @@ def save_curves(metrics_csv: Path, path: Path, knn_at_init: float | None = None,
             if knn_at_init is not None:
                 ax.scatter([0], [knn_at_init], marker="s", color="grey", zorder=3, label="kNN at init")
             if final_knn is not None:
-                ax.scatter([last_step], [final_knn], marker="*", s=90, color="black", zorder=3,
-                           label="final kNN (all images)")
+                ax.scatter(
+                    [last_step], [final_knn], marker="*", s=90, color="black", zorder=3, label="final kNN (all images)"
+                )
         if ax.has_data():
             ax.legend(fontsize=7)
         else:
-            ax.text(0.5, 0.5, "nothing logged\n(fewer steps than trainer.log_every_n_steps?)",
-                    ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "nothing logged\n(fewer steps than trainer.log_every_n_steps?)",
+                ha="center",
+                va="center",
+                fontsize=8,
+                transform=ax.transAxes,
+            )
             ax.set_xticks([])
             ax.set_yticks([])
         ax.set_title(title, fontsize=10)

@@ -1,4 +1,5 @@
 """embedding.png: the validation features in 2-D, coloured by class."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from selfsup.data.datasets import NO_LABEL
 from selfsup.pictures.grids import class_name
 
-EMBEDDING_MAX_POINTS = 2000      # t-SNE above this many validation images: a fixed random subset
+EMBEDDING_MAX_POINTS = 2000  # t-SNE above this many validation images: a fixed random subset
 
 
 def embed_2d(features: torch.Tensor) -> np.ndarray:

@@ -1,5 +1,6 @@
 """views.png and neighbours.png: framed image cells laid out in rows, one row per view or per query;
 and the plain grid of a method's own rows (`save_image_grid`: epoch_XXX.png)."""
+
 from __future__ import annotations
 
 import math
@@ -11,11 +12,11 @@ from torchvision.utils import save_image
 
 from selfsup.data.batch_ops import denormalize
 
-VIEW_COLUMNS = 8                 # images shown per view row
-QUERIES, NEIGHBOURS = 8, 8       # neighbours.png: rows, and neighbours per row
-CELL_SIDE = 64                   # px an image is drawn at (small images enlarged pixel-exact, large ones shrunk)
-GRID_MIN_SIDE = 64               # save_image_grid: smaller images (CIFAR, digits) enlarged, pixel-exact
-BORDER = 3                       # px of the coloured frame around a cell
+VIEW_COLUMNS = 8  # images shown per view row
+QUERIES, NEIGHBOURS = 8, 8  # neighbours.png: rows, and neighbours per row
+CELL_SIDE = 64  # px an image is drawn at (small images enlarged pixel-exact, large ones shrunk)
+GRID_MIN_SIDE = 64  # save_image_grid: smaller images (CIFAR, digits) enlarged, pixel-exact
+BORDER = 3  # px of the coloured frame around a cell
 SAME_CLASS, OTHER_CLASS, NEUTRAL = (0.1, 0.7, 0.2), (0.85, 0.1, 0.1), (1.0, 1.0, 1.0)
 
 
@@ -28,16 +29,26 @@ def _cell(image: torch.Tensor, frame=NEUTRAL) -> torch.Tensor:
     side = max(image.shape[-2:])
     if side < CELL_SIDE:  # pixel-exact enlargement keeps a 16 px digit legible
         image = F.interpolate(image[None], scale_factor=CELL_SIDE // side, mode="nearest")[0]
-    image = F.interpolate(image[None], size=(CELL_SIDE, CELL_SIDE), mode="bilinear", antialias=True,
-                          align_corners=False)[0].clamp(0, 1)
-    framed = torch.tensor(frame, dtype=image.dtype).view(3, 1, 1).expand(3, CELL_SIDE + 2 * BORDER,
-                                                                         CELL_SIDE + 2 * BORDER).clone()
+    image = F.interpolate(
+        image[None], size=(CELL_SIDE, CELL_SIDE), mode="bilinear", antialias=True, align_corners=False
+    )[0].clamp(0, 1)
+    framed = (
+        torch.tensor(frame, dtype=image.dtype)
+        .view(3, 1, 1)
+        .expand(3, CELL_SIDE + 2 * BORDER, CELL_SIDE + 2 * BORDER)
+        .clone()
+    )
     framed[:, BORDER:-BORDER, BORDER:-BORDER] = image
     return framed
 
 
-def _save_grid(rows: list[list[torch.Tensor]], row_labels: list[str], title: str, path: Path,
-               column_labels: list[str] | None = None) -> Path:
+def _save_grid(
+    rows: list[list[torch.Tensor]],
+    row_labels: list[str],
+    title: str,
+    path: Path,
+    column_labels: list[str] | None = None,
+) -> Path:
     """Cells (framed, equal size) laid out row by row, labels on the left, one image per row of cells."""
     from matplotlib.figure import Figure
 
@@ -47,7 +58,7 @@ def _save_grid(rows: list[list[torch.Tensor]], row_labels: list[str], title: str
     grid = torch.ones(3, len(rows) * (side + gap), columns * (side + gap))
     for r, cells in enumerate(rows):
         for c, cell in enumerate(cells):
-            grid[:, r * (side + gap):r * (side + gap) + side, c * (side + gap):c * (side + gap) + side] = cell
+            grid[:, r * (side + gap) : r * (side + gap) + side, c * (side + gap) : c * (side + gap) + side] = cell
     inch = (side + gap) / 80  # ~80 px per inch of figure
     fig = Figure(figsize=(1.8 + columns * inch, 0.6 + len(rows) * inch))
     ax = fig.add_subplot()
@@ -92,7 +103,9 @@ def query_indices(val_labels: torch.Tensor, count: int = QUERIES) -> list[int]:
     return (indices + rest)[:count]
 
 
-def nearest_neighbours(bank_x, val_x, queries: list[int], k: int = NEIGHBOURS, same_images: bool = False) -> torch.Tensor:
+def nearest_neighbours(
+    bank_x, val_x, queries: list[int], k: int = NEIGHBOURS, same_images: bool = False
+) -> torch.Tensor:
     """(len(queries), k) indices into the bank by cosine similarity, nearest first (as the kNN classifier);
     `same_images` (the queries are bank images): each query's own image left out."""
     bank = F.normalize(bank_x.float(), dim=1)
@@ -118,10 +131,17 @@ def save_neighbours(features, bank_images, val_images, mean, std, class_names, p
         frames = [SAME_CLASS if s else OTHER_CLASS for s in same] if labelled else [NEUTRAL] * len(row)
         rows.append([_cell(image(val_images, q))] + [_cell(image(bank_images, n), f) for n, f in zip(row, frames)])
         labels.append(f"{class_name(class_names, int(val_y[q]))}: {sum(same)}/{len(row)}" if labelled else f"image {q}")
-    title = (f"validation query (left) and its {neighbours.shape[1]} nearest training images by the final "
-             "features\ngreen frame: same class as the query, red: another class") if labelled else (
-             f"query image (left) and its {neighbours.shape[1]} nearest other images by the final features "
-             "(no labels: no right/wrong frames)")
+    title = (
+        (
+            f"validation query (left) and its {neighbours.shape[1]} nearest training images by the final "
+            "features\ngreen frame: same class as the query, red: another class"
+        )
+        if labelled
+        else (
+            f"query image (left) and its {neighbours.shape[1]} nearest other images by the final features "
+            "(no labels: no right/wrong frames)"
+        )
+    )
     columns = ["query"] + [str(i + 1) for i in range(neighbours.shape[1])]
     return _save_grid(rows, labels, title, path, columns)
 

@@ -1,6 +1,7 @@
 """When a run draws its pictures, where they go (<run dir>/images/) and how they reach W&B: the
 callbacks for views.png at the first step and for a method's own grid (epoch_XXX.png) every few
 epochs, and `save_final_pictures` after the final evaluation."""
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,10 @@ class ViewsPicture(pl.Callback):
             return
         self._done = True
         views, _ = batch
-        _drawn("views.png", lambda: _publish(save_views(views, self.mean, self.std, self.path),
-                                             trainer.loggers, trainer.global_step))
+        _drawn(
+            "views.png",
+            lambda: _publish(save_views(views, self.mean, self.std, self.path), trainer.loggers, trainer.global_step),
+        )
 
 
 class MethodGrid(pl.Callback):
@@ -97,8 +100,11 @@ class MethodGrid(pl.Callback):
 
 def _last_epoch(trainer: pl.Trainer) -> bool:
     max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
-    return (trainer.should_stop or (max_epochs is not None and 0 <= max_epochs <= trainer.current_epoch + 1)
-            or (max_steps is not None and 0 < max_steps <= trainer.global_step))
+    return (
+        trainer.should_stop
+        or (max_epochs is not None and 0 <= max_epochs <= trainer.current_epoch + 1)
+        or (max_steps is not None and 0 < max_steps <= trainer.global_step)
+    )
 
 
 def save_final_pictures(run_dir: str, datamodule, features, loggers, results: dict) -> None:
@@ -110,13 +116,29 @@ def save_final_pictures(run_dir: str, datamodule, features, loggers, results: di
     bank_images, val_images = (loader.dataset for loader in datamodule.evaluation_loaders())
     knn = results.get("knn_top1")
     score = f"; kNN top-1 {knn:.3f}" if isinstance(knn, float) and math.isfinite(knn) else ""
-    _drawn("neighbours.png", lambda: _publish(
-        save_neighbours(features, bank_images, val_images, mean, std, class_names, out / "neighbours.png"),
-        loggers, step))
-    _drawn("embedding.png", lambda: _publish(
-        save_embedding(features[2], features[3], class_names, out / "embedding.png", score), loggers, step))
+    _drawn(
+        "neighbours.png",
+        lambda: _publish(
+            save_neighbours(features, bank_images, val_images, mean, std, class_names, out / "neighbours.png"),
+            loggers,
+            step,
+        ),
+    )
+    _drawn(
+        "embedding.png",
+        lambda: _publish(
+            save_embedding(features[2], features[3], class_names, out / "embedding.png", score), loggers, step
+        ),
+    )
     csv_logger = next((lg for lg in loggers if isinstance(lg, pl.loggers.CSVLogger)), None)
     if csv_logger is not None:
-        _drawn("curves.png", lambda: _publish(
-            save_curves(Path(csv_logger.log_dir) / "metrics.csv", out / "curves.png", results.get("knn_top1_at_init"), knn),
-            loggers, step))
+        _drawn(
+            "curves.png",
+            lambda: _publish(
+                save_curves(
+                    Path(csv_logger.log_dir) / "metrics.csv", out / "curves.png", results.get("knn_top1_at_init"), knn
+                ),
+                loggers,
+                step,
+            ),
+        )

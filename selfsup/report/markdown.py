@@ -1,13 +1,23 @@
 """report.md: the runs as a Markdown table, failed jobs, means over seeds, Optuna's best; and the
 one-line score a run prints at its end."""
+
 from __future__ import annotations
 
 import math
 from pathlib import Path
 from typing import Optional
 
-from selfsup.report.runs import (ACCURACIES, Run, data_label, group_scores, is_seed, load_yaml, mean_spread,
-                                 seed_groups, varied_overrides)
+from selfsup.report.runs import (
+    ACCURACIES,
+    Run,
+    data_label,
+    group_scores,
+    is_seed,
+    load_yaml,
+    mean_spread,
+    seed_groups,
+    varied_overrides,
+)
 
 
 def score_line(results: dict) -> Optional[str]:
@@ -30,8 +40,10 @@ def score_line(results: dict) -> Optional[str]:
         return None
     loss = (results.get("metrics") or {}).get("train/loss")
     trained = f"train/loss {loss:.4f} after " if isinstance(loss, float) else ""
-    return (f"final: {trained}{results.get('steps')} steps, {results.get('images_seen')} images seen; no scores "
-            f"(evaluation skipped: {results['eval_skipped']})")
+    return (
+        f"final: {trained}{results.get('steps')} steps, {results.get('images_seen')} images seen; no scores "
+        f"(evaluation skipped: {results['eval_skipped']})"
+    )
 
 
 def _fmt_acc(value) -> str:
@@ -63,10 +75,16 @@ def markdown(root: Path, runs: list[Run]) -> str:
     for r in ok:
         res = r.results
         epochs = res.get("epochs", "-") if "eval" not in res else f"eval={res['eval']}"
-        row = [r.label, res.get("method", "-"), data_label(res), res.get("backbone", "-"), epochs,
-               *(_fmt_acc(res.get(k)) for k, _ in accuracies),
-               f"{res['train_images_per_sec']:.1f}" if isinstance(res.get("train_images_per_sec"), (int, float)) else "-",
-               _fmt_time(res.get("train_seconds"))]
+        row = [
+            r.label,
+            res.get("method", "-"),
+            data_label(res),
+            res.get("backbone", "-"),
+            epochs,
+            *(_fmt_acc(res.get(k)) for k, _ in accuracies),
+            f"{res['train_images_per_sec']:.1f}" if isinstance(res.get("train_images_per_sec"), (int, float)) else "-",
+            _fmt_time(res.get("train_seconds")),
+        ]
         if "overrides" in header:
             row.append(varied.get(r.dir, "") or "-")
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
@@ -77,9 +95,13 @@ def markdown(root: Path, runs: list[Run]) -> str:
             lines.append(f"- `{r.label}` {what} {varied.get(r.dir, '')}: {r.results.get('error', 'unknown error')}")
     repeated = [g for g in seed_groups(runs) if len(g) > 1]
     if repeated:
-        lines += ["", "## Over seeds (runs that differ only in seed: mean ± sample std)", "",
-                  "| runs | method | data | backbone | overrides | seeds | " + " | ".join(n for _, n in accuracies) + " |",
-                  "|" + "---|" * (6 + len(accuracies))]
+        lines += [
+            "",
+            "## Over seeds (runs that differ only in seed: mean ± sample std)",
+            "",
+            "| runs | method | data | backbone | overrides | seeds | " + " | ".join(n for _, n in accuracies) + " |",
+            "|" + "---|" * (6 + len(accuracies)),
+        ]
         for g in repeated:
             res = g[0].results
             cells = []
@@ -87,9 +109,12 @@ def markdown(root: Path, runs: list[Run]) -> str:
                 scores = group_scores(g, key)
                 cells.append("{:.4f} ± {:.4f}".format(*mean_spread(scores)) if scores else "-")
             overrides = " ".join(o for o in varied.get(g[0].dir, "").split() if not is_seed(o)) or "-"
-            lines.append(f"| {', '.join(r.label for r in g)} | {res.get('method', '-')} | {data_label(res)} | "
-                         f"{res.get('backbone', '-')} | {overrides} | {', '.join(str(r.results.get('seed')) for r in g)} | "
-                         + " | ".join(cells) + " |")
+            lines.append(
+                f"| {', '.join(r.label for r in g)} | {res.get('method', '-')} | {data_label(res)} | "
+                f"{res.get('backbone', '-')} | {overrides} | {', '.join(str(r.results.get('seed')) for r in g)} | "
+                + " | ".join(cells)
+                + " |"
+            )
     optuna = root / "optimization_results.yaml"
     if optuna.is_file():
         best = load_yaml(optuna)

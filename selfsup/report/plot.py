@@ -1,4 +1,5 @@
 """report.png: accuracy bars per run (or per set of seeds) and kNN top-1 over epochs."""
+
 from __future__ import annotations
 
 import re
@@ -20,8 +21,9 @@ def _short_label(run: Run) -> str:
 
 def _plot_label(run: Run, varied: str, width: int = 34) -> str:
     """'#3 simclr' plus what the sweep varied (last key component), wrapped to a few lines."""
-    params = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, _, v in (o.partition("=") for o in varied.split())
-                      if k != "method")  # the method is named anyway
+    params = " ".join(
+        f"{k.rsplit('.', 1)[-1]}={v}" for k, _, v in (o.partition("=") for o in varied.split()) if k != "method"
+    )  # the method is named anyway
     text = f"{_short_label(run)} {run.results.get('method', '?')}" + (f" {params}" if params else "")
     lines = textwrap.wrap(text, width) or [text]
     return "\n".join(lines[:3]) + ("..." if len(lines) > 3 else "")
@@ -81,10 +83,25 @@ def plot(path: Path, runs: list[Run]) -> None:
         ys = [i + (j - (len(accuracies) - 1) / 2) * width for i in range(len(groups))]
         stats = [mean_spread(group_scores(g, key)) if group_scores(g, key) else None for g in groups]
         spreads = [st[1] if st else 0.0 for st in stats]
-        drawn = bars.barh(ys, [st[0] if st else 0.0 for st in stats], height=width, label=name, color=f"C{j}",
-                          xerr=spreads if any(spreads) else None, capsize=3, error_kw={"elinewidth": 1})
-        bars.bar_label(drawn, labels=["-" if st is None else f"{st[0]:.4f}" + (f" ± {st[1]:.4f}" if len(g) > 1 else "")
-                                      for st, g in zip(stats, groups)], padding=4, fontsize=8)
+        drawn = bars.barh(
+            ys,
+            [st[0] if st else 0.0 for st in stats],
+            height=width,
+            label=name,
+            color=f"C{j}",
+            xerr=spreads if any(spreads) else None,
+            capsize=3,
+            error_kw={"elinewidth": 1},
+        )
+        bars.bar_label(
+            drawn,
+            labels=[
+                "-" if st is None else f"{st[0]:.4f}" + (f" ± {st[1]:.4f}" if len(g) > 1 else "")
+                for st, g in zip(stats, groups)
+            ],
+            padding=4,
+            fontsize=8,
+        )
         extent += [(st[0] - st[1], st[0] + st[1]) for st in stats if st]
     bars.set_yticks(range(len(groups)), names, fontsize=8)
     for tick, i in zip(bars.get_yticklabels(), range(len(groups))):
@@ -92,23 +109,42 @@ def plot(path: Path, runs: list[Run]) -> None:
     bars.invert_yaxis()
     left, right = fitted_range(extent)
     bars.set_xlim(left, right + 0.3 * (right - left))  # room for the value labels
-    bars.set_xlabel("top-1 accuracy after training" + (f" (axis from {left:.2f}: fitted to the data)" if left > 0 else ""))
+    bars.set_xlabel(
+        "top-1 accuracy after training" + (f" (axis from {left:.2f}: fitted to the data)" if left > 0 else "")
+    )
     bars.set_title("Accuracy per run" + (" (mean ± std over seeds)" if any(len(g) > 1 for g in groups) else ""))
     bars.grid(axis="x", alpha=0.3)
     if accuracies:
-        bars.legend(loc="upper center", bbox_to_anchor=(0.5, -0.5 / height - 0.06), ncol=len(accuracies),
-                    fontsize=8, frameon=False)
+        bars.legend(
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.5 / height - 0.06),
+            ncol=len(accuracies),
+            fontsize=8,
+            frameon=False,
+        )
 
     for i, (g, name) in enumerate(zip(groups, names)):
         xs, means, spreads = _mean_curve(g)
         if not xs:
             continue
         color = colors(i % colors.N)
-        curves.plot(xs, means, marker="o", markersize=4, color=color,
-                    label=name.split("\n")[0] if len(groups) > 1 else name.replace("\n", " "))
+        curves.plot(
+            xs,
+            means,
+            marker="o",
+            markersize=4,
+            color=color,
+            label=name.split("\n")[0] if len(groups) > 1 else name.replace("\n", " "),
+        )
         if len(g) > 1:
-            curves.fill_between(xs, [m - e for m, e in zip(means, spreads)], [m + e for m, e in zip(means, spreads)],
-                                color=color, alpha=0.2, linewidth=0)
+            curves.fill_between(
+                xs,
+                [m - e for m, e in zip(means, spreads)],
+                [m + e for m, e in zip(means, spreads)],
+                color=color,
+                alpha=0.2,
+                linewidth=0,
+            )
     all_x = [x for r in ok for x, _ in r.curve]
     if all_x:
         curves.set_xlim(min(all_x) - 0.5, max(all_x) + 0.5)
@@ -119,8 +155,9 @@ def plot(path: Path, runs: list[Run]) -> None:
     curves.set_title("kNN top-1 over training (one line per run; band: ± std over seeds)")
     curves.grid(alpha=0.3)
     if any(r.curve for r in ok):
-        curves.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=1 if len(groups) <= 20 else 2,
-                      frameon=False)
+        curves.legend(
+            fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=1 if len(groups) <= 20 else 2, frameon=False
+        )
     failed = len(runs) - len(ok)
     fig.suptitle(f"{len(ok)} run(s)" + (f", {failed} failed (listed in report.md)" if failed else ""), fontsize=10)
     fig.tight_layout()

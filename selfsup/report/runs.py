@@ -1,6 +1,7 @@
 """The runs below a directory, read back from what each left: results.json, the Hydra overrides,
 the kNN curve of its CSV log; a job without results.json is listed as failed. Also how runs group
 (over seeds) and what a sweep varied between them, which both renderings show."""
+
 from __future__ import annotations
 
 import csv
@@ -37,8 +38,12 @@ def seed_groups(runs: list[Run]) -> list[list[Run]]:
         if r.failed:
             continue
         res = r.results
-        key = (res.get("method"), data_label(res), res.get("backbone"),
-               tuple(sorted(o for o in r.overrides if not is_seed(o))))
+        key = (
+            res.get("method"),
+            data_label(res),
+            res.get("backbone"),
+            tuple(sorted(o for o in r.overrides if not is_seed(o))),
+        )
         groups.setdefault(key, []).append(r)
     out = []
     for group in groups.values():
@@ -60,8 +65,13 @@ def mean_spread(values: list[float]) -> tuple[float, float]:
 
 
 def group_scores(group: list[Run], key: str) -> list[float]:
-    return [r.results[key] for r in group if isinstance(r.results.get(key), (int, float))
-            and not isinstance(r.results.get(key), bool) and math.isfinite(r.results[key])]
+    return [
+        r.results[key]
+        for r in group
+        if isinstance(r.results.get(key), (int, float))
+        and not isinstance(r.results.get(key), bool)
+        and math.isfinite(r.results[key])
+    ]
 
 
 def natural_key(path: Path):
@@ -98,19 +108,36 @@ def collect(root: Path) -> list[Run]:
             results = {"status": "failed", "error": f"unreadable results.json: {err}"}
         run_dir = path.parent
         seen.add(run_dir)
-        runs.append(Run(run_dir, _label(root, run_dir), results, _overrides(run_dir),
-                        knn_curve(run_dir, results.get("knn_top1_at_init"))))
+        runs.append(
+            Run(
+                run_dir,
+                _label(root, run_dir),
+                results,
+                _overrides(run_dir),
+                knn_curve(run_dir, results.get("knn_top1_at_init")),
+            )
+        )
     # Jobs that never wrote results.json (killed, out of memory, still running) are listed too.
     for hydra_dir in sorted(root.rglob(".hydra"), key=natural_key):
         run_dir = hydra_dir.parent
         # (not a sweep's own dir, nor an attempt that resumed another run dir and left only a note)
         if run_dir not in seen and not (run_dir / "multirun.yaml").exists() and not (run_dir / "RESUMED.txt").exists():
             cfg = load_yaml(hydra_dir / "config.yaml")
-            runs.append(Run(run_dir, _label(root, run_dir), {
-                "status": "failed", "error": "no results.json (the job was killed or is still running)",
-                "method": _get(cfg, "method", "name"), "data": _get(cfg, "data", "name"),
-                "backbone": _get(cfg, "backbone", "name"),
-            }, _overrides(run_dir), knn_curve(run_dir)))
+            runs.append(
+                Run(
+                    run_dir,
+                    _label(root, run_dir),
+                    {
+                        "status": "failed",
+                        "error": "no results.json (the job was killed or is still running)",
+                        "method": _get(cfg, "method", "name"),
+                        "data": _get(cfg, "data", "name"),
+                        "backbone": _get(cfg, "backbone", "name"),
+                    },
+                    _overrides(run_dir),
+                    knn_curve(run_dir),
+                )
+            )
     runs.sort(key=lambda r: natural_key(r.dir))
     return runs
 

@@ -1,4 +1,5 @@
 """report.md and report.png for a directory of runs, on demand or at the end of a multirun."""
+
 from __future__ import annotations
 
 import sys
@@ -21,8 +22,11 @@ def write_report(root: Path, out_dir: Optional[Path] = None) -> tuple[Path, Path
     md_path.write_text(markdown(root, runs))
     plot(png_path, runs)
     failed = sum(r.failed for r in runs)
-    print(f"report: {md_path}\nreport: {png_path}" + (f"\n{failed} of {len(runs)} job(s) failed: listed in report.md" if failed else ""),
-          flush=True)
+    print(
+        f"report: {md_path}\nreport: {png_path}"
+        + (f"\n{failed} of {len(runs)} job(s) failed: listed in report.md" if failed else ""),
+        flush=True,
+    )
     return md_path, png_path
 
 
@@ -34,5 +38,8 @@ class SweepReport(Callback):
         try:
             write_report(Path(config.hydra.sweep.dir))
         except Exception as err:  # noqa: BLE001
-            print(f"report: not written ({type(err).__name__}: {err}); run scripts/compare.py <sweep dir>",
-                  file=sys.stderr, flush=True)
+            print(
+                f"report: not written ({type(err).__name__}: {err}); run scripts/compare.py <sweep dir>",
+                file=sys.stderr,
+                flush=True,
+            )

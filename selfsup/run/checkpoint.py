@@ -9,6 +9,7 @@
   LR scheduler, the loop progress and, through `RunState`, the RNG states.
 * `read_checkpoint` is the one reader: train.py (ckpt_path, resume) and eval.py go through it.
 """
+
 from __future__ import annotations
 
 import os
@@ -80,8 +81,14 @@ class ResumeCheckpoint(ModelCheckpoint):
             triggers = {"every_n_train_steps": every_n_steps, "every_n_epochs": None}
         else:
             triggers = {"every_n_epochs": every_n_epochs or 1}
-        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, save_on_train_epoch_end=True,
-                         enable_version_counter=False, **triggers)  # always last.ckpt, never last-v1.ckpt
+        super().__init__(
+            dirpath=dirpath,
+            save_last=True,
+            save_top_k=0,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+            **triggers,
+        )  # always last.ckpt, never last-v1.ckpt
 
     @property
     def path(self) -> Path:
@@ -104,10 +111,10 @@ class SavedRun:
     """A selfsup training checkpoint as read by `read_checkpoint`."""
 
     path: Path
-    cfg: dict                 # the resolved training config saved with it
+    cfg: dict  # the resolved training config saved with it
     global_step: Optional[int]
     epoch: Optional[int]
-    state_dict: dict          # memory-mapped: tensors are read from disk when used
+    state_dict: dict  # memory-mapped: tensors are read from disk when used
 
     @property
     def method(self) -> Optional[str]:
@@ -123,8 +130,10 @@ def read_checkpoint(path) -> SavedRun:
     try:
         checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
     except Exception as err:  # noqa: BLE001 - truncated, not a zip, not a torch file, ...
-        raise UserError(f"cannot read checkpoint {path} ({type(err).__name__}: {str(err).splitlines()[0][:120]}): "
-                        "it is truncated or not a Lightning checkpoint; use another one") from None
+        raise UserError(
+            f"cannot read checkpoint {path} ({type(err).__name__}: {str(err).splitlines()[0][:120]}): "
+            "it is truncated or not a Lightning checkpoint; use another one"
+        ) from None
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     cfg = hparams.get("cfg") if isinstance(hparams, dict) else None
     if not isinstance(cfg, dict):

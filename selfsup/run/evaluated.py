@@ -1,5 +1,6 @@
 """What eval.py scores, and on which data: a checkpoint's backbone (its online or momentum encoder) or
 weights from elsewhere (`weights=`: a state dict file, a torchvision or timm name, random init)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,11 +23,12 @@ from selfsup.run.checkpoint import read_checkpoint
 @dataclass
 class Source:
     """A backbone to evaluate, before it is built (its config may need the data's resolution)."""
-    record: dict                         # results.json: where the backbone comes from
-    backbone_cfg: Optional[DictConfig]   # None: backbone= (eval.py's), resolved against the data
-    evaluation_input: Optional[str]      # the method's evaluation input (colorization: the L channel)
-    pretrain_cfg: Optional[DictConfig]   # a checkpoint's training config; None for weights=
-    state: Optional[dict] = None         # a checkpoint's backbone weights
+
+    record: dict  # results.json: where the backbone comes from
+    backbone_cfg: Optional[DictConfig]  # None: backbone= (eval.py's), resolved against the data
+    evaluation_input: Optional[str]  # the method's evaluation input (colorization: the L channel)
+    pretrain_cfg: Optional[DictConfig]  # a checkpoint's training config; None for weights=
+    state: Optional[dict] = None  # a checkpoint's backbone weights
     weights: Optional[Weights] = None
 
 
@@ -39,12 +41,16 @@ def trained_method(train_cfg: DictConfig) -> type[SSLMethod]:
 def evaluation_source(cfg: DictConfig) -> Source:
     """eval.py's ckpt_path= or weights= (exactly one), located and checked; nothing is built yet."""
     if bool(cfg.get("ckpt_path")) == bool(cfg.get("weights")):
-        raise UserError("eval.py scores either a checkpoint of this project (ckpt_path=<run>/checkpoints/last.ckpt) or "
-                        "other weights (weights=<file>|resnet50.IMAGENET1K_V2|timm/<model>.<tag>|random), "
-                        + ("not both" if cfg.get("ckpt_path") else "and was given neither"))
+        raise UserError(
+            "eval.py scores either a checkpoint of this project (ckpt_path=<run>/checkpoints/last.ckpt) or "
+            "other weights (weights=<file>|resnet50.IMAGENET1K_V2|timm/<model>.<tag>|random), "
+            + ("not both" if cfg.get("ckpt_path") else "and was given neither")
+        )
     if cfg.get("weights"):
         if cfg.get("encoder") is not None:
-            raise UserError(f"encoder={cfg.encoder} picks a checkpoint's online or momentum encoder; weights= has one backbone")
+            raise UserError(
+                f"encoder={cfg.encoder} picks a checkpoint's online or momentum encoder; weights= has one backbone"
+            )
         weights = find_weights(cfg.weights)
         origin = {**weights.record(), **({"seed": cfg.seed} if weights.kind == "random" else {})}
         record = {"weights": origin, "method": None, "pretrain_data": None}
@@ -57,8 +63,12 @@ def evaluation_source(cfg: DictConfig) -> Source:
     state = backbone_state(saved.state_dict, method.encoder_prefix(encoder))
     if not state:
         raise UserError(f"{saved.path} holds no {encoder} backbone weights ('{method.encoder_prefix(encoder)}*' keys)")
-    record = {"checkpoint": str(cfg.ckpt_path), "encoder": encoder, "method": train_cfg.method.name,
-              "pretrain_data": train_cfg.data.name}
+    record = {
+        "checkpoint": str(cfg.ckpt_path),
+        "encoder": encoder,
+        "method": train_cfg.method.name,
+        "pretrain_data": train_cfg.data.name,
+    }
     return Source(record, train_cfg.backbone, train_cfg.method.get("evaluation_input"), train_cfg, state=state)
 
 
@@ -71,11 +81,15 @@ def evaluation_data(cfg: DictConfig, source: Source) -> DictConfig:
     if data is None and pretrain is not None:
         data = eval_data(pretrain) or pretrain.data
     if data is None:
-        raise UserError("weights= come without data to score on: pass data=<...> (e.g. data=folder data.root=<labelled "
-                        "folder>) or eval.data=<a labelled folder or dataset name>")
+        raise UserError(
+            "weights= come without data to score on: pass data=<...> (e.g. data=folder data.root=<labelled "
+            "folder>) or eval.data=<a labelled folder or dataset name>"
+        )
     if data.name in UNLABELLED_DATASETS:
-        raise UserError(f"{data.root} (data={data.name}) has no labels to score on: pass eval.data=<a labelled folder "
-                        "or dataset name, e.g. cifar10> or data=<labelled data>")
+        raise UserError(
+            f"{data.root} (data={data.name}) has no labels to score on: pass eval.data=<a labelled folder "
+            "or dataset name, e.g. cifar10> or data=<labelled data>"
+        )
     trained_at = pretrain.data.resolution if pretrain is not None else source.weights.resolution
     if data.resolution is None and trained_at is not None:
         data = OmegaConf.merge(data, {"resolution": trained_at})
@@ -113,8 +127,10 @@ def backbone_for(weights: Weights, chosen: Optional[dict]) -> dict:
         config = weights.backbone_config or {"name": weights.backbone, "cifar_stem": False}
     else:
         what = "need a backbone to initialise" if weights.kind == "random" else "do not say which backbone they fit"
-        raise UserError(f"weights={weights.spec} {what}: pass backbone=<"
-                        f"{'|'.join([*RESNETS, *VITS])}> (for timm models: backbone.name=timm/<model>)")
+        raise UserError(
+            f"weights={weights.spec} {what}: pass backbone=<"
+            f"{'|'.join([*RESNETS, *VITS])}> (for timm models: backbone.name=timm/<model>)"
+        )
     if weights.kind == "file" and config["name"] in RESNETS:  # the stem the state dict has: 3x3 conv1 = CIFAR's
         conv1 = read_state(weights).get("conv1.weight")
         config = {**config, "cifar_stem": conv1 is not None and conv1.shape[-1] == 3}

@@ -1,4 +1,5 @@
 """A resumed run keeps one whole csv/metrics.csv (its W&B run id: selfsup/tracking.py)."""
+
 from __future__ import annotations
 
 import csv

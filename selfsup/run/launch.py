@@ -1,4 +1,5 @@
 """Devices, processes and the Trainer: what a run is launched on, checked before anything is built."""
+
 from __future__ import annotations
 
 import pytorch_lightning as pl
@@ -49,11 +50,13 @@ def check_strategy(cfg, method_class) -> None:
         raise UserError(
             f"trainer.devices={trainer.devices} asks for {wanted} devices but no GPU is visible, so they would be "
             f"{wanted} CPU processes: run on a GPU machine, drop trainer.devices (one CPU process), or pass "
-            f"trainer.accelerator=cpu trainer.devices={wanted} if you really want CPU DDP")
+            f"trainer.accelerator=cpu trainer.devices={wanted} if you really want CPU DDP"
+        )
     if accelerator == "auto" and gpus == 0 and trainer.num_nodes > 1:
         raise UserError(
             f"trainer.num_nodes={trainer.num_nodes} on a machine without GPUs: this recipe is for a GPU cluster; "
-            "pass trainer.num_nodes=1 (and trainer.devices=auto) to run it here")
+            "pass trainer.num_nodes=1 (and trainer.devices=auto) to run it here"
+        )
     if strategy.sync_batchnorm and on_cpu:
         raise UserError(
             f"strategy={strategy.name} needs GPUs: torch.nn.SyncBatchNorm does not run on CPU; use strategy=ddp on CPU"
@@ -69,11 +72,13 @@ def check_strategy(cfg, method_class) -> None:
         single = "single_shufflebn (ShuffleBN emulated on one device)" if strategy.shuffle_bn else "single"
         raise UserError(
             f"strategy={strategy.name} on one device ({'trainer.devices=1' if wanted == 1 else 'no GPU visible'}) starts "
-            f"a process group for nothing: use strategy={single}, or trainer.devices=<N> for N devices")
+            f"a process group for nothing: use strategy={single}, or trainer.devices=<N> for N devices"
+        )
     if on_cpu and str(trainer.precision).startswith("16"):
         raise UserError(
             f"trainer.precision={trainer.precision} (float16) does not run on a CPU (Lightning would silently use bf16): "
-            "use trainer.precision=bf16-mixed or 32-true here")
+            "use trainer.precision=bf16-mixed or 32-true here"
+        )
     groups = strategy.split_bn_groups
     if groups < 1:
         raise UserError(f"strategy.split_bn_groups must be >= 1, got {groups}")
@@ -97,7 +102,8 @@ def check_run(cfg, world: int, datamodule, method_class) -> None:
         raise UserError(
             f"data.batch_size={cfg.data.batch_size} exceeds the {per_rank} training images per device "
             f"({len(datamodule.pretrain)} images / {world} devices); the training loader drops the last "
-            f"incomplete batch, so no batch would remain: lower data.batch_size to at most {per_rank}")
+            f"incomplete batch, so no batch would remain: lower data.batch_size to at most {per_rank}"
+        )
     check_global_batch(cfg, world)
     method_class.check_config(cfg, world)
 
@@ -107,7 +113,8 @@ def check_launch(cfg, trainer: pl.Trainer, world: int, multirun: bool) -> None:
     if trainer.world_size != world:
         raise UserError(
             f"the Trainer starts {trainer.world_size} processes where trainer.devices={cfg.trainer.devices} x "
-            f"trainer.num_nodes={cfg.trainer.num_nodes} plan {world}: set both to what this machine or job provides")
+            f"trainer.num_nodes={cfg.trainer.num_nodes} plan {world}: set both to what this machine or job provides"
+        )
     strategy = cfg.strategy
     if multirun and relaunches_script(trainer):
         raise UserError(
@@ -122,8 +129,11 @@ def relaunches_script(trainer: pl.Trainer) -> bool:
     from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
     launcher = getattr(trainer.strategy, "launcher", None)
-    return (isinstance(launcher, _SubprocessScriptLauncher) and trainer.num_devices > 1
-            and not launcher.cluster_environment.creates_processes_externally)
+    return (
+        isinstance(launcher, _SubprocessScriptLauncher)
+        and trainer.num_devices > 1
+        and not launcher.cluster_environment.creates_processes_externally
+    )
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
@@ -136,7 +146,12 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     if cfg.trainer.get("limit_val_batches") == 0:  # no kNN monitor (data=images alone): no best epoch to keep
         callbacks = [c for c in callbacks if not str(getattr(c, "monitor", None) or "").startswith("val/")]
-    callbacks += [ThroughputMonitor(), CpuThreadsPerRank(), RunState(), RunProgress()]  # RunProgress reads ThroughputMonitor
+    callbacks += [
+        ThroughputMonitor(),
+        CpuThreadsPerRank(),
+        RunState(),
+        RunProgress(),
+    ]  # RunProgress reads ThroughputMonitor
     if cfg.images:
         callbacks.append(ViewsPicture(run_dir, cfg.data.mean, cfg.data.std))
         if "image_every_n_epochs" in cfg.method:  # a method that draws its own rows (image_rows)
@@ -154,8 +169,10 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
         sync_batchnorm=cfg.strategy.sync_batchnorm,
         # Under SLURM (also via hydra/launcher=submitit_slurm) the ranks are SLURM's tasks, not re-launched;
         # on the requeue signal Lightning saves hpc_ckpt_<n>.ckpt and requeues the job, which resumes.
-        plugins=[*([SLURMEnvironment(auto_requeue=True)] if SLURMEnvironment.detect() else []),
-                 checkpoint_io(background=not SLURMEnvironment.detect())],
+        plugins=[
+            *([SLURMEnvironment(auto_requeue=True)] if SLURMEnvironment.detect() else []),
+            checkpoint_io(background=not SLURMEnvironment.detect()),
+        ],
         logger=loggers,
         callbacks=callbacks,
         default_root_dir=run_dir,

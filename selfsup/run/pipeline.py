@@ -1,5 +1,6 @@
 """What train.py and eval.py run: a planned pretraining run fitted, evaluated and recorded in results.json
 (`pretrain`; the plan: `run/plan.py`), and the evaluation of a checkpoint or of other weights."""
+
 from __future__ import annotations
 
 import logging
@@ -104,7 +105,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         pretrain = OmegaConf.to_container(train_cfg) if train_cfg is not None else None
         config = {**OmegaConf.to_container(cfg, resolve=True), "pretrain": pretrain}
         group = results["method"] or f"weights-{source.weights.kind}"
-        log_eval_run(cfg.logger.wandb, results, config, group=group,
-                     name=f"{group}-{data_cfg.name}-{results['backbone']}"
-                          + (f"-s{train_cfg.seed}" if train_cfg is not None else ""))
+        log_eval_run(
+            cfg.logger.wandb,
+            results,
+            config,
+            group=group,
+            name=f"{group}-{data_cfg.name}-{results['backbone']}"
+            + (f"-s{train_cfg.seed}" if train_cfg is not None else ""),
+        )
     return results

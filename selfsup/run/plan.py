@@ -1,6 +1,7 @@
 """Plan, then run: `plan_run` turns the composed config into everything a training run is before anything
 slow starts (the final config, the method, where it continues from, its warm start, its devices, its
 data), and runs every check that needs no Trainer; `pipeline.pretrain` then only fits and records."""
+
 from __future__ import annotations
 
 import math
@@ -27,20 +28,22 @@ MONITOR_SHARE = 0.05  # trainer.check_val_every_n_epoch=auto: the kNN monitor's 
 
 @dataclass(frozen=True)
 class RunPlan:
-    cfg: DictConfig                   # the final config: in the run's directory, completed from the data, resolved, read-only
-    method: type                      # the SSLMethod subclass cfg.method names
-    resume: Optional[ResumePoint]     # the checkpoint fit continues from; None: a fresh start
-    weights: Optional[Weights]        # weights=: the warm start (recorded; loaded only into a fresh start)
-    world: int                        # the processes the Trainer will start
-    device: torch.device              # where rank 0 evaluates (kNN at init, the final evaluation)
+    cfg: DictConfig  # the final config: in the run's directory, completed from the data, resolved, read-only
+    method: type  # the SSLMethod subclass cfg.method names
+    resume: Optional[ResumePoint]  # the checkpoint fit continues from; None: a fresh start
+    weights: Optional[Weights]  # weights=: the warm start (recorded; loaded only into a fresh start)
+    world: int  # the processes the Trainer will start
+    device: torch.device  # where rank 0 evaluates (kNN at init, the final evaluation)
     bf16: bool
     datamodule: SSLDataModule
-    skipped_list: Path                # data.skip_corrupt: the images every worker and rank skipped, one per line
-    started: float                    # time.perf_counter() when planning began: results.json's seconds.total counts from it
+    skipped_list: Path  # data.skip_corrupt: the images every worker and rank skipped, one per line
+    started: float  # time.perf_counter() when planning began: results.json's seconds.total counts from it
 
     @property
     def knn_at_init(self) -> bool:
-        return bool(self.cfg.eval.knn_at_init and self.cfg.eval.knn is not None and self.datamodule.labelled is not None)
+        return bool(
+            self.cfg.eval.knn_at_init and self.cfg.eval.knn is not None and self.datamodule.labelled is not None
+        )
 
 
 def plan_run(requested: DictConfig) -> RunPlan:
@@ -61,8 +64,11 @@ def plan_run(requested: DictConfig) -> RunPlan:
         pl.seed_everything(requested.seed, workers=True, verbose=False)
     world = planned_world_size(requested.trainer)
     scored_data = eval_data(requested)  # eval.data: the labelled splits come from it
-    cfg, datamodule = build_data(in_run_dir(requested, resume), scored_data,  # data.resolution / num_classes filled in
-                                 devices_per_node=requested_devices(requested.trainer.devices) or 1)
+    cfg, datamodule = build_data(
+        in_run_dir(requested, resume),
+        scored_data,  # data.resolution / num_classes filled in
+        devices_per_node=requested_devices(requested.trainer.devices) or 1,
+    )
     skipped_list = Path(cfg.paths.output_dir) / SKIPPED_IMAGES_FILE
     for dataset in {id(d): d for d in (datamodule.pretrain, datamodule.labelled, datamodule.val)}.values():
         if hasattr(dataset, "log_skipped_to"):  # data.skip_corrupt: one list for all loader workers and ranks
@@ -74,8 +80,18 @@ def plan_run(requested: DictConfig) -> RunPlan:
         cfg.trainer.check_val_every_n_epoch = monitor_interval(cfg, datamodule)
     OmegaConf.resolve(cfg)  # ranks spawned by ddp_spawn have no Hydra context to resolve ${hydra:...} in
     OmegaConf.set_readonly(cfg, True)
-    return RunPlan(cfg, method, resume, weights, world, training_device(cfg.trainer), "bf16" in str(cfg.trainer.precision),
-                   datamodule, skipped_list, started)
+    return RunPlan(
+        cfg,
+        method,
+        resume,
+        weights,
+        world,
+        training_device(cfg.trainer),
+        "bf16" in str(cfg.trainer.precision),
+        datamodule,
+        skipped_list,
+        started,
+    )
 
 
 def in_run_dir(requested: DictConfig, resume: Optional[ResumePoint]) -> DictConfig:
@@ -100,6 +116,9 @@ def monitor_interval(cfg: DictConfig, datamodule: SSLDataModule) -> int:
     if epochs and epochs > 0:
         every = min(n for n in range(every, epochs + 1) if epochs % n == 0) if every <= epochs else epochs
     if rank_zero_only.rank == 0:
-        print(f"kNN monitor every {every} epoch{'s' if every > 1 else ''} (trainer.check_val_every_n_epoch=auto: "
-              f"~{MONITOR_SHARE:.0%} of the training compute)", flush=True)
+        print(
+            f"kNN monitor every {every} epoch{'s' if every > 1 else ''} (trainer.check_val_every_n_epoch=auto: "
+            f"~{MONITOR_SHARE:.0%} of the training compute)",
+            flush=True,
+        )
     return every

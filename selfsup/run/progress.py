@@ -1,4 +1,5 @@
 """How far a run got, as rank 0 saw it, reported the same way under every strategy."""
+
 from __future__ import annotations
 
 import time
@@ -30,13 +31,17 @@ class RunProgress(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         throughput = next((c for c in trainer.callbacks if isinstance(c, ThroughputMonitor)), None)
-        pl_module.log_dict({
-            f"{PREFIX}epochs": float(trainer.current_epoch + 1),
-            f"{PREFIX}steps": float(trainer.global_step),
-            f"{PREFIX}images_per_sec": throughput.images_per_sec if throughput is not None else 0.0,
-            f"{PREFIX}nonfinite_skipped_batches": float(skipped_batches(pl_module)),
-            f"{PREFIX}monitor_seconds": self.monitor_seconds,
-        }, logger=False, rank_zero_only=True)
+        pl_module.log_dict(
+            {
+                f"{PREFIX}epochs": float(trainer.current_epoch + 1),
+                f"{PREFIX}steps": float(trainer.global_step),
+                f"{PREFIX}images_per_sec": throughput.images_per_sec if throughput is not None else 0.0,
+                f"{PREFIX}nonfinite_skipped_batches": float(skipped_batches(pl_module)),
+                f"{PREFIX}monitor_seconds": self.monitor_seconds,
+            },
+            logger=False,
+            rank_zero_only=True,
+        )
 
 
 def run_progress(trainer) -> dict:
@@ -45,5 +50,7 @@ def run_progress(trainer) -> dict:
     metrics = trainer.callback_metrics
     keys = ("epochs", "steps", "images_per_sec", "nonfinite_skipped_batches", "monitor_seconds")
     values = {key: float(metrics[PREFIX + key]) if PREFIX + key in metrics else 0.0 for key in keys}
-    return {key: int(value) if key in ("epochs", "steps", "nonfinite_skipped_batches") else value
-            for key, value in values.items()}
+    return {
+        key: int(value) if key in ("epochs", "steps", "nonfinite_skipped_batches") else value
+        for key, value in values.items()
+    }

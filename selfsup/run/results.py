@@ -1,4 +1,5 @@
 """results.json: what every run and every failed sweep job leaves in its run directory."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +24,9 @@ def write_results(results: dict, output_dir: str) -> Path:
     return path
 
 
-def training_results(plan: RunPlan, trainer, progress: dict, at_init: dict, scores: dict, train_seconds: float,
-                     skipped: list[str]) -> dict:
+def training_results(
+    plan: RunPlan, trainer, progress: dict, at_init: dict, scores: dict, train_seconds: float, skipped: list[str]
+) -> dict:
     """What a training run's results.json says (rank 0, after the final evaluation): what was trained and how
     far (`progress`: `run_progress`, rank 0's), the scores, the cost, and where the run and its checkpoint are."""
     # (imported here: train.py imports this module, through sweep.py, before its checks and before torch loads)
@@ -56,8 +58,11 @@ def training_results(plan: RunPlan, trainer, progress: dict, at_init: dict, scor
         "gpu_mem_peak_gb": gpu_peak_memory_gb(),
         "checkpoint": str(last) if last is not None and last.is_file() else None,
         "run_dir": cfg.paths.output_dir,
-        "metrics": {k: v.item() for k, v in trainer.callback_metrics.items()  # the last logged
-                    if v.numel() == 1 and not k.startswith(PROGRESS)},
+        "metrics": {
+            k: v.item()
+            for k, v in trainer.callback_metrics.items()  # the last logged
+            if v.numel() == 1 and not k.startswith(PROGRESS)
+        },
         "skipped_images": len(skipped),  # data.skip_corrupt=true: unreadable images skipped (all workers, ranks)
         "skipped_image_paths": skipped[:100],
         "nonfinite_skipped_batches": progress["nonfinite_skipped_batches"],  # on_nonfinite=skip
@@ -78,22 +83,32 @@ def time_split(seconds: dict, monitor: float, started: float) -> dict:
     """results.json's `seconds` and `eval_fraction`, from the parts timed (init_eval, training: the whole fit,
     final_eval, pictures): the fit's `monitor` seconds (the per-epoch kNN monitor) apart from its training, and
     the total since `started`; evaluation = kNN at init + the per-epoch monitor + the final evaluation."""
-    seconds = {**seconds, "training": seconds["training"] - monitor, "monitor": monitor,
-               "total": time.perf_counter() - started}
+    seconds = {
+        **seconds,
+        "training": seconds["training"] - monitor,
+        "monitor": monitor,
+        "total": time.perf_counter() - started,
+    }
     evaluating = seconds.get("init_eval", 0.0) + seconds["monitor"] + seconds["final_eval"]
-    return {"seconds": {key: round(value, 2) for key, value in seconds.items()},
-            "eval_fraction": round(evaluating / seconds["total"], 4)}
+    return {
+        "seconds": {key: round(value, 2) for key, value in seconds.items()},
+        "eval_fraction": round(evaluating / seconds["total"], 4),
+    }
 
 
 def unscored(cfg) -> dict:
     """The scores of a run without labelled data: none, and how to get them."""
-    return {"eval_skipped": f"data={cfg.data.name} has no labels and eval.data is not set: pass eval.data=<a "
-                            "labelled folder or a dataset name, e.g. cifar10> for kNN and linear scores"}
+    return {
+        "eval_skipped": f"data={cfg.data.name} has no labels and eval.data is not set: pass eval.data=<a "
+        "labelled folder or a dataset name, e.g. cifar10> for kNN and linear scores"
+    }
 
 
 def report_skipped(skipped: list[str], listed_in: Path) -> None:
     """data.skip_corrupt=true: the unreadable images the run skipped, on screen, and where all are listed."""
     if skipped:
         shown = ", ".join(skipped[:5]) + (f", ... ({len(skipped) - 5} more)" if len(skipped) > 5 else "")
-        print(f"skipped {len(skipped)} unreadable images: {shown} (data.skip_corrupt=true; all listed in "
-              f"{listed_in})", flush=True)
+        print(
+            f"skipped {len(skipped)} unreadable images: {shown} (data.skip_corrupt=true; all listed in {listed_in})",
+            flush=True,
+        )

@@ -5,6 +5,7 @@ resume=auto (the default) makes the same command, run again, continue its unfini
 continues from its run directory's newest checkpoint, its own last.ckpt or Lightning's requeue
 checkpoint (hpc_ckpt_<n>.ckpt, saved on the requeue signal).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ RESUMED_NOTE = "RESUMED.txt"
 
 @dataclass(frozen=True)
 class ResumePoint:
-    run_dir: str        # where the run lives (and goes on writing)
+    run_dir: str  # where the run lives (and goes on writing)
     checkpoint: str
     global_step: int
 
@@ -66,11 +67,16 @@ def resume_point(cfg) -> Optional[ResumePoint]:
     if rank_zero_only.rank == 0:  # (every rank of a DDP / SLURM job resolves the same run)
         if source != run_dir:
             try:
-                (run_dir / RESUMED_NOTE).write_text(f"this command resumed {source} from {checkpoint}; its outputs are there\n")
+                (run_dir / RESUMED_NOTE).write_text(
+                    f"this command resumed {source} from {checkpoint}; its outputs are there\n"
+                )
             except OSError:
                 pass
-        print(f"resuming {source} from {Path(checkpoint).name} (global step {saved.global_step})"
-              + ("; resume=never starts afresh" if auto else ""), flush=True)
+        print(
+            f"resuming {source} from {Path(checkpoint).name} (global step {saved.global_step})"
+            + ("; resume=never starts afresh" if auto else ""),
+            flush=True,
+        )
     return point
 
 
@@ -82,8 +88,10 @@ def _check_not_overriding(ckpt_path, found: Path, saved, why: str) -> None:
         return
     if Path(str(ckpt_path)).expanduser().resolve() == Path(found).resolve():
         return
-    raise UserError(f"ckpt_path={ckpt_path} was given, but {found} ({why}) would be used instead: pass resume=never "
-                    "to start from ckpt_path, or drop ckpt_path to continue the found run")
+    raise UserError(
+        f"ckpt_path={ckpt_path} was given, but {found} ({why}) would be used instead: pass resume=never "
+        "to start from ckpt_path, or drop ckpt_path to continue the found run"
+    )
 
 
 def newest_checkpoint(run_dir: Path) -> Optional[Path]:
@@ -156,13 +164,22 @@ def _same_command_run(run_dir: Path, cfg) -> Optional[tuple[Path, Path]]:
                 same_line = False
             if same_line:
                 a, b = _flat(mine), _flat(theirs)
-                changed.append((checkpoint.stat().st_mtime, other, checkpoint,
-                                sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))))
+                changed.append(
+                    (
+                        checkpoint.stat().st_mtime,
+                        other,
+                        checkpoint,
+                        sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)),
+                    )
+                )
     if found:
         return max(found)[1:]
     if changed:
         _, other, checkpoint, keys = max(changed)
-        print(f"not resuming {other}: made by this command line, but its config has changed since "
-              f"({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''}); starting afresh "
-              f"(ckpt_path={checkpoint} continues it with the new config)", flush=True)
+        print(
+            f"not resuming {other}: made by this command line, but its config has changed since "
+            f"({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''}); starting afresh "
+            f"(ckpt_path={checkpoint} continues it with the new config)",
+            flush=True,
+        )
     return None

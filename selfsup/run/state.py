@@ -1,4 +1,5 @@
 """What a checkpoint needs beyond what Lightning saves, and what it must never hold."""
+
 from __future__ import annotations
 
 import random
@@ -38,15 +39,19 @@ class RunState(pl.Callback):
                 raise NonFiniteError(
                     f"the weights became non-finite ({name}) by step {trainer.global_step}; nothing was saved over "
                     f"the last good checkpoint, {last_good_checkpoint(trainer)}: lower optimizer.lr or set "
-                    "trainer.gradient_clip_val=1.0 and run again")
+                    "trainer.gradient_clip_val=1.0 and run again"
+                )
 
 
 def _collect_rng() -> dict:
     """Plain tensors, lists and numbers only, so that Lightning's weights_only=True load accepts them."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     version, python_state, python_gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-             "python": [version, list(python_state), python_gauss]}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": [version, list(python_state), python_gauss],
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

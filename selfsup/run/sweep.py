@@ -6,6 +6,7 @@ printed, and the job returns None, which Optuna records as a failed trial and th
 ignores. A single run still fails loudly. Either way the job's W&B run is finished, so the next
 job of the same process starts a run of its own.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,12 @@ class FailedSweep(Callback):
         runs = collect(Path(config.hydra.sweep.dir))
         if runs and all(r.failed for r in runs):
             first = runs[0].results.get("error", "unknown error")
-            print(f"error: all {len(runs)} job(s) of the sweep failed, the first with: {first} "
-                  f"(each job's error is in its results.json and report.md)", file=sys.stderr, flush=True)
+            print(
+                f"error: all {len(runs)} job(s) of the sweep failed, the first with: {first} "
+                f"(each job's error is in its results.json and report.md)",
+                file=sys.stderr,
+                flush=True,
+            )
             sys.exit(1)
 
 
@@ -81,8 +86,12 @@ def _record_failure(cfg: DictConfig, err: Exception) -> None:
         "job": hydra_cfg.job.num,
         "overrides": list(hydra_cfg.overrides.task),
     }
-    for key, path in (("method", "method.name"), ("data", "data.name"), ("backbone", "backbone.name"),
-                      ("seed", "seed")):
+    for key, path in (
+        ("method", "method.name"),
+        ("data", "data.name"),
+        ("backbone", "backbone.name"),
+        ("seed", "seed"),
+    ):
         try:
             results[key] = OmegaConf.select(cfg, path)
         except Exception:  # noqa: BLE001 - a broken interpolation may be what failed

@@ -1,6 +1,7 @@
 """The peer table (benchmarks/peer_table.py): its clock, its table and plot, the project side through
 train.py on a tiny image folder, and (where lightly is installed, requirements-peers.txt) the whole
 command at a tiny budget."""
+
 from __future__ import annotations
 
 import json
@@ -72,21 +73,39 @@ def test_training_clock_scores_the_final_weights_of_a_run_that_ends_before_its_b
 
 
 def fake_run(method, side, seed, init, end, steps=100):
-    curve = [{"seconds": 0.0, "step": 0, "knn_top1": init}, {"seconds": 61.0 + seed, "step": steps // 2,
-             "knn_top1": (init + end) / 2}, {"seconds": 120.5, "step": steps, "knn_top1": end}]
-    return {"method": method, "side": side, "seed": seed, "knn_top1_at_init": init, "knn_top1": end,
-            "linear_top1": end + 0.1, "steps": steps, "train_seconds": 120.5, "eval_seconds": 9.0, "curve": curve}
+    curve = [
+        {"seconds": 0.0, "step": 0, "knn_top1": init},
+        {"seconds": 61.0 + seed, "step": steps // 2, "knn_top1": (init + end) / 2},
+        {"seconds": 120.5, "step": steps, "knn_top1": end},
+    ]
+    return {
+        "method": method,
+        "side": side,
+        "seed": seed,
+        "knn_top1_at_init": init,
+        "knn_top1": end,
+        "linear_top1": end + 0.1,
+        "steps": steps,
+        "train_seconds": 120.5,
+        "eval_seconds": 9.0,
+        "curve": curve,
+    }
 
 
-RUNS = [fake_run("simclr", "project", 0, 0.30, 0.40), fake_run("simclr", "peer", 0, 0.30, 0.35, steps=90),
-        fake_run("simclr", "project", 1, 0.32, 0.42), fake_run("simclr", "peer", 1, 0.32, 0.37, steps=110),
-        fake_run("byol", "project", 0, 0.31, 0.33), fake_run("byol", "peer", 0, 0.31, 0.30)]
+RUNS = [
+    fake_run("simclr", "project", 0, 0.30, 0.40),
+    fake_run("simclr", "peer", 0, 0.30, 0.35, steps=90),
+    fake_run("simclr", "project", 1, 0.32, 0.42),
+    fake_run("simclr", "peer", 1, 0.32, 0.37, steps=110),
+    fake_run("byol", "project", 0, 0.31, 0.33),
+    fake_run("byol", "peer", 0, 0.31, 0.30),
+]
 
 
 def test_table_means_spreads_ratio_and_gains():
     table = peer_table.aggregate(RUNS)
     simclr = table["simclr"]
-    assert simclr["project"]["knn_top1"] == pytest.approx((0.41, 0.02 / 2 ** 0.5))  # sample std of 0.40, 0.42
+    assert simclr["project"]["knn_top1"] == pytest.approx((0.41, 0.02 / 2**0.5))  # sample std of 0.40, 0.42
     assert simclr["peer"]["gain"] == pytest.approx((0.05, 0.0))
     assert simclr["ratio"] == pytest.approx(0.41 / 0.36)
     assert simclr["peer"]["steps"] == 100 and simclr["project"]["seeds"] == [0, 1]
@@ -118,8 +137,15 @@ def test_options_are_checked():
 
 def test_project_side_stops_at_its_budget_and_records_knn_over_time(tiny_folder, tmp_path):
     epochs = 10**6  # one step an epoch: on any machine only the 0.5-s budget can end this run
-    run = peer_table.run_project("simclr", 0, budget_s=0.5, eval_every_s=0.2, data_root=str(tiny_folder),
-                                 run_dir=tmp_path / "run", overrides=(f"trainer.max_epochs={epochs}",))
+    run = peer_table.run_project(
+        "simclr",
+        0,
+        budget_s=0.5,
+        eval_every_s=0.2,
+        data_root=str(tiny_folder),
+        run_dir=tmp_path / "run",
+        overrides=(f"trainer.max_epochs={epochs}",),
+    )
     assert 1 <= run["steps"] < epochs
     curve = run["curve"]
     assert curve[0]["seconds"] == 0.0 and curve[0]["step"] == 0 and curve[-1]["seconds"] >= 0.5
@@ -132,8 +158,9 @@ def test_project_side_stops_at_its_budget_and_records_knn_over_time(tiny_folder,
 
 def test_the_whole_command_at_a_tiny_budget(tiny_folder, tmp_path, capsys):
     pytest.importorskip("lightly", reason="the peers need requirements-peers.txt")
-    paths = peer_table.main(["methods=byol", "seeds=0", "budget_s=0.5", "eval_every_s=0.2",
-                             f"data_root={tiny_folder}", f"out={tmp_path}"])
+    paths = peer_table.main(
+        ["methods=byol", "seeds=0", "budget_s=0.5", "eval_every_s=0.2", f"data_root={tiny_folder}", f"out={tmp_path}"]
+    )
     out = capsys.readouterr().out
     assert all(f"{name}: {path}" in out for name, path in paths.items())
     saved = json.loads(paths["json"].read_text())

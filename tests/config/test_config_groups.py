@@ -1,21 +1,37 @@
 """Every choice of every config group composes, and what it configures can be built."""
+
 from __future__ import annotations
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import REPO, compose_train
 from hydra.errors import ConfigCompositionException
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from pytorch_lightning.loggers import Logger
 
-from conftest import REPO, compose_train
 from selfsup.data.datamodule import build_data
 from selfsup.errors import UserError
 from selfsup.optim import build_optimizer, build_scheduler, parameter_groups
 
-GROUPS = ["method", "backbone", "augmentation", "loss", "eval", "data", "strategy", "optimizer",
-          "scheduler", "trainer", "logger", "callbacks", "paths", "experiment", "debug"]
+GROUPS = [
+    "method",
+    "backbone",
+    "augmentation",
+    "loss",
+    "eval",
+    "data",
+    "strategy",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+    "callbacks",
+    "paths",
+    "experiment",
+    "debug",
+]
 
 
 def choices(group: str) -> list[str]:

@@ -1,16 +1,18 @@
 """The published recipes (conf/experiment): LARS clipping, SimCLR's ImageNet augmentation and SyncBN, the global
 batch kept across device counts, and the recipe named for a benchmark dataset."""
+
 from __future__ import annotations
 
 import pytest
-
 from conftest import compose_train
 
 
 def test_solo_learn_cifar_recipes_clip_the_lars_lr():
     for recipe in ("simclr", "byol", "barlow_twins", "vicreg", "dino", "mocov3"):
         cfg = compose_train([f"experiment={recipe}_cifar10"])
-        assert (cfg.optimizer.name, cfg.optimizer.trust_coefficient, cfg.optimizer.clip_lr) == ("lars", 0.02, True), recipe
+        assert (cfg.optimizer.name, cfg.optimizer.trust_coefficient, cfg.optimizer.clip_lr) == ("lars", 0.02, True), (
+            recipe
+        )
 
 
 def test_simclr_imagenet_recipe_has_strength_1_jitter_and_sync_bn():
@@ -41,5 +43,5 @@ def test_a_benchmark_dataset_without_a_recipe_names_the_recipe_to_use():
     warning = recipe_warning(compose_train(["method=moco", "data=imagenet"]))
     assert "experiment=mocov2_imagenet" in warning and "\n" not in warning
     assert recipe_warning(compose_train(["method=simclr", "data=cifar10"])).endswith("use experiment=simclr_cifar10")
-    assert recipe_warning(compose_train(["experiment=simclr_imagenet"])) is None    # a recipe: nothing to say
+    assert recipe_warning(compose_train(["experiment=simclr_imagenet"])) is None  # a recipe: nothing to say
     assert recipe_warning(compose_train(["method=simclr", "data=digits"])) is None  # not a benchmark

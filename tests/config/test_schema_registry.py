@@ -1,17 +1,18 @@
 """The schema registry (selfsup/config/registry.py): every option of every schema-checked group composes into
 the dataclass its YAML names, a typo'd key in a group YAML ends in one `error:` line, and a schema added at
 run time is picked up without a line anywhere else."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import pytest
 import yaml
+from conftest import REPO, assert_one_line_error, compose_train, run_script
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError
 
-from conftest import REPO, assert_one_line_error, compose_train, run_script
 from selfsup.cli import config_error_message
 from selfsup.config import SCHEMAS
 from selfsup.config.model import MethodConfig
@@ -73,8 +74,12 @@ def test_a_schema_registers_itself_with_its_path(tmp_path, registry_restored):
         width: int = 0
 
     (tmp_path / "method").mkdir()
-    toy = {"defaults": ["/schema/method/toy_registered@_here_", "_self_"],
-           "_target_": "selfsup.methods.simclr.SimCLR", "name": "toy", "width": 8}
+    toy = {
+        "defaults": ["/schema/method/toy_registered@_here_", "_self_"],
+        "_target_": "selfsup.methods.simclr.SimCLR",
+        "name": "toy",
+        "width": 8,
+    }
     (tmp_path / "method" / "toy.yaml").write_text(yaml.safe_dump(toy))
     (tmp_path / "method" / "toy_typo.yaml").write_text(yaml.safe_dump({**toy, "widht": 8}))
     searchpath = f"hydra.searchpath=[file://{tmp_path}]"

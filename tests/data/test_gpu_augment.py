@@ -1,14 +1,15 @@
 """The on-device augmentations (selfsup/data/gpu_augment.py, batch_ops.py) against their definitions and
 torchvision, and the loader's uint8 views that feed them."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import compose_train
 from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from conftest import compose_train
 from selfsup.data import batch_ops
 from selfsup.data.gpu_augment import DeviceAugment
 
@@ -64,8 +65,12 @@ def test_jitter_equals_torchvision_per_image_with_the_same_draws():
     out = batch_ops.color_jitter(x, 0.4, 0.3, 0.5, 0.1, p=0.8, generator=torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
     applied = torch.rand(32, generator=g) < 0.8
-    factors = [0.6 + 0.8 * torch.rand(32, generator=g), 0.7 + 0.6 * torch.rand(32, generator=g),
-               0.5 + 1.0 * torch.rand(32, generator=g), -0.1 + 0.2 * torch.rand(32, generator=g)]
+    factors = [
+        0.6 + 0.8 * torch.rand(32, generator=g),
+        0.7 + 0.6 * torch.rand(32, generator=g),
+        0.5 + 1.0 * torch.rand(32, generator=g),
+        -0.1 + 0.2 * torch.rand(32, generator=g),
+    ]
     order = torch.rand(32, 4, generator=g).argsort(dim=1)
     ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
     assert len({tuple(o.tolist()) for o in order}) > 10  # many different orders in one batch
@@ -80,7 +85,7 @@ def test_jitter_equals_torchvision_per_image_with_the_same_draws():
 def test_grayscale_is_exact_luma_and_drawn_per_sample():
     x = _images(2000, 4)
     out = batch_ops.random_grayscale(x, p=0.2)
-    gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])
+    gray = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
     chosen = (out[:, 0] == out[:, 1]).all(dim=(1, 2)) & (out[:, 1] == out[:, 2]).all(dim=(1, 2))
     assert torch.equal(out[chosen], gray[chosen].unsqueeze(1).expand(-1, 3, -1, -1))
     assert torch.equal(out[~chosen], x[~chosen])
@@ -111,10 +116,31 @@ def test_blur_keeps_a_constant_image_and_its_mean():
 
 
 def _augmentation(on_device=True, resolution=16, blur=True):
-    view = dict(crop_scale=[0.08, 1.0], flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
-                saturation=0.4, hue=0.1, grayscale_p=0.2, blur_p=0.5, solarize_p=0.2)
-    return OmegaConf.create(dict(name="t", resolution=resolution, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3],
-                                 blur=blur, on_device=on_device, min_crop_scale=0.0, flip=True, views=[view, view]))
+    view = dict(
+        crop_scale=[0.08, 1.0],
+        flip_p=0.5,
+        jitter_p=0.8,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.4,
+        hue=0.1,
+        grayscale_p=0.2,
+        blur_p=0.5,
+        solarize_p=0.2,
+    )
+    return OmegaConf.create(
+        dict(
+            name="t",
+            resolution=resolution,
+            mean=[0.5, 0.4, 0.3],
+            std=[0.2, 0.25, 0.3],
+            blur=blur,
+            on_device=on_device,
+            min_crop_scale=0.0,
+            flip=True,
+            views=[view, view],
+        )
+    )
 
 
 def test_device_augment_shapes_dtypes_and_normalisation():
@@ -122,11 +148,13 @@ def test_device_augment_shapes_dtypes_and_normalisation():
     views = [(torch.rand(5, 3, 16, 16) * 255).to(torch.uint8) for _ in range(2)]
     out = aug(views)
     assert [tuple(v.shape) for v in out] == [(5, 3, 16, 16)] * 2 and all(v.dtype == torch.float32 for v in out)
-    off = DeviceAugment(OmegaConf.merge(_augmentation(), {"views": [dict(jitter_p=0, grayscale_p=0, blur_p=0,
-                                                                                solarize_p=0)] * 2}))
+    off = DeviceAugment(
+        OmegaConf.merge(_augmentation(), {"views": [dict(jitter_p=0, grayscale_p=0, blur_p=0, solarize_p=0)] * 2})
+    )
     plain = off(views)[0]
     expected = (views[0].float() / 255 - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor(
-        [0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+        [0.2, 0.25, 0.3]
+    ).view(1, 3, 1, 1)
     assert torch.allclose(plain, expected, atol=1e-6)
     with pytest.raises(ValueError):
         aug(views[:1])
@@ -152,8 +180,16 @@ def test_decode_on_device_path_runs_on_cpu(tmp_path):
                 array = (torch.rand(20 + k, 28, 3) * 255).to(torch.uint8).numpy()
                 suffix = "png" if k == 2 else "jpg"  # a non-JPEG goes through the CPU decoder
                 Image.fromarray(array).save(tmp_path / split / cls / f"{k}.{suffix}")
-    cfg = compose_train(["data=folder", f"data.root={tmp_path}", "data.decode_on_gpu=true", "data.batch_size=4",
-                         "data.num_workers=0", "data.resolution=16"])
+    cfg = compose_train(
+        [
+            "data=folder",
+            f"data.root={tmp_path}",
+            "data.decode_on_gpu=true",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            "data.resolution=16",
+        ]
+    )
     cfg, datamodule = build_data(cfg)
     encoded, labels = next(iter(datamodule.train_dataloader()))
     assert len(encoded) == 4 and all(e.dtype == torch.uint8 and e.dim() == 1 for e in encoded)

@@ -1,15 +1,16 @@
 """Multi-crop views: the configured sizes and counts come out of the CPU transforms, the data loader,
 the on-device colour ops and the on-device decode + crop; each resolution is one backbone forward;
 global views are the ones without a resolution of their own; two-view configs are unchanged."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import compose_train
 from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
-from conftest import compose_train
 from selfsup.data.datamodule import SSLDataModule
 from selfsup.data.gpu_augment import DeviceAugment
 from selfsup.data.transforms import MultiViewTransform, global_view_count
@@ -38,8 +39,17 @@ def test_transform_gives_2_global_and_6_local_views_at_their_sizes():
 
 def test_loader_batches_each_view_at_its_size(cifar_subset):
     for on_device in (False, True):
-        cfg = compose_train(["method=dino", "data=folder", f"data.root={cifar_subset}", "data.resolution=32",
-                             "data.batch_size=4", "data.num_workers=0", f"augmentation.on_device={on_device}"])
+        cfg = compose_train(
+            [
+                "method=dino",
+                "data=folder",
+                f"data.root={cifar_subset}",
+                "data.resolution=32",
+                "data.batch_size=4",
+                "data.num_workers=0",
+                f"augmentation.on_device={on_device}",
+            ]
+        )
         views, labels = next(iter(SSLDataModule(cfg.data, cfg.augmentation).train_dataloader()))
         assert [tuple(v.shape) for v in views] == [(4, 3, 32, 32)] * 2 + [(4, 3, 16, 16)] * 6
         assert all(v.dtype == (torch.uint8 if on_device else torch.float32) for v in views) and len(labels) == 4
@@ -66,8 +76,9 @@ def test_on_device_colour_ops_and_decode_keep_each_views_size():
 def test_one_backbone_forward_per_resolution(tmp_path):
     """The student backbone runs once on the 2B global views and once on the 6B local ones; the
     teacher once, on the global views only."""
-    cfg = compose_train(["method=dino", "data=digits", "data.resolution=32", "backbone.cifar_stem=false",
-                         *TINY_DINO], tmp_path)
+    cfg = compose_train(
+        ["method=dino", "data=digits", "data.resolution=32", "backbone.cifar_stem=false", *TINY_DINO], tmp_path
+    )
     model = get_class(cfg.method._target_)(cfg)
     student_calls, teacher_calls = [], []
     model.backbone.register_forward_hook(lambda m, args, out: student_calls.append(tuple(args[0].shape)))

@@ -1,5 +1,6 @@
 """The pretext-task inputs and labels (selfsup/data/pretext.py): rotations, jigsaw permutations and tiles, masks,
 Lab colour."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,8 +8,8 @@ import itertools
 import numpy as np
 import pytest
 import torch
-
 from conftest import compose_train
+
 from selfsup.data.pretext import (
     PERMUTATION_DIR,
     apply_mask,
@@ -102,7 +103,7 @@ def test_inverse_permutation():
 
 def grid_cells(x: torch.Tensor, cell: int) -> torch.Tensor:
     """(B, 9, C, cell, cell) in row-major order, the obvious slow way."""
-    cells = [x[:, :, r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] for r in range(3) for c in range(3)]
+    cells = [x[:, :, r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] for r in range(3) for c in range(3)]
     return torch.stack(cells, dim=1)
 
 
@@ -127,7 +128,7 @@ def test_jittered_tiles_are_crops_inside_their_cells():
         for i, cell in enumerate(perms[labels[b]].tolist()):
             top, left = divmod(int(tiles[b, i, 0, 0, 0]) - b * 36 * 36, 36)
             assert cell // 3 * 12 <= top <= cell // 3 * 12 + 3 and cell % 3 * 12 <= left <= cell % 3 * 12 + 3
-            assert torch.equal(tiles[b, i, 0], x[b, 0, top:top + 9, left:left + 9])
+            assert torch.equal(tiles[b, i, 0], x[b, 0, top : top + 9, left : left + 9])
 
 
 def test_color_drop_keeps_one_channel_per_tile():
@@ -144,7 +145,7 @@ def test_central_mask_is_the_centred_half_side_square(size):
     assert mask.shape == (2, 1, size, size) and mask.dtype == torch.float32
     assert mask.mean().item() == 0.25
     half = size // 2
-    assert mask[:, :, size // 4:size // 4 + half, size // 4:size // 4 + half].all()
+    assert mask[:, :, size // 4 : size // 4 + half, size // 4 : size // 4 + half].all()
 
 
 def test_random_block_covers_exactly_the_area_at_varying_positions():

@@ -1,5 +1,6 @@
 """data=shards (selfsup/data/shards.py, scripts/make_shards.py): what the shards hold, re-runs, damaged
 directories, and each DDP rank's share of the stream."""
+
 from __future__ import annotations
 
 import json
@@ -147,8 +148,9 @@ def test_each_of_two_ranks_streams_a_disjoint_share(tmp_path):
     shards = write_id_shards(tmp_path / "shards", 50, 8, side=8)
     os.environ["SHARD_TEST_PORT"] = str(29500 + os.getpid() % 1000)
     # fork: the ranks start with this process's imports (spawned ranks would re-import them, and fork their workers)
-    torch.multiprocessing.start_processes(_rank_share, args=(2, str(shards), str(tmp_path)), nprocs=2,
-                                          start_method="fork")
+    torch.multiprocessing.start_processes(
+        _rank_share, args=(2, str(shards), str(tmp_path)), nprocs=2, start_method="fork"
+    )
     shares = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     first, second = (set(share["ids"]) for share in shares)
     assert len(shares[0]["ids"]) == len(first) == len(shares[1]["ids"]) == shares[0]["batches"] * 4 == 24

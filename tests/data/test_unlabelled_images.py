@@ -1,5 +1,6 @@
 """data=images: any folder tree of images, or a .txt/.csv list of them, without labels; eval.data names the
 labelled data it is scored on (issue 25)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -80,14 +81,17 @@ def test_eval_data_names_a_data_config_as_data_would_compose_it():
     assert data_config("/some/where", paths).name == "folder"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["data.root=/no/such/tree"], "data root /no/such/tree does not exist"),
-    (["data.root=FILE:x.jpg"], "is a file but not a .txt or .csv list"),
-    (["data.root=EMPTY"], "is empty"),
-    (["eval.data=/no/such/folder"], "eval.data=/no/such/folder: data root /no/such/folder does not exist"),
-    (["eval.data=TREE"], "eval.data=TREE: data root TREE has no train/ folder"),
-    (["eval.data=images"], "eval.data=images has no labels"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.root=/no/such/tree"], "data root /no/such/tree does not exist"),
+        (["data.root=FILE:x.jpg"], "is a file but not a .txt or .csv list"),
+        (["data.root=EMPTY"], "is empty"),
+        (["eval.data=/no/such/folder"], "eval.data=/no/such/folder: data root /no/such/folder does not exist"),
+        (["eval.data=TREE"], "eval.data=TREE: data root TREE has no train/ folder"),
+        (["eval.data=images"], "eval.data=images has no labels"),
+    ],
+)
 def test_bad_roots_fail_in_one_line_before_torch_work(overrides, message, tree, tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"")
     (tmp_path / "empty").mkdir()

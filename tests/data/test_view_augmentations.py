@@ -1,15 +1,16 @@
 """What the augmentation config asks of each view is what each view gets, on the CPU (torchvision, in
 the loader workers) and on the device (DeviceAugment): BYOL's asymmetric blur and solarize per view,
 and the data-level floor on the crop scale and the flip switch on the decode-on-device path."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import compose_train
 from PIL import Image
 from torchvision.io import encode_png
 from torchvision.transforms import functional as TF
 
-from conftest import compose_train
 from selfsup.data.gpu_augment import DeviceAugment
 from selfsup.data.transforms import MultiViewTransform
 
@@ -72,8 +73,16 @@ def test_byol_blurs_and_solarizes_each_view_as_configured_on_the_device():
 
 
 def _decode_augment(min_crop_scale: float, flip: bool) -> DeviceAugment:
-    cfg = compose_train(["data=folder", "data.root=/unused", "data.resolution=16", "data.decode_on_gpu=true",
-                         f"data.min_crop_scale={min_crop_scale}", f"data.flip={str(flip).lower()}"])
+    cfg = compose_train(
+        [
+            "data=folder",
+            "data.root=/unused",
+            "data.resolution=16",
+            "data.decode_on_gpu=true",
+            f"data.min_crop_scale={min_crop_scale}",
+            f"data.flip={str(flip).lower()}",
+        ]
+    )
     augment = DeviceAugment.from_config(cfg)
     assert augment is not None and augment.decode and [v.flip_p for v in cfg.augmentation.views] == [0.5, 0.5]
     return augment

@@ -13,6 +13,7 @@ difference (plus 0.01 for the PIL and tensor kernels' rounding) of the recorded 
 
 Re-record (only when the distributions are meant to change):
 python tests/data/test_view_statistics.py --record "<what the pipeline is>"."""
+
 from __future__ import annotations
 
 import colorsys
@@ -31,10 +32,30 @@ from selfsup.data.transforms import view_transform
 RECORDED = Path(__file__).with_name("view_statistics_v1.json")
 N = 1000
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.15)
-OFF = dict(crop_scale=[1.0, 1.0], flip_p=0.0, jitter_p=0.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0,
-           grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)  # the whole image, unchanged
-SIMCLR = dict(crop_scale=[0.08, 1.0], flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.4,
-              hue=0.1, grayscale_p=0.2, blur_p=0.5, solarize_p=0.2)
+OFF = dict(
+    crop_scale=[1.0, 1.0],
+    flip_p=0.0,
+    jitter_p=0.0,
+    brightness=0.0,
+    contrast=0.0,
+    saturation=0.0,
+    hue=0.0,
+    grayscale_p=0.0,
+    blur_p=0.0,
+    solarize_p=0.0,
+)  # the whole image, unchanged
+SIMCLR = dict(
+    crop_scale=[0.08, 1.0],
+    flip_p=0.5,
+    jitter_p=0.8,
+    brightness=0.4,
+    contrast=0.4,
+    saturation=0.4,
+    hue=0.1,
+    grayscale_p=0.2,
+    blur_p=0.5,
+    solarize_p=0.2,
+)
 
 
 def _outputs(image: Image.Image, resolution: int, blur: bool = False, **view) -> list[np.array]:
@@ -63,13 +84,16 @@ def _hue(a: np.ndarray) -> np.ndarray:
 def measure() -> dict[str, dict[str, float]]:
     """Per-sample quantities of each op, summed up as {name: {"mean", "sd"}}."""
     samples: dict[str, list[float]] = {}
-    coordinates = Image.fromarray(np.stack([*np.meshgrid(np.arange(128) * 2, np.arange(128) * 2), np.full((128, 128), 128)],
-                                           axis=-1).astype(np.uint8))
+    coordinates = Image.fromarray(
+        np.stack([*np.meshgrid(np.arange(128) * 2, np.arange(128) * 2), np.full((128, 128), 128)], axis=-1).astype(
+            np.uint8
+        )
+    )
     for out in _outputs(coordinates, 32, crop_scale=[0.08, 1.0], flip_p=0.5):
         left, right = out[:, 0, 0].mean(), out[:, -1, 0].mean()
         width = abs(right - left) / 2 * 32 / 31 + 1e-3  # px of the 128 px source
         height = (out[-1, :, 1].mean() - out[0, :, 1].mean()) / 2 * 32 / 31 + 1e-3
-        samples.setdefault("crop.area", []).append(width * height / 128 ** 2)
+        samples.setdefault("crop.area", []).append(width * height / 128**2)
         samples.setdefault("crop.log_aspect", []).append(math.log(width / height))
         samples.setdefault("flip.rate", []).append(float(right < left))
 
@@ -122,6 +146,11 @@ if __name__ == "__main__":
         raise SystemExit(__doc__)
     import torchvision
 
-    RECORDED.write_text(json.dumps({"pipeline": f"{sys.argv[2]} (torchvision {torchvision.__version__})", "n": N,
-                                    "figures": measure()}, indent=1) + "\n")
+    RECORDED.write_text(
+        json.dumps(
+            {"pipeline": f"{sys.argv[2]} (torchvision {torchvision.__version__})", "n": N, "figures": measure()},
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"recorded {RECORDED}")

@@ -1,5 +1,6 @@
 """eval.py on weights this project did not train (weights=: a state dict file, a torchvision or timm name from
 the local caches, random) and on a momentum method's teacher; export.py's encoder= (issue 25)."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,14 @@ from selfsup.models.backbones import backbone_state, build_backbone
 from selfsup.models.weights import find_weights, load_weights
 
 FP32 = ["trainer.precision=32-true", "images=false"]
-DINO_TINY = ["method=dino", "data=folder", "data.resolution=16", "method.head.hidden_dim=32", "method.head.bottleneck_dim=16",
-             "method.head.output_dim=64"]
+DINO_TINY = [
+    "method=dino",
+    "data=folder",
+    "data.resolution=16",
+    "method.head.hidden_dim=32",
+    "method.head.bottleneck_dim=16",
+    "method.head.output_dim=64",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +47,15 @@ def dino_checkpoint(tmp_path_factory, labelled) -> Path:
             p.add_(0.05 * torch.randn_like(p))
     path = tmp_path_factory.mktemp("dino") / "checkpoints" / "last.ckpt"
     path.parent.mkdir(parents=True)
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"cfg": OmegaConf.to_container(cfg)},
-                "global_step": 2, "epoch": 0}, path)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": {"cfg": OmegaConf.to_container(cfg)},
+            "global_step": 2,
+            "epoch": 0,
+        },
+        path,
+    )
     return path
 
 
@@ -61,7 +75,9 @@ def _export(checkpoint: Path, out: Path, *extra: str) -> Path:
     return out / "backbone.safetensors"
 
 
-def test_dino_exports_and_evaluates_its_teacher_by_default_and_the_student_on_request(dino_checkpoint, labelled, tmp_path):
+def test_dino_exports_and_evaluates_its_teacher_by_default_and_the_student_on_request(
+    dino_checkpoint, labelled, tmp_path
+):
     state = torch.load(dino_checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     teacher, student = backbone_state(state, "teacher.0."), backbone_state(state, "backbone.")
     exported = {}
@@ -71,7 +87,9 @@ def test_dino_exports_and_evaluates_its_teacher_by_default_and_the_student_on_re
             assert f.metadata()["encoder"] == encoder
         exported[encoder] = load_file(str(path))
     weight = "layer1.0.conv1.weight"
-    assert torch.equal(exported["momentum"][weight], teacher[weight]) and torch.equal(exported["online"][weight], student[weight])
+    assert torch.equal(exported["momentum"][weight], teacher[weight]) and torch.equal(
+        exported["online"][weight], student[weight]
+    )
     assert not torch.equal(teacher[weight], student[weight])
 
     data = [f"eval.data={labelled}", "eval=knn"]
@@ -114,8 +132,11 @@ def test_a_torchvision_weight_name_loads_from_the_local_cache_only(tmp_path, mon
     load_weights(backbone, weights)
     assert all(torch.equal(v, published[k]) for k, v in backbone.state_dict().items())
 
-    results = _eval(["weights=resnet18.IMAGENET1K_V1", f"eval.data={labelled}", "eval=knn"], tmp_path / "run",
-                    env={"TORCH_HOME": str(tmp_path / "torch")})
+    results = _eval(
+        ["weights=resnet18.IMAGENET1K_V1", f"eval.data={labelled}", "eval=knn"],
+        tmp_path / "run",
+        env={"TORCH_HOME": str(tmp_path / "torch")},
+    )
     assert results["weights"]["path"] == str(tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
     assert results["backbone"] == "resnet18" and 0 < results["knn_top1"] <= 1
 
@@ -134,7 +155,11 @@ def test_a_timm_name_loads_from_the_local_hugging_face_cache(tmp_path, monkeypat
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     weights = find_weights("timm/resnet18.a1_in1k")
-    assert (weights.kind, weights.backbone, weights.path) == ("timm", "timm/resnet18", str(snapshot / "model.safetensors"))
+    assert (weights.kind, weights.backbone, weights.path) == (
+        "timm",
+        "timm/resnet18",
+        str(snapshot / "model.safetensors"),
+    )
     backbone = build_backbone("timm/resnet18")
     load_weights(backbone, weights)
     assert all(torch.equal(v, published[k]) for k, v in backbone.state_dict().items())
@@ -145,8 +170,15 @@ def test_a_warm_start_loads_the_backbone_and_a_momentum_target_follows(tmp_path)
 
     source = build_backbone("resnet18", cifar_stem=True)
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
-    cfg = compose_train(["method=byol", "data.resolution=16", "method.projector.hidden_dim=32",
-                         "method.predictor.hidden_dim=32", f"weights={tmp_path / 'w.safetensors'}"])
+    cfg = compose_train(
+        [
+            "method=byol",
+            "data.resolution=16",
+            "method.projector.hidden_dim=32",
+            "method.predictor.hidden_dim=32",
+            f"weights={tmp_path / 'w.safetensors'}",
+        ]
+    )
     OmegaConf.resolve(cfg)
     model = BYOL(cfg)
     model.start_from(find_weights(cfg.weights))

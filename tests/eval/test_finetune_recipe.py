@@ -2,6 +2,7 @@
 mixup and cutmix images and targets against a hand computation at a fixed lambda and box, timm's
 layer-wise LR decay groups against the decay ** (depth from the top) rule on a ViT and on a timm
 ResNet, drop path by timm's linear rule, and a tiny train.py run on a slice of the CIFAR sample."""
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,6 @@ from torch import nn
 from selfsup.errors import UserError
 from selfsup.eval.finetune import build_optimizer, finetune, mixing, parameter_groups
 from selfsup.models.backbones import build_backbone, set_drop_path
-
 
 TIMM_RESNET18 = ("resnet18", "backbone.name=timm/resnet18", "backbone.cifar_stem=false", "backbone.channels_last=false")
 
@@ -52,19 +52,23 @@ def test_finetune_vit_composes_with_maes_vit_b_values():
 def test_the_recipe_reaches_the_optimizer_at_the_per_batch_lr():
     cfg = _recipe("data=cifar10")
     vit = _backbone("vit_tiny")
-    optimizer = build_optimizer(parameter_groups(vit, nn.Linear(vit.output_dim, 10), cfg), cfg,
-                                cfg.lr * cfg.batch_size / 256)
+    optimizer = build_optimizer(
+        parameter_groups(vit, nn.Linear(vit.output_dim, 10), cfg), cfg, cfg.lr * cfg.batch_size / 256
+    )
     assert isinstance(optimizer, torch.optim.AdamW)
     head = optimizer.param_groups[-1]
     assert head["lr"] == pytest.approx(2e-3) and head["betas"] == (0.9, 0.999)  # 5e-4 x 1024 / 256
 
 
-@pytest.mark.parametrize("override, message", [
-    ("eval.finetune.layer_decay=1.5", r"layer_decay=1.5 must be in \(0, 1\]"),
-    ("eval.finetune.drop_path=1.0", "drop_path=1.0 is a probability"),
-    ("eval.finetune.cutmix=-1", "cutmix=-1.0 is a Beta"),
-    ("eval.finetune.randaugment=rand-m9-mstd0.5-incl", "randaugment=rand-m9-mstd0.5-incl is not timm's"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("eval.finetune.layer_decay=1.5", r"layer_decay=1.5 must be in \(0, 1\]"),
+        ("eval.finetune.drop_path=1.0", "drop_path=1.0 is a probability"),
+        ("eval.finetune.cutmix=-1", "cutmix=-1.0 is a Beta"),
+        ("eval.finetune.randaugment=rand-m9-mstd0.5-incl", "randaugment=rand-m9-mstd0.5-incl is not timm's"),
+    ],
+)
 def test_bad_finetune_options_fail_in_one_line_before_pretraining(override, message):
     from selfsup.checks import check_eval_options
 
@@ -80,8 +84,9 @@ def _smoothed_mix(labels: torch.Tensor, lam: float, classes: int, smoothing: flo
     rows = []
     for i, label in enumerate(labels.tolist()):
         mirror = labels[len(labels) - 1 - i].item()
-        rows.append([lam * (on if c == label else off) + (1 - lam) * (on if c == mirror else off)
-                     for c in range(classes)])
+        rows.append(
+            [lam * (on if c == label else off) + (1 - lam) * (on if c == mirror else off) for c in range(classes)]
+        )
     return torch.tensor(rows)
 
 
@@ -115,8 +120,9 @@ def test_cutmix_pastes_the_box_and_weighs_targets_by_its_area(monkeypatch):
 def test_no_mixing_in_the_light_recipe_and_an_odd_batch_is_refused():
     assert mixing(compose_train(["eval=finetune"]).eval.finetune, num_classes=10) is None
     cfg = compose_train(["data=cifar10", "eval=finetune_vit", "eval.finetune.batch_size=3"])
-    data = SimpleNamespace(cfg=SimpleNamespace(**OmegaConf.to_container(cfg.data, resolve=True)),
-                           labelled=[(None, 0)] * 3, num_workers=0)  # refused before an image is read
+    data = SimpleNamespace(
+        cfg=SimpleNamespace(**OmegaConf.to_container(cfg.data, resolve=True)), labelled=[(None, 0)] * 3, num_workers=0
+    )  # refused before an image is read
     backbone = _backbone("vit_tiny")
     with pytest.raises(UserError, match="batch of 3 images must be even"):
         finetune(backbone, data, cfg.eval.finetune, "cpu")
@@ -127,8 +133,10 @@ def _lr_and_decay(backbone: nn.Module, cfg, lr: float) -> tuple[dict, dict]:
     head = nn.Linear(backbone.output_dim, 10)
     optimizer = build_optimizer(parameter_groups(backbone, head, cfg), cfg, lr)
     of = {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
-    names = {**{n: id(p) for n, p in backbone.named_parameters()},
-             **{f"head.{n}": id(p) for n, p in head.named_parameters()}}
+    names = {
+        **{n: id(p) for n, p in backbone.named_parameters()},
+        **{f"head.{n}": id(p) for n, p in head.named_parameters()},
+    }
     assert len(of) == len(names)  # every parameter in exactly one group
     return {n: of[i][0] for n, i in names.items()}, {n: of[i][1] for n, i in names.items()}
 
@@ -155,7 +163,7 @@ def test_layer_decay_follows_timms_layers_on_a_timm_resnet_and_refuses_torchvisi
     cfg = _recipe("data=cifar10", "eval.finetune.layer_decay=0.5")
     lrs, _ = _lr_and_decay(_backbone(*TIMM_RESNET18), cfg, 1.0)
     # timm's group_matcher: the stem is layer 0, basic block b of stage s layer 2 (s - 1) + b + 1, the head 9
-    assert lrs["conv1.weight"] == lrs["bn1.bias"] == pytest.approx(0.5 ** 9)
+    assert lrs["conv1.weight"] == lrs["bn1.bias"] == pytest.approx(0.5**9)
     for stage in range(1, 5):
         for block in range(2):
             layer = 2 * (stage - 1) + block + 1
@@ -180,8 +188,12 @@ def test_finetune_trains_what_pretraining_froze(monkeypatch):
     cfg = compose_train(["data=cifar10", "eval=finetune_vit", "eval.finetune.batch_size=2"])
     vit = _backbone("vit_tiny", "backbone.pos_embed=sincos")
     vit.patch_embed.requires_grad_(False)  # as MoCo v3 leaves it
-    data = SimpleNamespace(cfg=SimpleNamespace(**OmegaConf.to_container(cfg.data, resolve=True)),
-                           labelled=[(None, 0)] * 2, num_workers=0, evaluation_loaders=lambda: (None, None))
+    data = SimpleNamespace(
+        cfg=SimpleNamespace(**OmegaConf.to_container(cfg.data, resolve=True)),
+        labelled=[(None, 0)] * 2,
+        num_workers=0,
+        evaluation_loaders=lambda: (None, None),
+    )
     with pytest.raises(Stop):
         finetune(vit, data, cfg.eval.finetune, "cpu")
     params = [p for g in captured for p in g["params"]]
@@ -216,10 +228,24 @@ def test_tiny_finetune_vit_run_on_the_cifar_sample(cifar_subset, tmp_path):
             (tmp_path / "data" / split / folder.name).mkdir(parents=True)
             for image in sorted(folder.iterdir())[:count]:
                 os.symlink(image, tmp_path / "data" / split / folder.name / image.name)
-    results = train(["method=mae", "backbone=vit_tiny", "backbone.patch_size=8", "data=folder",
-                     f"data.root={tmp_path / 'data'}", *TINY_RUN, "method.decoder.width=32", "method.decoder.depth=1",
-                     "method.decoder.heads=2", "eval=finetune_vit", "eval.finetune.epochs=1",
-                     "eval.finetune.warmup_epochs=0.5", "eval.finetune.batch_size=16", "eval.finetune.layer_decay=0.75"],
-                    tmp_path / "run")
+    results = train(
+        [
+            "method=mae",
+            "backbone=vit_tiny",
+            "backbone.patch_size=8",
+            "data=folder",
+            f"data.root={tmp_path / 'data'}",
+            *TINY_RUN,
+            "method.decoder.width=32",
+            "method.decoder.depth=1",
+            "method.decoder.heads=2",
+            "eval=finetune_vit",
+            "eval.finetune.epochs=1",
+            "eval.finetune.warmup_epochs=0.5",
+            "eval.finetune.batch_size=16",
+            "eval.finetune.layer_decay=0.75",
+        ],
+        tmp_path / "run",
+    )
     assert results["primary_eval"] == "finetune" and results["finetune_epochs"] == 1
     assert 0.0 <= results["finetune_top1"] <= 1.0 and (results["finetune_top1"] * 20).is_integer()

@@ -1,4 +1,5 @@
 """The weighted kNN classifier against a brute-force loop."""
+
 from __future__ import annotations
 
 import math
@@ -25,17 +26,22 @@ def brute_force_knn(bank, bank_labels, queries, num_classes: int, k: int, temper
     return predictions
 
 
-@pytest.mark.parametrize("num_classes,k,temperature", [(2, 1, 0.1), (3, 5, 0.07), (10, 20, 0.5), (10, 200, 0.1),
-                                                       (5, 7, 2.0)])
+@pytest.mark.parametrize(
+    "num_classes,k,temperature", [(2, 1, 0.1), (3, 5, 0.07), (10, 20, 0.5), (10, 200, 0.1), (5, 7, 2.0)]
+)
 def test_knn_matches_brute_force_in_one_chunk_and_many(num_classes, k, temperature):
     generator = torch.Generator().manual_seed(num_classes * 1000 + k)
     centers = torch.randn(num_classes, 8, generator=generator)
     bank_labels = torch.randint(0, num_classes, (60,), generator=generator)
     bank = centers[bank_labels] + 1.5 * torch.randn(60, 8, generator=generator)  # overlapping classes
-    queries = centers[torch.randint(0, num_classes, (23,), generator=generator)] + 1.5 * torch.randn(23, 8, generator=generator)
+    queries = centers[torch.randint(0, num_classes, (23,), generator=generator)] + 1.5 * torch.randn(
+        23, 8, generator=generator
+    )
     expected = brute_force_knn(bank, bank_labels, queries, num_classes, k, temperature)  # k=200 > 60: every entry votes
     one_chunk = knn_predict(bank, bank_labels, queries, num_classes, k, temperature)
-    many_chunks = knn_predict(bank, bank_labels, queries, num_classes, k, temperature, chunk_size=4)  # 6 chunks, last of 3
+    many_chunks = knn_predict(
+        bank, bank_labels, queries, num_classes, k, temperature, chunk_size=4
+    )  # 6 chunks, last of 3
     assert one_chunk.tolist() == expected
     assert many_chunks.tolist() == expected
 

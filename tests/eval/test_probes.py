@@ -1,5 +1,6 @@
 """The online probe's isolation from the backbone, the offline linear probe, and fine-tuning, against independent
 computations."""
+
 from __future__ import annotations
 
 import copy
@@ -8,13 +9,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from conftest import compose_train
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 from PIL import Image
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
-from conftest import compose_train
 from selfsup.eval.finetune import finetune
 from selfsup.eval.linear import linear_probe
 
@@ -47,8 +48,17 @@ class GradientsBeforeTheStep(Callback):
 
 
 def _simclr(tmp_path):
-    cfg = compose_train(["method=simclr", "data=digits", "data.batch_size=8", "backbone.cifar_stem=false",
-                         "method.projector.hidden_dim=32", "method.projector.output_dim=16"], tmp_path)
+    cfg = compose_train(
+        [
+            "method=simclr",
+            "data=digits",
+            "data.batch_size=8",
+            "backbone.cifar_stem=false",
+            "method.projector.hidden_dim=32",
+            "method.projector.output_dim=16",
+        ],
+        tmp_path,
+    )
     torch.manual_seed(0)
     return get_class(cfg.method._target_)(cfg)
 
@@ -64,10 +74,20 @@ def _one_step(model, labels: torch.Tensor, tmp_path) -> GradientsBeforeTheStep:
         return out
 
     model.training_loss = recorded
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         num_sanity_val_steps=0, precision="32-true", default_root_dir=str(tmp_path),
-                         callbacks=[seen])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        precision="32-true",
+        default_root_dir=str(tmp_path),
+        callbacks=[seen],
+    )
     trainer.fit(model, train_dataloaders=DataLoader(FixedBatch(labels), batch_size=len(labels)))
     return seen
 
@@ -153,8 +173,17 @@ def test_finetune_learns_and_leaves_the_pretrained_backbone_untouched(tmp_path, 
     from selfsup.models.backbones import build_backbone
 
     root = _red_and_blue(tmp_path / "data", {"train": 32, "val": 16})
-    cfg = compose_train(["data=folder", f"data.root={root}", "data.resolution=16", "data.batch_size=16",
-                         "data.num_workers=0", "eval=finetune"], tmp_path)
+    cfg = compose_train(
+        [
+            "data=folder",
+            f"data.root={root}",
+            "data.resolution=16",
+            "data.batch_size=16",
+            "data.num_workers=0",
+            "eval=finetune",
+        ],
+        tmp_path,
+    )
     cfg, datamodule = build_data(cfg)
     torch.manual_seed(0)
     backbone = build_backbone(**OmegaConf.merge(cfg.backbone, {"cifar_stem": False}))

@@ -1,13 +1,14 @@
 """The Barlow Twins loss against a naive double loop, its edge cases, and 2 ranks against 1 process on the global
 batch."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-
 from distributed_harness import check_loss_matches_global_batch
+
 from selfsup.losses.barlow_twins import BarlowTwinsLoss
 
 
@@ -21,14 +22,14 @@ def _barlow_naive(z1, z2, lam, eps=1e-5):
             mu = sum(col) / n
             var = sum((x - mu) ** 2 for x in col) / n
             cols.append([(x - mu) / math.sqrt(var + eps) for x in col])
-        return cols                                          # cols[j][i]
+        return cols  # cols[j][i]
 
     a, b = standardise(z1), standardise(z2)
     loss = 0.0
     for i in range(d):
         for j in range(d):
             c_ij = sum(a[i][s] * b[j][s] for s in range(n)) / n
-            loss += (1 - c_ij) ** 2 if i == j else lam * c_ij ** 2
+            loss += (1 - c_ij) ** 2 if i == j else lam * c_ij**2
     return loss
 
 
@@ -48,8 +49,8 @@ def test_barlow_twins_perfectly_standardised_identical_inputs():
     torch.manual_seed(0)
     n, d, eps = 8, 5, 1e-5
     a = torch.randn(n, d, dtype=torch.float64)
-    q, _ = torch.linalg.qr(a - a.mean(dim=0))                # centred, orthonormal columns
-    z = (q * math.sqrt(n)).float()                           # zero mean, unit (biased) variance, decorrelated
+    q, _ = torch.linalg.qr(a - a.mean(dim=0))  # centred, orthonormal columns
+    z = (q * math.sqrt(n)).float()  # zero mean, unit (biased) variance, decorrelated
     loss = BarlowTwinsLoss()
     # C = I / (1 + eps): only the eps of the standardisation keeps the loss from being exactly 0.
     assert loss(z, z).item() == pytest.approx(d * (1 - 1 / (1 + eps)) ** 2, abs=1e-8)
@@ -63,7 +64,7 @@ def test_barlow_twins_perfectly_standardised_identical_inputs():
 def test_barlow_twins_identical_correlated_inputs_pay_only_off_diagonal():
     torch.manual_seed(0)
     z = torch.randn(32, 4)
-    z[:, 1] = z[:, 0] + 0.1 * z[:, 1]                         # two redundant dimensions
+    z[:, 1] = z[:, 0] + 0.1 * z[:, 1]  # two redundant dimensions
     corr = torch.corrcoef(z.T.double())
     off = (corr.pow(2).sum() - corr.diagonal().pow(2).sum()).item()
     lam = 0.0051

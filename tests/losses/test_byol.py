@@ -1,4 +1,5 @@
 """The BYOL loss against its formula."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,7 @@ def test_byol_loss_matches_formula_and_stops_gradient_to_target():
     loss = BYOLLoss()(p, z)
 
     pv, zv = p.detach(), z.detach()
-    expected = sum(2 - 2 * float(pv[i] @ zv[i]) / (float(pv[i].norm()) * float(zv[i].norm()))
-                   for i in range(6)) / 6
+    expected = sum(2 - 2 * float(pv[i] @ zv[i]) / (float(pv[i].norm()) * float(zv[i].norm())) for i in range(6)) / 6
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
     loss.backward()

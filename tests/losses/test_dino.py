@@ -1,13 +1,14 @@
 """The DINO loss against Algorithm 1 of the paper, its centre and teacher temperature, and 2 ranks against 1
 process on the global batch."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-
 from distributed_harness import run_on_ranks
+
 from selfsup.losses.dino import DINOLoss, pair_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,10 +27,16 @@ def _dino_naive(student, teacher, center, student_temperature, teacher_temperatu
         for s_index, s in enumerate(student):
             if s_index == t_index:
                 continue
-            batch = [-sum(q * math.log(p) for q, p in zip(_softmax([a - c for a, c in zip(t_row, center)],
-                                                                       teacher_temperature),
-                                                              _softmax(s_row, student_temperature)))
-                     for t_row, s_row in zip(t.double().tolist(), s.double().tolist())]
+            batch = [
+                -sum(
+                    q * math.log(p)
+                    for q, p in zip(
+                        _softmax([a - c for a, c in zip(t_row, center)], teacher_temperature),
+                        _softmax(s_row, student_temperature),
+                    )
+                )
+                for t_row, s_row in zip(t.double().tolist(), s.double().tolist())
+            ]
             total += sum(batch) / len(batch)
             pairs += 1
     return total / pairs
@@ -51,12 +58,16 @@ def test_dino_loss_matches_algorithm_1_and_updates_the_center():
     loss, diagnostics = loss_fn(student, teacher, teacher_temperature=0.05)
     assert loss.item() == pytest.approx(_dino_naive(student, teacher, center, 0.1, 0.05), rel=1e-5)
 
-    expected_center = [0.9 * c + 0.1 * sum(row[j] for t in teacher for row in t.tolist()) / 8
-                       for j, c in enumerate(center)]
+    expected_center = [
+        0.9 * c + 0.1 * sum(row[j] for t in teacher for row in t.tolist()) / 8 for j, c in enumerate(center)
+    ]
     assert loss_fn.center[0].tolist() == pytest.approx(expected_center, rel=1e-5)
 
-    entropies = [-sum(q * math.log(q) for q in _softmax([a - c for a, c in zip(row, center)], 0.05))
-                 for t in teacher for row in t.tolist()]
+    entropies = [
+        -sum(q * math.log(q) for q in _softmax([a - c for a, c in zip(row, center)], 0.05))
+        for t in teacher
+        for row in t.tolist()
+    ]
     assert diagnostics["teacher_entropy"].item() == pytest.approx(sum(entropies) / len(entropies), rel=1e-4)
     # H(P_t, P_s) = h(P_t) + KL(P_t || P_s): the mean KL over the pairs is the loss minus the mean entropy
     assert diagnostics["kl"].item() == pytest.approx(loss.item() - diagnostics["teacher_entropy"].item(), rel=1e-4)
@@ -67,8 +78,9 @@ def test_dino_loss_matches_algorithm_1_and_updates_the_center():
 
 
 def test_dino_teacher_temperature_warms_up_linearly_then_stays():
-    loss_fn = DINOLoss(4, teacher_temperature=0.07, warmup_teacher_temperature=0.04,
-                       warmup_teacher_temperature_epochs=30)
+    loss_fn = DINOLoss(
+        4, teacher_temperature=0.07, warmup_teacher_temperature=0.04, warmup_teacher_temperature_epochs=30
+    )
     assert [loss_fn.teacher_temperature_at(e) for e in (0, 15, 29)] == pytest.approx([0.04, 0.055, 0.069], abs=1e-9)
     assert loss_fn.teacher_temperature_at(30) == loss_fn.teacher_temperature_at(300) == 0.07
     assert DINOLoss(4, warmup_teacher_temperature_epochs=0).teacher_temperature_at(0) == 0.07
@@ -100,5 +112,5 @@ def test_dino_two_ranks_match_global_batch():
     for rank, (loss, grads, center) in enumerate(run_on_ranks(_dino_on_rank, student, teacher)):
         torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-5)
         for got, want in zip(grads, reference):
-            torch.testing.assert_close(got, want.grad[rank * 4:(rank + 1) * 4], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(got, want.grad[rank * 4 : (rank + 1) * 4], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(center, loss_fn.center, rtol=1e-5, atol=1e-6)

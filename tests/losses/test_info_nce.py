@@ -1,5 +1,6 @@
 """InfoNCE with a queue (MoCo v2) and MoCo v3's in-batch InfoNCE (selfsup/losses/info_nce.py) against naive and
 hand computations, on 1 and 2 ranks."""
+
 from __future__ import annotations
 
 import math
@@ -7,9 +8,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from distributed_harness import check_loss_matches_global_batch
 from torch import nn
 
-from distributed_harness import check_loss_matches_global_batch
 from selfsup.losses.info_nce import InfoNCELoss, MoCoV3Loss
 
 

@@ -1,4 +1,5 @@
 """The context encoder's inpainting loss: only the redrawn region counts, the visible rim weighted 10x."""
+
 from __future__ import annotations
 
 import pytest
@@ -39,8 +40,8 @@ def test_context_encoder_weights_the_visible_rim_it_redraws_10x():
     loss_fn = InpaintingLoss(overlap=2, overlap_weight=10.0)
     mask = make_mask("central", 1, 16, 16, "cpu")  # 8x8 hole at [4, 12)
     expected = torch.zeros(16, 16)
-    expected[2:14, 2:14] = 10.0                    # the 2-px visible rim around the hole
-    expected[4:12, 4:12] = 1.0                     # the hole
+    expected[2:14, 2:14] = 10.0  # the 2-px visible rim around the hole
+    expected[4:12, 4:12] = 1.0  # the hole
     assert torch.equal(loss_fn.pixel_weights(mask)[0, 0], expected)
     target, pred = torch.zeros(1, 1, 16, 16), torch.ones(1, 1, 16, 16)
     assert loss_fn(pred, target, mask).item() == pytest.approx((64 + 10 * 80) / 144)

@@ -1,4 +1,5 @@
 """The MAE loss scores only the hidden patches."""
+
 from __future__ import annotations
 
 import pytest

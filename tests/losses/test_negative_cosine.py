@@ -1,4 +1,5 @@
 """SimSiam's negative cosine loss with its stop-gradient."""
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,13 @@ def test_negative_cosine_is_simsiams_d_with_stop_gradient():
     z = torch.randn(6, 5, requires_grad=True)
     loss = NegativeCosineLoss()(p, z)
     pv, zv = p.detach().double(), z.detach().double()
-    expected = sum(-float(pv[i] @ zv[i]) / (math.sqrt(float(pv[i] @ pv[i])) * math.sqrt(float(zv[i] @ zv[i])))
-                   for i in range(6)) / 6
+    expected = (
+        sum(
+            -float(pv[i] @ zv[i]) / (math.sqrt(float(pv[i] @ pv[i])) * math.sqrt(float(zv[i] @ zv[i])))
+            for i in range(6)
+        )
+        / 6
+    )
     assert loss.item() == pytest.approx(expected, abs=1e-6)
     loss.backward()
     assert z.grad is None and p.grad.abs().sum() > 0

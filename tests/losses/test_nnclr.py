@@ -1,5 +1,6 @@
 """The NNCLR loss against the paper's Eq. 2 and Algorithm 1 (Dwibedi et al. 2021) written as loops, the
 nearest-neighbour lookup against brute force, and 2 ranks against 1 process on the global batch."""
+
 from __future__ import annotations
 
 import math
@@ -42,6 +43,7 @@ def test_nearest_neighbour_is_the_most_cosine_similar_support_row():
 def _nnclr_by_loops(z1, z2, p1, p2, support, temperature):
     """Algorithm 1: loss = L(NN(z1), p2) / 2 + L(NN(z2), p1) / 2, L(nn, p) = cross-entropy of
     (normalize(nn) @ normalize(p).T / tau) with labels range(n)."""
+
     def contrast(neighbours, predictions):
         terms = []
         for i, n in enumerate(neighbours):

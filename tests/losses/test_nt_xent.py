@@ -1,13 +1,14 @@
 """SimCLR's NT-Xent loss against hand computations and explicit sums, and 2 ranks against 1 process on the global
 batch."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-
 from distributed_harness import check_loss_matches_global_batch
+
 from selfsup.losses.nt_xent import NTXentLoss
 
 
@@ -20,8 +21,8 @@ def test_nt_xent_orthogonal_identical_views_hand_computed():
 
 
 def test_nt_xent_general_case_against_explicit_sums():
-    z1 = torch.tensor([[1.0, 0.0], [0.0, 2.0]])        # normalised: (1,0), (0,1)
-    z2 = torch.tensor([[3.0, 4.0], [0.8, 0.6]])        # normalised: (.6,.8), (.8,.6)
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # normalised: (1,0), (0,1)
+    z2 = torch.tensor([[3.0, 4.0], [0.8, 0.6]])  # normalised: (.6,.8), (.8,.6)
     t = 0.5
     # Cosines between the four normalised vectors a, b | a', b'.
     a, b, a2, b2 = (1, 0), (0, 1), (0.6, 0.8), (0.8, 0.6)

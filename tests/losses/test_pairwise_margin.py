@@ -1,10 +1,11 @@
 """The pairwise margin loss against a naive double loop, and 2 ranks against 1 process on the global batch."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from distributed_harness import check_loss_matches_global_batch
+
 from selfsup.losses.pairwise_margin import PairwiseMarginLoss
 
 
@@ -21,7 +22,7 @@ def naive_pairwise_margin(z1, z2, margin):
         for j in range(len(z2)):
             distance = torch.linalg.vector_norm(z1[i] - z2[j])
             if i == j:
-                positives.append(distance ** 2)
+                positives.append(distance**2)
             else:
                 negatives.append(torch.clamp(margin - distance, min=0) ** 2)
     return torch.stack(positives).mean() + torch.stack(negatives).mean()

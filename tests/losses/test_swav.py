@@ -1,6 +1,7 @@
 """The SwAV loss against the paper's formulation (Caron et al. 2020, Sec. 3.1 and App. A.1): Sinkhorn codes
 as the matrix scaling Diag(u) exp(C^T Z / eps) Diag(v) with its marginals, the swapped prediction written as
 loops; and 2 ranks against 1 process on the global batch (codes, loss, gradients)."""
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,9 @@ def _cosine_scores(batch: int, prototypes: int, seed: int = 0) -> torch.Tensor:
 def test_sinkhorn_codes_are_the_papers_matrix_scaling(epsilon, iterations):
     scores = _cosine_scores(12, 7)
     codes = sinkhorn_knopp(scores, epsilon, iterations)
-    np.testing.assert_allclose(codes.numpy(), _codes_by_scaling(scores.numpy(), epsilon, iterations), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(
+        codes.numpy(), _codes_by_scaling(scores.numpy(), epsilon, iterations), rtol=1e-4, atol=1e-7
+    )
 
 
 def test_sinkhorn_marginals_each_code_sums_to_1_and_prototypes_share_the_batch_equally():
@@ -70,7 +73,7 @@ def _swapped_prediction_by_loops(scores, global_views, temperature, epsilon, ite
         problem = scores[s].detach().numpy()
         if queued is not None:
             problem = np.concatenate([queued[s].numpy(), problem])
-        codes = _codes_by_scaling(problem, epsilon, iterations)[-len(scores[s]):]
+        codes = _codes_by_scaling(problem, epsilon, iterations)[-len(scores[s]) :]
         for t, z in enumerate(scores):
             if t == s:
                 continue
@@ -118,10 +121,11 @@ def test_swav_loss_rejects_bad_settings_and_view_counts():
 
 # ---------------------------------------------------------------- 2 ranks == 1 process
 
+
 def _sinkhorn_and_loss_on_rank(rank, world_size, scores, queued):
     batch, share = len(scores[0]) // world_size, len(queued[0]) // world_size
-    local = [s[rank * batch:(rank + 1) * batch].clone().requires_grad_(True) for s in scores]
-    local_queue = [q[rank * share:(rank + 1) * share] for q in queued]  # each rank adds its share of the queue
+    local = [s[rank * batch : (rank + 1) * batch].clone().requires_grad_(True) for s in scores]
+    local_queue = [q[rank * share : (rank + 1) * share] for q in queued]  # each rank adds its share of the queue
     codes = sinkhorn_knopp(torch.cat([local_queue[0], local[0].detach()]), 0.05, 3)
     loss = SwAVLoss()(local, 2, local_queue)
     loss.backward()
@@ -142,7 +146,7 @@ def test_two_ranks_solve_one_sinkhorn_problem_over_the_global_batch_and_queue():
         torch.testing.assert_close(codes, ref_codes[rows], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-5)
         for got, want in zip(grads, reference):
-            torch.testing.assert_close(got, want.grad[rank * 4:(rank + 1) * 4], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(got, want.grad[rank * 4 : (rank + 1) * 4], rtol=1e-5, atol=1e-6)
     # The check has teeth: codes of one rank's half alone differ from the global problem's.
     assert not torch.allclose(sinkhorn_knopp(scores[0][:4], 0.05, 3), ref_codes[6:10], atol=1e-3)
 

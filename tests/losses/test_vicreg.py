@@ -1,14 +1,15 @@
 """The VICReg loss against the paper element by element, its variance hinge, and 2 ranks against 1 process on the
 global batch."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
+from distributed_harness import check_loss_matches_global_batch
 from torch import nn
 
-from distributed_harness import check_loss_matches_global_batch
 from selfsup.losses.vicreg import VICRegLoss
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,5 +1,6 @@
 """EMA targets (selfsup/methods/ema.py): frozen copies, the update against its closed form, the cosine
 momentum schedule."""
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,7 @@ def _net() -> nn.Module:
 def test_make_target_is_frozen_copy_and_gets_no_grad():
     torch.manual_seed(0)
     online = _net()
-    online(torch.randn(8, 4)).sum().backward()          # online now has grads
+    online(torch.randn(8, 4)).sum().backward()  # online now has grads
     target = ema.make_target(online)
     for (name, o), t in zip(online.named_parameters(), target.parameters()):
         assert t is not o and torch.equal(t, o), name
@@ -57,7 +58,7 @@ def test_ema_update_matches_closed_form_for_params_and_buffers():
             expected = m * before_t[key] + (1 - m) * online_sd[key]
             torch.testing.assert_close(t, expected, msg=key)
         else:
-            assert torch.equal(t, online_sd[key]), key          # num_batches_tracked copied
+            assert torch.equal(t, online_sd[key]), key  # num_batches_tracked copied
     assert int(bn_target.num_batches_tracked) == 3
     assert all(not p.requires_grad for p in target.parameters())
     torch.testing.assert_close(online.state_dict(), online_sd)  # online untouched
@@ -85,10 +86,9 @@ def test_cosine_momentum_schedule():
     base = 0.996
     assert ema.cosine_momentum(base, 0, 100) == pytest.approx(base)
     assert ema.cosine_momentum(base, 50, 100) == pytest.approx((1 + base) / 2)
-    assert ema.cosine_momentum(base, 25, 100) == pytest.approx(
-        1 - (1 - base) * (math.cos(math.pi / 4) + 1) / 2)
+    assert ema.cosine_momentum(base, 25, 100) == pytest.approx(1 - (1 - base) * (math.cos(math.pi / 4) + 1) / 2)
     assert ema.cosine_momentum(base, 100, 100) == pytest.approx(1.0)
-    assert ema.cosine_momentum(base, 250, 100) == pytest.approx(1.0)    # clamped
+    assert ema.cosine_momentum(base, 250, 100) == pytest.approx(1.0)  # clamped
     values = [ema.cosine_momentum(base, s, 100) for s in range(101)]
     assert all(a <= b for a, b in zip(values, values[1:]))
     with pytest.raises(ValueError):

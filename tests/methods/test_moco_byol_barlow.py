@@ -1,6 +1,7 @@
 """MoCo v2, BYOL and Barlow Twins on the shared base: configs compose, a few optimiser steps move
 the EMA targets and the queue as they should, the MoCo queue survives a checkpoint, user mistakes
 fail with one line (their learning on real images: tests/test_learning.py)."""
+
 from __future__ import annotations
 
 import math
@@ -8,11 +9,11 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import compose_train, run_script
 from hydra.utils import get_class
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, Dataset
 
-from conftest import compose_train, run_script
 from selfsup.errors import UserError
 from selfsup.methods import momentum_method
 from selfsup.methods.ema import cosine_momentum
@@ -27,8 +28,12 @@ BATCH = 8
 TINY_HEADS = {
     "mocov2": ["method.projector.hidden_dim=32", "method.projector.output_dim=16", "method.queue_size=32"],
     "moco": ["method.projector.hidden_dim=32", "method.projector.output_dim=16", "method.queue_size=32"],
-    "byol": ["method.projector.hidden_dim=32", "method.projector.output_dim=16",
-             "method.predictor.hidden_dim=32", "method.predictor.output_dim=16"],
+    "byol": [
+        "method.projector.hidden_dim=32",
+        "method.projector.output_dim=16",
+        "method.predictor.hidden_dim=32",
+        "method.predictor.output_dim=16",
+    ],
     "barlow_twins": ["method.projector.hidden_dim=32", "method.projector.output_dim=32"],
 }
 
@@ -52,16 +57,35 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(method: str, tmp_path, *overrides: str):
-    cfg = compose_train([f"method={method}", "data=digits", f"data.batch_size={BATCH}",
-                         "backbone.cifar_stem=false", *TINY_HEADS[method], *overrides], tmp_path)
+    cfg = compose_train(
+        [
+            f"method={method}",
+            "data=digits",
+            f"data.batch_size={BATCH}",
+            "backbone.cifar_stem=false",
+            *TINY_HEADS[method],
+            *overrides,
+        ],
+        tmp_path,
+    )
     torch.manual_seed(0)
     return get_class(cfg.method._target_)(cfg)
 
 
 def _trainer(tmp_path, max_steps: int, **kwargs) -> pl.Trainer:
-    options = dict(accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                   num_sanity_val_steps=0, precision="32-true", default_root_dir=str(tmp_path))
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        precision="32-true",
+        default_root_dir=str(tmp_path),
+    )
     options.update(kwargs)
     return pl.Trainer(**options)
 
@@ -78,8 +102,10 @@ def _target_of(model):
 def test_method_config_picks_its_loss_and_augmentation(method):
     cfg = compose_train([f"method={method}"])
     expected = {
-        "mocov2": ("MoCoV2", "InfoNCELoss", "moco_v2"), "moco": ("MoCoV2", "InfoNCELoss", "moco_v2"),
-        "byol": ("BYOL", "BYOLLoss", "byol"), "barlow_twins": ("BarlowTwins", "BarlowTwinsLoss", "barlow_twins"),
+        "mocov2": ("MoCoV2", "InfoNCELoss", "moco_v2"),
+        "moco": ("MoCoV2", "InfoNCELoss", "moco_v2"),
+        "byol": ("BYOL", "BYOLLoss", "byol"),
+        "barlow_twins": ("BarlowTwins", "BarlowTwinsLoss", "barlow_twins"),
     }[method]
     assert cfg.method.name == method
     assert cfg.method._target_.endswith(expected[0]) and cfg.loss._target_.endswith(expected[1])
@@ -108,14 +134,17 @@ def test_paper_defaults():
     assert barlow.loss.lambda_offdiag == 0.0051
 
 
-@pytest.mark.parametrize("experiment,global_batch,optimizer,lr,epochs", [
-    ("mocov2_imagenet", 256, "sgd", 0.03, 200),
-    ("byol_imagenet", 4096, "lars", 0.2, 1000),
-    ("barlow_twins_imagenet", 2048, "lars", 0.2, 1000),
-    ("mocov2_cifar10", 256, "sgd", 0.3, 1000),
-    ("byol_cifar10", 256, "lars", 1.0, 1000),
-    ("barlow_twins_cifar10", 256, "lars", 0.3, 1000),
-])
+@pytest.mark.parametrize(
+    "experiment,global_batch,optimizer,lr,epochs",
+    [
+        ("mocov2_imagenet", 256, "sgd", 0.03, 200),
+        ("byol_imagenet", 4096, "lars", 0.2, 1000),
+        ("barlow_twins_imagenet", 2048, "lars", 0.2, 1000),
+        ("mocov2_cifar10", 256, "sgd", 0.3, 1000),
+        ("byol_cifar10", 256, "lars", 1.0, 1000),
+        ("barlow_twins_cifar10", 256, "lars", 0.3, 1000),
+    ],
+)
 def test_paper_recipes_compose(experiment, global_batch, optimizer, lr, epochs):
     cfg = compose_train([f"experiment={experiment}"])
     trainer = cfg.trainer
@@ -139,7 +168,9 @@ def test_training_steps_update_targets_and_queue(method, tmp_path):
 
     metrics = trainer.callback_metrics
     assert math.isfinite(metrics["train/loss"].item())
-    assert any(not torch.equal(a, b) for a, b in zip(backbone_before, model.backbone.parameters())), "backbone never moved"
+    assert any(not torch.equal(a, b) for a, b in zip(backbone_before, model.backbone.parameters())), (
+        "backbone never moved"
+    )
     # Per-dimension std of unit-length embeddings: ~1/sqrt(d) when healthy, ~0 collapsed, and at most
     # sqrt(B/(B-1)/d) (the variances of a unit vector's coordinates sum to <= 1; B-1: the unbiased std).
     d = model.cfg.method.projector.output_dim
@@ -152,7 +183,7 @@ def test_training_steps_update_targets_and_queue(method, tmp_path):
     if queue_before is not None:
         assert int(model.queue.ptr) == 2 * BATCH
         assert not torch.equal(model.queue.queue[: 2 * BATCH], queue_before[: 2 * BATCH])
-        assert torch.equal(model.queue.queue[2 * BATCH:], queue_before[2 * BATCH:])
+        assert torch.equal(model.queue.queue[2 * BATCH :], queue_before[2 * BATCH :])
         assert torch.allclose(model.queue.queue[: 2 * BATCH].norm(dim=1), torch.ones(2 * BATCH))
 
 
@@ -198,7 +229,8 @@ def test_moco_queue_and_key_encoder_restored_from_trainer_checkpoint(tmp_path):
     model = _model("mocov2", tmp_path)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
     _trainer(tmp_path, max_steps=2, enable_checkpointing=True, callbacks=[checkpoint]).fit(
-        model, train_dataloaders=_loader(2))
+        model, train_dataloaders=_loader(2)
+    )
     saved_queue, saved_ptr = model.queue.queue.clone(), int(model.queue.ptr)
     saved_keys = [p.detach().clone() for p in model.key_encoder.parameters()]
     assert saved_ptr == 2 * BATCH and checkpoint.last_model_path
@@ -214,7 +246,8 @@ def test_moco_queue_and_key_encoder_restored_from_trainer_checkpoint(tmp_path):
             seen["keys"] = [p.detach().clone() for p in pl_module.key_encoder.parameters()]
 
     _trainer(tmp_path, max_steps=3, callbacks=[SeeRestoredState()]).fit(
-        resumed, train_dataloaders=_loader(2), ckpt_path=checkpoint.last_model_path)
+        resumed, train_dataloaders=_loader(2), ckpt_path=checkpoint.last_model_path
+    )
     assert torch.equal(seen["queue"], saved_queue) and seen["ptr"] == saved_ptr
     assert all(torch.equal(a, b) for a, b in zip(seen["keys"], saved_keys))
     assert int(resumed.queue.ptr) == (saved_ptr + BATCH) % 32  # and training went on from there
@@ -234,8 +267,17 @@ def test_moco_queue_check_names_batch_and_devices(tmp_path):
 
 
 def test_train_py_queue_error_is_one_line(tmp_path):
-    proc = run_script("train.py", ["method=moco", "data.batch_size=64", "trainer.devices=1",
-                                   "method.queue_size=1000", "trainer.enable_progress_bar=false"], tmp_path)
+    proc = run_script(
+        "train.py",
+        [
+            "method=moco",
+            "data.batch_size=64",
+            "trainer.devices=1",
+            "method.queue_size=1000",
+            "trainer.enable_progress_bar=false",
+        ],
+        tmp_path,
+    )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.strip()]

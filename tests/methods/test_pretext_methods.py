@@ -1,20 +1,31 @@
 """The pretext-task methods (RotNet, Jigsaw, context encoder, colorization) and the pairwise margin loss in SimCLR:
 each composes and trains a step; runs through train.py write their results and image grids."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
+from conftest import TINY_RUN, compose_train, run_script, train
 from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 
-from conftest import TINY_RUN, compose_train, run_script, train
-from selfsup.errors import UserError
 from selfsup.data.batch_ops import denormalize
+from selfsup.errors import UserError
 
-RESULT_KEYS = {"method", "data", "backbone", "epochs", "steps", "knn_top1_at_init", "knn_top1",
-               "train_seconds", "train_images_per_sec", "checkpoint"}
+RESULT_KEYS = {
+    "method",
+    "data",
+    "backbone",
+    "epochs",
+    "steps",
+    "knn_top1_at_init",
+    "knn_top1",
+    "train_seconds",
+    "train_images_per_sec",
+    "checkpoint",
+}
 
 
 STEP_CASES = {
@@ -22,8 +33,11 @@ STEP_CASES = {
     "rotnet-one-rotation": ["method=rotnet", "method.all_rotations=false"],
     "jigsaw": ["method=jigsaw", "method.num_permutations=100", "method.color_drop=true"],
     "context_encoder": ["method=context_encoder"],
-    "context_encoder-l2-random_region": ["method=context_encoder", "loss.adversarial=false",
-                                         "method.mask.kind=random_region"],
+    "context_encoder-l2-random_region": [
+        "method=context_encoder",
+        "loss.adversarial=false",
+        "method.mask.kind=random_region",
+    ],
     "colorization": ["method=colorization"],
     "colorization-regression": ["method=colorization", "loss.kind=regression", "method.output_stride=1"],
     "simclr-pairwise_margin": ["method=simclr", "loss=pairwise_margin"],
@@ -52,8 +66,7 @@ def test_method_composes_and_a_step_trains_the_backbone(case, tmp_path):
 
 
 def test_pretext_methods_use_their_single_view_augmentation(tmp_path):
-    expected = {"rotnet": "rotation", "jigsaw": "jigsaw", "context_encoder": "inpainting",
-                "colorization": "inpainting"}
+    expected = {"rotnet": "rotation", "jigsaw": "jigsaw", "context_encoder": "inpainting", "colorization": "inpainting"}
     for method, augmentation in expected.items():
         cfg = compose_train([f"method={method}"], tmp_path)
         assert cfg.augmentation.name == augmentation and len(cfg.augmentation.views) == 1
@@ -79,8 +92,9 @@ def test_jigsaw_unavailable_permutation_count_fails_in_one_line(tmp_path):
     cfg = compose_train(["method=jigsaw", "method.num_permutations=7", "data=cifar10"], tmp_path)
     with pytest.raises(UserError, match=r"num_permutations=7.*available: \[100, 1000, 2000\]"):
         get_class(cfg.method._target_).check_config(cfg, world_size=1)
-    proc = run_script("train.py", ["method=jigsaw", "method.num_permutations=7", "data=digits",
-                                   "eval.knn_at_init=false"], tmp_path)
+    proc = run_script(
+        "train.py", ["method=jigsaw", "method.num_permutations=7", "data=digits", "eval.knn_at_init=false"], tmp_path
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "num_permutations=7" in errors[0] and "[100, 1000, 2000]" in errors[0]
@@ -89,8 +103,10 @@ def test_jigsaw_unavailable_permutation_count_fails_in_one_line(tmp_path):
 @pytest.mark.parametrize("method", ["context_encoder", "colorization"])
 def test_generative_run_writes_results_and_its_image_grid(method, tmp_path):
     # context_encoder runs adversarially by default: two optimizers, manual optimisation.
-    results = train([f"method={method}", "data=digits", *TINY_RUN, "method.image_every_n_epochs=5",
-                     "trainer.log_every_n_steps=1"], tmp_path)
+    results = train(
+        [f"method={method}", "data=digits", *TINY_RUN, "method.image_every_n_epochs=5", "trainer.log_every_n_steps=1"],
+        tmp_path,
+    )
     assert RESULT_KEYS <= results.keys() and results["method"] == method
     assert results["steps"] == 2  # one global step per batch, even with a critic optimizer
     grids = sorted(p.name for p in (tmp_path / "images").glob("epoch_*.png"))
@@ -118,10 +134,22 @@ def test_colorization_is_evaluated_on_its_lightness_input(tmp_path, monkeypatch)
 
     evaluated = []
     real_evaluate = pipeline.evaluate_backbone
-    monkeypatch.setattr(pipeline, "evaluate_backbone",
-                        lambda backbone, *a, **kw: evaluated.append(backbone) or real_evaluate(backbone, *a, **kw))
-    cfg = compose_train(["method=colorization", "data=digits", *TINY_RUN, "++trainer.limit_train_batches=1",
-                         "++trainer.limit_val_batches=1", "images=false"], tmp_path)
+    monkeypatch.setattr(
+        pipeline,
+        "evaluate_backbone",
+        lambda backbone, *a, **kw: evaluated.append(backbone) or real_evaluate(backbone, *a, **kw),
+    )
+    cfg = compose_train(
+        [
+            "method=colorization",
+            "data=digits",
+            *TINY_RUN,
+            "++trainer.limit_train_batches=1",
+            "++trainer.limit_val_batches=1",
+            "images=false",
+        ],
+        tmp_path,
+    )
     check_train_config(cfg)
     results = pipeline.pretrain(plan_run(cfg))
     eval_cfg = compose_train([], tmp_path)  # eval.py's keys are a subset of train.py's

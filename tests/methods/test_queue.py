@@ -1,12 +1,13 @@
 """The MoCo feature queue: FIFO order, wrap-around, checks, state round trip, and the global batch enqueued in
 global order on 2 ranks."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-
 from distributed_harness import run_on_ranks
+
 from selfsup import distributed
 from selfsup.losses.info_nce import InfoNCELoss
 from selfsup.methods.queue import FeatureQueue, check_queue_divisible
@@ -33,7 +34,7 @@ def test_queue_fifo_and_wrap_around():
     q.enqueue(b2)
     assert int(q.ptr) == 0
     assert torch.equal(q.queue, torch.cat([b1, b2]))
-    q.enqueue(b3)                                           # wraps: overwrites the oldest (b1)
+    q.enqueue(b3)  # wraps: overwrites the oldest (b1)
     assert int(q.ptr) == 4
     assert torch.equal(q.queue, torch.cat([b3, b2]))
 
@@ -82,7 +83,7 @@ def _enqueue_on_rank(rank, world_size, keys, queue_size):
     torch.manual_seed(0)  # same initial queue on every rank (DDP broadcasts rank 0's buffers)
     queue = FeatureQueue(queue_size, keys.shape[1])
     b = keys.shape[0] // world_size
-    queue.enqueue(distributed.gather(keys[rank * b:(rank + 1) * b]))
+    queue.enqueue(distributed.gather(keys[rank * b : (rank + 1) * b]))
     return queue.queue.clone(), int(queue.ptr)
 
 

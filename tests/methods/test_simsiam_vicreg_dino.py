@@ -1,5 +1,6 @@
 """SimSiam, VICReg and DINO as methods: configs, paper defaults and recipes, the predictor's fixed LR, the logged
 terms, DINO's teacher, schedules and checkpointed centre, tiny runs."""
+
 from __future__ import annotations
 
 import math
@@ -7,11 +8,11 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import TINY_RUN, compose_train, train
 from hydra.utils import get_class
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
-from conftest import TINY_RUN, compose_train, train
 from selfsup.data.transforms import view_resolution
 from selfsup.errors import UserError
 from selfsup.optim import scaled_lr
@@ -20,8 +21,12 @@ BATCH = 8
 
 
 TINY_HEADS = {
-    "simsiam": ["method.projector.hidden_dim=32", "method.projector.output_dim=16",
-                "method.predictor.hidden_dim=8", "method.predictor.output_dim=16"],
+    "simsiam": [
+        "method.projector.hidden_dim=32",
+        "method.projector.output_dim=16",
+        "method.predictor.hidden_dim=8",
+        "method.predictor.output_dim=16",
+    ],
     "vicreg": ["method.expander.hidden_dim=32", "method.expander.output_dim=32"],
     "dino": ["method.head.hidden_dim=32", "method.head.bottleneck_dim=8", "method.head.output_dim=64"],
 }
@@ -31,8 +36,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(method: str, tmp_path, *overrides: str):
-    cfg = compose_train([f"method={method}", "data=digits", "data.resolution=32", f"data.batch_size={BATCH}",
-                         "backbone.cifar_stem=false", *TINY_HEADS[method], *overrides], tmp_path)
+    cfg = compose_train(
+        [
+            f"method={method}",
+            "data=digits",
+            "data.resolution=32",
+            f"data.batch_size={BATCH}",
+            "backbone.cifar_stem=false",
+            *TINY_HEADS[method],
+            *overrides,
+        ],
+        tmp_path,
+    )
     torch.manual_seed(0)
     return get_class(cfg.method._target_)(cfg)
 
@@ -58,9 +73,20 @@ def _loader(model, batches: int) -> DataLoader:
 
 
 def _fit(model, tmp_path, batches: int, callbacks=(), **kwargs) -> pl.Trainer:
-    options = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, precision="32-true",
-                   default_root_dir=str(tmp_path), callbacks=list(callbacks), log_every_n_steps=1)
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        precision="32-true",
+        default_root_dir=str(tmp_path),
+        callbacks=list(callbacks),
+        log_every_n_steps=1,
+    )
     options.update(kwargs)
     trainer = pl.Trainer(**options)
     trainer.fit(model, train_dataloaders=_loader(model, batches))
@@ -142,11 +168,14 @@ def test_dino_center_is_checkpointed(tmp_path):
     assert model.state_dict()["loss_fn.center"].shape == (1, 64)
 
 
-@pytest.mark.parametrize("method,target,loss,augmentation", [
-    ("simsiam", "SimSiam", "NegativeCosineLoss", "simsiam"),
-    ("vicreg", "VICReg", "VICRegLoss", "vicreg"),
-    ("dino", "DINO", "DINOLoss", "multicrop"),
-])
+@pytest.mark.parametrize(
+    "method,target,loss,augmentation",
+    [
+        ("simsiam", "SimSiam", "NegativeCosineLoss", "simsiam"),
+        ("vicreg", "VICReg", "VICRegLoss", "vicreg"),
+        ("dino", "DINO", "DINOLoss", "multicrop"),
+    ],
+)
 def test_method_config_picks_its_loss_and_augmentation(method, target, loss, augmentation):
     cfg = compose_train([f"method={method}"])
     assert cfg.method._target_.endswith(target) and cfg.loss._target_.endswith(loss)
@@ -159,26 +188,41 @@ def test_paper_defaults():
     assert (projector.num_layers, projector.output_dim, projector.last_batch_norm) == (3, 2048, True)
     assert (simsiam.predictor.hidden_dim, simsiam.predictor.output_dim, simsiam.fixed_predictor_lr) == (512, 2048, True)
     vicreg = compose_train(["method=vicreg"])
-    assert (vicreg.method.expander.hidden_dim, vicreg.method.expander.output_dim, vicreg.method.expander.num_layers) \
-        == (8192, 8192, 3)
-    assert (vicreg.loss.invariance_weight, vicreg.loss.variance_weight, vicreg.loss.covariance_weight,
-            vicreg.loss.gamma) == (25.0, 25.0, 1.0, 1.0)
+    assert (
+        vicreg.method.expander.hidden_dim,
+        vicreg.method.expander.output_dim,
+        vicreg.method.expander.num_layers,
+    ) == (8192, 8192, 3)
+    assert (
+        vicreg.loss.invariance_weight,
+        vicreg.loss.variance_weight,
+        vicreg.loss.covariance_weight,
+        vicreg.loss.gamma,
+    ) == (25.0, 25.0, 1.0, 1.0)
     dino = compose_train(["method=dino"])
     assert (dino.method.head.bottleneck_dim, dino.method.head.output_dim, dino.loss.output_dim) == (256, 65536, 65536)
-    assert (dino.loss.student_temperature, dino.loss.warmup_teacher_temperature, dino.loss.teacher_temperature,
-            dino.loss.warmup_teacher_temperature_epochs, dino.loss.center_momentum) == (0.1, 0.04, 0.07, 30, 0.9)
+    assert (
+        dino.loss.student_temperature,
+        dino.loss.warmup_teacher_temperature,
+        dino.loss.teacher_temperature,
+        dino.loss.warmup_teacher_temperature_epochs,
+        dino.loss.center_momentum,
+    ) == (0.1, 0.04, 0.07, 30, 0.9)
     method = dino.method
     assert (method.momentum, method.freeze_last_layer_epochs, method.head.norm_last_layer) == (0.996, 1, True)
 
 
-@pytest.mark.parametrize("experiment,global_batch,optimizer,lr,epochs", [
-    ("simsiam_cifar10", 512, "sgd", 0.03, 800),
-    ("simsiam_imagenet", 512, "sgd", 0.05, 100),
-    ("vicreg_cifar10", 256, "lars", 0.3, 1000),
-    ("vicreg_imagenet", 2048, "lars", 0.2, 1000),
-    ("dino_cifar10", 256, "lars", 0.3, 1000),
-    ("dino_resnet50_imagenet", 4080, "lars", 0.3, 800),
-])
+@pytest.mark.parametrize(
+    "experiment,global_batch,optimizer,lr,epochs",
+    [
+        ("simsiam_cifar10", 512, "sgd", 0.03, 800),
+        ("simsiam_imagenet", 512, "sgd", 0.05, 100),
+        ("vicreg_cifar10", 256, "lars", 0.3, 1000),
+        ("vicreg_imagenet", 2048, "lars", 0.2, 1000),
+        ("dino_cifar10", 256, "lars", 0.3, 1000),
+        ("dino_resnet50_imagenet", 4080, "lars", 0.3, 800),
+    ],
+)
 def test_paper_recipes_compose(experiment, global_batch, optimizer, lr, epochs, tmp_path):
     cfg = compose_train([f"experiment={experiment}", f"data.root={tmp_path}"])
     trainer = cfg.trainer
@@ -205,8 +249,22 @@ def test_tiny_run_writes_results_and_logs_the_collapse_monitor(method, tmp_path)
 
 
 def test_tiny_dino_run_with_multicrop_32_16_on_real_images(tmp_path, cifar_subset):
-    results = train(["method=dino", "data=folder", f"data.root={cifar_subset}", "data.resolution=32", *TINY_RUN,
-                     *TINY_HEADS["dino"]], tmp_path)
+    results = train(
+        [
+            "method=dino",
+            "data=folder",
+            f"data.root={cifar_subset}",
+            "data.resolution=32",
+            *TINY_RUN,
+            *TINY_HEADS["dino"],
+        ],
+        tmp_path,
+    )
     assert results["method"] == "dino" and math.isfinite(results["knn_top1"])
-    assert {"train/z_std", "train/dino_teacher_entropy", "train/dino_kl", "train/dino_teacher_temperature",
-            "train/momentum"} <= set(results["metrics"])
+    assert {
+        "train/z_std",
+        "train/dino_teacher_entropy",
+        "train/dino_kl",
+        "train/dino_teacher_temperature",
+        "train/momentum",
+    } <= set(results["metrics"])

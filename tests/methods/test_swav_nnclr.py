@@ -1,6 +1,7 @@
 """SwAV and NNCLR as methods: recipes, the prototypes frozen for the first epoch, the SwAV queue filling and
 joining, both queues saved and resumed exactly, 2 ranks against 1 process on the global batch (losses and
 queues), user mistakes in one line, tiny train.py runs to results.json."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,16 +21,31 @@ from selfsup.errors import UserError
 BATCH = 8
 TINY_HEADS = {
     "swav": ["method.projector.hidden_dim=32", "method.projector.output_dim=16", "method.num_prototypes=20"],
-    "nnclr": ["method.projector.hidden_dim=32", "method.projector.output_dim=16", "method.predictor.hidden_dim=32",
-              "method.predictor.output_dim=16", "method.queue_size=32"],
+    "nnclr": [
+        "method.projector.hidden_dim=32",
+        "method.projector.output_dim=16",
+        "method.predictor.hidden_dim=32",
+        "method.predictor.output_dim=16",
+        "method.queue_size=32",
+    ],
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(method: str, tmp_path, *overrides: str):
-    return compose_train([f"method={method}", "data=digits", "data.resolution=32", f"data.batch_size={BATCH}",
-                          "backbone.cifar_stem=false", *TINY_HEADS[method], *overrides], tmp_path)
+    return compose_train(
+        [
+            f"method={method}",
+            "data=digits",
+            "data.resolution=32",
+            f"data.batch_size={BATCH}",
+            "backbone.cifar_stem=false",
+            *TINY_HEADS[method],
+            *overrides,
+        ],
+        tmp_path,
+    )
 
 
 def _model(cfg):
@@ -52,9 +68,20 @@ def _views_and_labels(items):
 
 
 def _trainer(tmp_path, callbacks=(), **kwargs) -> pl.Trainer:
-    options = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, precision="32-true",
-                   default_root_dir=str(tmp_path), callbacks=list(callbacks), log_every_n_steps=1)
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        precision="32-true",
+        default_root_dir=str(tmp_path),
+        callbacks=list(callbacks),
+        log_every_n_steps=1,
+    )
     options.update(kwargs)
     return pl.Trainer(**options)
 
@@ -72,11 +99,18 @@ class _Record(Callback):
 
 # ------------------------------------------------------------------------------- SwAV
 
+
 def test_swav_prototypes_frozen_for_the_first_epoch_and_the_queue_joins_once_full(tmp_path):
     """2 steps an epoch; the queue (16 rows = 2 steps) fills from epoch 1 and joins the codes at the step
     after it is full; the prototypes keep their initial values through epoch 0 and move in epoch 1."""
-    cfg = _config("swav", tmp_path, "method.queue_length=16", "method.queue_start_epoch=1",
-                  "method.freeze_prototypes_epochs=1", "augmentation=simclr")
+    cfg = _config(
+        "swav",
+        tmp_path,
+        "method.queue_length=16",
+        "method.queue_start_epoch=1",
+        "method.freeze_prototypes_epochs=1",
+        "augmentation=simclr",
+    )
     model = _model(cfg)
     before = [p.detach().clone() for p in model.prototypes.parameters()]
     projector_before = [p.detach().clone() for p in model.projector.parameters()]
@@ -115,11 +149,17 @@ def test_swav_paper_defaults_and_multi_crop():
 
 # ------------------------------------------------------------------------------- both
 
-@pytest.mark.parametrize("method, overrides", [
-    ("swav", ["method.queue_length=16", "method.queue_start_epoch=1", "augmentation=simclr"]),
-    ("nnclr", []),
-])
-def test_queue_state_is_saved_and_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(method, overrides, tmp_path):
+
+@pytest.mark.parametrize(
+    "method, overrides",
+    [
+        ("swav", ["method.queue_length=16", "method.queue_start_epoch=1", "augmentation=simclr"]),
+        ("nnclr", []),
+    ],
+)
+def test_queue_state_is_saved_and_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(
+    method, overrides, tmp_path
+):
     """2 epochs, checkpoint, 1 more epoch == 3 epochs straight: every weight and every queue buffer equal
     (a constant LR, so the schedule does not depend on where a run is cut)."""
     cfg = _config(method, tmp_path, "scheduler=constant", *overrides)
@@ -129,14 +169,16 @@ def test_queue_state_is_saved_and_a_resumed_run_ends_exactly_where_an_uninterrup
     first = _model(cfg)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
     _trainer(tmp_path / "first", [checkpoint], max_epochs=2, enable_checkpointing=True).fit(
-        first, train_dataloaders=_loader(cfg, 2))
+        first, train_dataloaders=_loader(cfg, 2)
+    )
     saved = torch.load(checkpoint.last_model_path, map_location="cpu", weights_only=False)["state_dict"]
     queue_keys = [k for k in saved if k.startswith(("queues.", "support.")) or k == "queued_rows"]
     assert queue_keys and all(torch.equal(saved[k], first.state_dict()[k]) for k in queue_keys)
 
     resumed = _model(cfg)
-    _trainer(tmp_path / "resumed", max_epochs=3).fit(resumed, train_dataloaders=_loader(cfg, 2),
-                                                     ckpt_path=checkpoint.last_model_path)
+    _trainer(tmp_path / "resumed", max_epochs=3).fit(
+        resumed, train_dataloaders=_loader(cfg, 2), ckpt_path=checkpoint.last_model_path
+    )
     end, want = resumed.state_dict(), straight.state_dict()
     assert all(torch.equal(end[k], want[k]) for k in want), [k for k in want if not torch.equal(end[k], want[k])]
     assert not all(torch.equal(saved[k], want[k]) for k in queue_keys)  # the third epoch moved the queues
@@ -146,16 +188,19 @@ def _steps_on_rank(rank, world_size, cfg, batches):
     model = _model(cfg).eval()  # running BatchNorm statistics: a sample's output does not depend on its batch
     losses = []
     for views in batches:
-        local = [v[rank * BATCH:(rank + 1) * BATCH] for v in views]
+        local = [v[rank * BATCH : (rank + 1) * BATCH] for v in views]
         loss = model.training_loss(local).loss.detach()
         losses.append(distributed.all_reduce(loss) / world_size)
     return torch.stack(losses), {k: v for k, v in model.state_dict().items() if k.startswith(("queues.", "support."))}
 
 
-@pytest.mark.parametrize("method, overrides", [
-    ("swav", ["method.queue_length=32", "method.queue_start_epoch=0"]),
-    ("nnclr", []),
-])
+@pytest.mark.parametrize(
+    "method, overrides",
+    [
+        ("swav", ["method.queue_length=32", "method.queue_start_epoch=0"]),
+        ("nnclr", []),
+    ],
+)
 def test_two_ranks_give_one_process_losses_and_queues_on_the_global_batch(method, overrides, tmp_path):
     """3 steps of B=8 per rank on 2 ranks against 3 steps of 16 on one process: SwAV's queue (2 global
     batches) fills and joins at the third step, NNCLR's support set takes the gathered view-1 projections."""
@@ -172,27 +217,37 @@ def test_two_ranks_give_one_process_losses_and_queues_on_the_global_batch(method
             torch.testing.assert_close(buffer, reference.state_dict()[name], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("method, overrides, message", [
-    ("swav", ["augmentation=rotation"], "SwAV needs at least 2 views"),
-    ("swav", ["method.queue_length=20"], r"queue size K=20 is not divisible .* \(method.queue_length=20, data.batch_size=8 x 2 devices\)"),
-    ("swav", ["method.queue_start_epoch=-1"], "method.queue_start_epoch must be >= 0"),
-    ("nnclr", ["method.queue_size=40"], r"\(method.queue_size=40, data.batch_size=8 x 2 devices\)"),
-    ("nnclr", ["method.queue_size=0"], "method.queue_size must be > 0"),
-])
+@pytest.mark.parametrize(
+    "method, overrides, message",
+    [
+        ("swav", ["augmentation=rotation"], "SwAV needs at least 2 views"),
+        (
+            "swav",
+            ["method.queue_length=20"],
+            r"queue size K=20 is not divisible .* \(method.queue_length=20, data.batch_size=8 x 2 devices\)",
+        ),
+        ("swav", ["method.queue_start_epoch=-1"], "method.queue_start_epoch must be >= 0"),
+        ("nnclr", ["method.queue_size=40"], r"\(method.queue_size=40, data.batch_size=8 x 2 devices\)"),
+        ("nnclr", ["method.queue_size=0"], "method.queue_size must be > 0"),
+    ],
+)
 def test_mistakes_fail_in_one_line_before_training(method, overrides, message, tmp_path):
     cfg = _config(method, tmp_path, *overrides)
     with pytest.raises(UserError, match=message):
         get_class(cfg.method._target_).check_config(cfg, world_size=2)
 
 
-@pytest.mark.parametrize("experiment, global_batch, optimizer, lr, epochs, target", [
-    ("swav_imagenet", 4096, "lars", 0.3, 800, "target_linear_75.3"),
-    ("swav_cifar10", 256, "lars", 0.6, 1000, "target_linear_89.17"),
-    ("nnclr_imagenet", 4096, "lars", 0.3, 1000, "target_linear_75.4"),
-    ("nnclr_cifar10", 256, "lars", 0.4, 1000, "target_linear_91.88"),
-    ("swav_cpu_short", 128, "adamw", 2.0e-3, 40, None),
-    ("nnclr_cpu_short", 128, "adamw", 2.0e-3, 16, None),
-])
+@pytest.mark.parametrize(
+    "experiment, global_batch, optimizer, lr, epochs, target",
+    [
+        ("swav_imagenet", 4096, "lars", 0.3, 800, "target_linear_75.3"),
+        ("swav_cifar10", 256, "lars", 0.6, 1000, "target_linear_89.17"),
+        ("nnclr_imagenet", 4096, "lars", 0.3, 1000, "target_linear_75.4"),
+        ("nnclr_cifar10", 256, "lars", 0.4, 1000, "target_linear_91.88"),
+        ("swav_cpu_short", 128, "adamw", 2.0e-3, 40, None),
+        ("nnclr_cpu_short", 128, "adamw", 2.0e-3, 16, None),
+    ],
+)
 def test_recipes_compose_and_pass_their_own_checks(experiment, global_batch, optimizer, lr, epochs, target, tmp_path):
     cfg = compose_train([f"experiment={experiment}", f"data.root={tmp_path}"])
     trainer = cfg.trainer
@@ -205,10 +260,13 @@ def test_recipes_compose_and_pass_their_own_checks(experiment, global_batch, opt
     get_class(cfg.method._target_).check_config(cfg, devices * trainer.num_nodes)  # queues fit the batch
 
 
-@pytest.mark.parametrize("method, overrides", [
-    ("swav", ["method.queue_length=32", "method.queue_start_epoch=0"]),  # multi-crop, 2 global + 6 local views
-    ("nnclr", []),
-])
+@pytest.mark.parametrize(
+    "method, overrides",
+    [
+        ("swav", ["method.queue_length=32", "method.queue_start_epoch=0"]),  # multi-crop, 2 global + 6 local views
+        ("nnclr", []),
+    ],
+)
 def test_tiny_run_writes_results_with_the_queue_in_the_checkpoint(method, overrides, tmp_path):
     results = train([f"method={method}", *TINY_RUN, *TINY_HEADS[method], *overrides], tmp_path)
     assert results["method"] == method and results["steps"] == 2

@@ -3,20 +3,25 @@ BYOL predicts each view's target projection from the other view; SimSiam predict
 projection from the other view's, held fixed by a stop-gradient; MoCo's queries come from the online
 encoder with gradient, its keys from the momentum encoder without; MoCo v3 contrasts each view's
 query with the other view's keys over the batch."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra.utils import get_class
-
 from conftest import compose_train
+from hydra.utils import get_class
 
 BATCH = 8
 
 
-TINY = ["data=digits", f"data.batch_size={BATCH}", "backbone.cifar_stem=false",
-        "method.projector.hidden_dim=32", "method.projector.output_dim=16"]
+TINY = [
+    "data=digits",
+    f"data.batch_size={BATCH}",
+    "backbone.cifar_stem=false",
+    "method.projector.hidden_dim=32",
+    "method.projector.output_dim=16",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -120,8 +125,9 @@ def test_simsiam_predicts_each_views_projection_from_the_other_view_under_a_stop
         predictions = [model.predictor(z) for z in projections]
         targets = [z.detach() if stop_gradient else z for z in projections]
         other = (1, 0) if cross else (0, 1)
-        return (_negative_cosine(predictions[0], targets[other[0]])
-                + _negative_cosine(predictions[1], targets[other[1]])) / 2
+        return (
+            _negative_cosine(predictions[0], targets[other[0]]) + _negative_cosine(predictions[1], targets[other[1]])
+        ) / 2
 
     expected = loss(stop_gradient=True)
     assert not torch.allclose(expected, loss(stop_gradient=True, cross=False), atol=1e-3)  # pairing observable
@@ -136,8 +142,9 @@ def test_simsiam_predicts_each_views_projection_from_the_other_view_under_a_stop
 
 
 def test_mocov3_contrasts_each_views_query_with_the_other_views_keys(tmp_path):
-    model = _model("mocov3", tmp_path, "backbone=resnet18", "method.predictor.hidden_dim=32",
-                   "method.predictor.output_dim=16")
+    model = _model(
+        "mocov3", tmp_path, "backbone=resnet18", "method.predictor.hidden_dim=32", "method.predictor.output_dim=16"
+    )
     temperature = model.loss_fn.temperature
 
     def contrast(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """ViT backbones and the methods on them (MAE, MoCo v3, DINO): patch size and width, the no-decay set, MAE's
 masking, MoCo v3's frozen patch projection, tiny runs (fine-tuning's layer-wise LR decay: tests/eval/test_finetune_recipe.py)."""
+
 from __future__ import annotations
 
 import math
@@ -7,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN, compose_train, train
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import TINY_RUN, compose_train, train
 from selfsup.errors import UserError
 from selfsup.methods.mae import patchify, random_masking, unpatchify
 from selfsup.models.backbones import build_backbone
@@ -21,8 +22,12 @@ from selfsup.optim import parameter_groups
 TINY_MAE = ["method.decoder.width=32", "method.decoder.depth=1", "method.decoder.heads=2"]
 
 
-TINY_MOCOV3 = ["method.projector.hidden_dim=32", "method.projector.output_dim=16",
-               "method.predictor.hidden_dim=32", "method.predictor.output_dim=16"]
+TINY_MOCOV3 = [
+    "method.projector.hidden_dim=32",
+    "method.projector.output_dim=16",
+    "method.predictor.hidden_dim=32",
+    "method.predictor.output_dim=16",
+]
 
 
 TINY_DINO = ["method.head.hidden_dim=32", "method.head.bottleneck_dim=16", "method.head.output_dim=64"]
@@ -73,10 +78,18 @@ def test_no_decay_set_is_biases_norms_position_table_cls_and_mask_tokens(tmp_pat
     decay, no_decay = parameter_groups(modules, 0.05, exclude_bias_and_norm=True)
     names = {id(p): n for n, p in modules.named_parameters()}
     exempt = {names[id(p)] for p in no_decay["params"]}
-    assert {"0.cls_token", "0.pos_embed", "1.mask_token", "0.patch_embed.proj.bias", "0.norm.weight",
-            "0.blocks.0.norm1.weight", "0.blocks.0.attn.qkv.bias"} <= exempt
-    assert all(p.ndim == 1 or names[id(p)] in ("0.cls_token", "0.pos_embed", "1.mask_token")
-               for p in no_decay["params"])
+    assert {
+        "0.cls_token",
+        "0.pos_embed",
+        "1.mask_token",
+        "0.patch_embed.proj.bias",
+        "0.norm.weight",
+        "0.blocks.0.norm1.weight",
+        "0.blocks.0.attn.qkv.bias",
+    } <= exempt
+    assert all(
+        p.ndim == 1 or names[id(p)] in ("0.cls_token", "0.pos_embed", "1.mask_token") for p in no_decay["params"]
+    )
     assert all(p.ndim >= 2 and names[id(p)] not in exempt for p in decay["params"])
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
 
@@ -142,8 +155,18 @@ def test_mocov3_frozen_patch_projection_is_out_of_training(tmp_path):
 
 # ------------------------------------------------------------------------------- through train.py
 def test_mae_tiny_run_writes_results_with_finetune_first_and_a_reconstruction_grid(tmp_path):
-    results = train(["method=mae", "data=digits", *TINY_RUN, *TINY_MAE, "eval=finetune", "eval.finetune.epochs=1",
-                     "eval.finetune.layer_decay=0.75"], tmp_path)
+    results = train(
+        [
+            "method=mae",
+            "data=digits",
+            *TINY_RUN,
+            *TINY_MAE,
+            "eval=finetune",
+            "eval.finetune.epochs=1",
+            "eval.finetune.layer_decay=0.75",
+        ],
+        tmp_path,
+    )
     assert results["method"] == "mae" and results["backbone"] == "vit_tiny" and results["steps"] == 2
     assert results["primary_eval"] == "finetune" and "finetune_top1" in results
     assert [p.name for p in (tmp_path / "images").glob("epoch_*.png")] == ["epoch_000.png"]
@@ -152,8 +175,9 @@ def test_mae_tiny_run_writes_results_with_finetune_first_and_a_reconstruction_gr
 @pytest.mark.parametrize("backbone", ["resnet18", "vit_tiny"])
 def test_mocov3_tiny_run_writes_results(backbone, tmp_path):
     freeze = ["method.freeze_patch_embed=true"] if backbone == "vit_tiny" else []
-    results = train(["method=mocov3", f"backbone={backbone}", "data=digits", *TINY_RUN, *TINY_MOCOV3, *freeze],
-                    tmp_path)
+    results = train(
+        ["method=mocov3", f"backbone={backbone}", "data=digits", *TINY_RUN, *TINY_MOCOV3, *freeze], tmp_path
+    )
     assert results["method"] == "mocov3" and results["backbone"] == backbone and results["steps"] == 2
     assert results["primary_eval"] == "linear"
     assert Path(results["checkpoint"]).is_file() and math.isfinite(results["metrics"]["train/loss"])

@@ -1,4 +1,5 @@
 """The pretext decoders and the context encoder's discriminator: output shapes."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """The CPU bf16 weight gradient of a strided 3x3 convolution on a 1x1 map (ResNet layer4 on 16-px views)
 is wrong in PyTorch's kernel: the backbone computes those convolutions in fp32 (SmallMapSafeConv2d)."""
+
 import pytest
 import torch
 from torch import nn
@@ -31,4 +32,3 @@ def test_layer4_weight_gradient_on_a_1x1_map_is_right_under_cpu_bf16(batch):
     guarded = weight_grad(conv, x, batch, autocast=True)
     assert torch.isfinite(guarded).all()
     torch.testing.assert_close(guarded, reference, rtol=1e-4, atol=1e-7)  # fp32 there: the same numbers
-

@@ -1,5 +1,6 @@
 """What a run shows: the final score line, one progress line per epoch off a terminal, the pictures in <run
 dir>/images/, TensorBoard as a logger."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import CIFAR_SUBSET, TINY_RUN, compose_train, run_script
 from hydra.errors import ConfigCompositionException
 from PIL import Image
-
-from conftest import CIFAR_SUBSET, TINY_RUN, compose_train, run_script
 
 PICTURES = ("views", "neighbours", "embedding", "curves")
 
@@ -23,9 +23,18 @@ def cifar_run(tmp_path_factory):
     if not (CIFAR_SUBSET / "train").is_dir():
         pytest.skip(f"real-image data not found at {CIFAR_SUBSET}")
     run_dir = tmp_path_factory.mktemp("cifar_run")
-    proc = run_script("train.py", ["data=folder", f"data.root={CIFAR_SUBSET}", *TINY_RUN,
-                                   "trainer.enable_progress_bar=true", "trainer.log_every_n_steps=1",
-                                   "logger=[csv,tensorboard]"], run_dir)
+    proc = run_script(
+        "train.py",
+        [
+            "data=folder",
+            f"data.root={CIFAR_SUBSET}",
+            *TINY_RUN,
+            "trainer.enable_progress_bar=true",
+            "trainer.log_every_n_steps=1",
+            "logger=[csv,tensorboard]",
+        ],
+        run_dir,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return SimpleNamespace(dir=run_dir, stdout=proc.stdout, results=json.loads((run_dir / "results.json").read_text()))
 
@@ -99,7 +108,7 @@ def test_views_picture_draws_the_batch_it_is_given_denormalised(tmp_path):
     callback.on_train_batch_start(trainer, None, ([normalised, normalised], torch.zeros(2)), 0)
     pixels = torch.from_numpy(np.asarray(Image.open(tmp_path / "images" / "views.png").convert("RGB"))).float()
     matching = ((pixels - 255 * colour).abs() <= 3).all(dim=-1)
-    assert matching.sum() > 0.8 * 4 * CELL_SIDE ** 2  # 2 views x 2 images, each a CELL_SIDE square of that colour
+    assert matching.sum() > 0.8 * 4 * CELL_SIDE**2  # 2 views x 2 images, each a CELL_SIDE square of that colour
 
 
 def test_embedding_and_curves_draw_from_their_inputs(tmp_path):
@@ -108,14 +117,17 @@ def test_embedding_and_curves_draw_from_their_inputs(tmp_path):
 
     features = torch.cat([torch.randn(60, 32) + 6 * torch.eye(32)[c] for c in range(3)])
     points = torch.from_numpy(embed_2d(features))
-    centres = torch.stack([points[i * 60:(i + 1) * 60].mean(0) for i in range(3)])
-    spread = max(points[i * 60:(i + 1) * 60].std(0).norm() for i in range(3))
+    centres = torch.stack([points[i * 60 : (i + 1) * 60].mean(0) for i in range(3)])
+    spread = max(points[i * 60 : (i + 1) * 60].std(0).norm() for i in range(3))
     assert torch.cdist(centres, centres).fill_diagonal_(float("inf")).min() > 2 * spread  # classes apart
     save_embedding(features, torch.arange(3).repeat_interleave(60), ["a", "b", "c"], tmp_path / "embedding.png")
     metrics = tmp_path / "metrics.csv"
     metrics.write_text("epoch,step,train/loss,train/lr,val/knn_top1\n0,0,5.0,0.1,\n0,1,4.0,0.2,\n0,1,,,0.3\n")
-    assert read_metrics(metrics) == {"train/loss": [(0, 5.0), (1, 4.0)], "train/lr": [(0, 0.1), (1, 0.2)],
-                                     "val/knn_top1": [(1, 0.3)]}
+    assert read_metrics(metrics) == {
+        "train/loss": [(0, 5.0), (1, 4.0)],
+        "train/lr": [(0, 0.1), (1, 0.2)],
+        "val/knn_top1": [(1, 0.3)],
+    }
     save_curves(metrics, tmp_path / "curves.png", knn_at_init=0.1, final_knn=0.35)
     assert (tmp_path / "embedding.png").stat().st_size > 10_000 and (tmp_path / "curves.png").stat().st_size > 10_000
 

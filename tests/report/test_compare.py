@@ -1,5 +1,6 @@
 """scripts/compare.py over a multirun: one row per completed job, failed jobs recorded, jobs without results.json
 listed."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, TINY_LINEAR_RUN, assert_succeeded, run_script
 
 QUICK_LINEAR = ["eval.linear.weight_decays=[1.0e-4]", "eval.linear.max_iter=50"]
@@ -18,8 +18,17 @@ QUICK_LINEAR = ["eval.linear.weight_decays=[1.0e-4]", "eval.linear.max_iter=50"]
 def method_multirun(tmp_path_factory):
     sweep_dir = tmp_path_factory.mktemp("multirun")
     # lr=-1 fails its config check: jobs 0 and 2 fail first, jobs 1 and 3 must still run.
-    proc = run_script("train.py", ["-m", "method=simclr,byol", "optimizer.lr=-1,0.3", *TINY_LINEAR_RUN, *QUICK_LINEAR,
-                                   f"hydra.sweep.dir={sweep_dir}"])
+    proc = run_script(
+        "train.py",
+        [
+            "-m",
+            "method=simclr,byol",
+            "optimizer.lr=-1,0.3",
+            *TINY_LINEAR_RUN,
+            *QUICK_LINEAR,
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+    )
     assert_succeeded(proc, "train.py -m method=simclr,byol")
     return sweep_dir, proc
 
@@ -38,15 +47,24 @@ def test_multirun_then_compare_gives_one_row_per_completed_job(method_multirun, 
     completed = [r for r in completed if r.get("status") != "failed"]
     assert sorted(r["method"] for r in completed) == ["byol", "simclr"]
 
-    proc = subprocess.run([sys.executable, "scripts/compare.py", str(sweep_dir), "--out", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "scripts/compare.py", str(sweep_dir), "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert_succeeded(proc, "scripts/compare.py")
     assert str(tmp_path / "report.md") in proc.stdout and str(tmp_path / "report.png") in proc.stdout
     rows = _table((tmp_path / "report.md").read_text())
     assert len(rows) == 2
     for row, results in zip(sorted(rows, key=lambda r: r["method"]), sorted(completed, key=lambda r: r["method"])):
         assert (row["method"], row["data"], row["backbone"], row["epochs"]) == (
-            results["method"], "digits", "resnet18", str(results["epochs"]))
+            results["method"],
+            "digits",
+            "resnet18",
+            str(results["epochs"]),
+        )
         assert row["kNN top-1"] == f"{results['knn_top1']:.4f}"
         assert row["linear top-1"] == f"{results['linear_top1']:.4f}"
         assert row["images/s"] == f"{results['train_images_per_sec']:.1f}"
@@ -74,9 +92,20 @@ def test_report_lists_a_job_without_results_json(tmp_path):
     (tmp_path / "0_x" / ".hydra").mkdir(parents=True)
     (tmp_path / "0_x" / ".hydra" / "config.yaml").write_text("method: {name: byol}\ndata: {name: digits}\n")
     (tmp_path / "1_y").mkdir()
-    (tmp_path / "1_y" / "results.json").write_text(json.dumps(
-        {"method": "simclr", "data": "digits", "backbone": "resnet18", "epochs": 2, "knn_top1": 0.5,
-         "linear_top1": 0.75, "train_images_per_sec": 100.0, "train_seconds": 65.0}))
+    (tmp_path / "1_y" / "results.json").write_text(
+        json.dumps(
+            {
+                "method": "simclr",
+                "data": "digits",
+                "backbone": "resnet18",
+                "epochs": 2,
+                "knn_top1": 0.5,
+                "linear_top1": 0.75,
+                "train_images_per_sec": 100.0,
+                "train_seconds": 65.0,
+            }
+        )
+    )
     md, png = write_report(tmp_path)
     report = md.read_text()
     assert "1 completed, 1 failed" in report and "no results.json" in report and "byol" in report

@@ -1,4 +1,5 @@
 """The report: runs differing only in seed as mean and spread, the accuracy axis fitted to the data."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,11 @@ def _fake_run(root, job: int, lr: str, seed: int, knn: float):
     run = root / f"{job}_simclr"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text(f"- optimizer.lr={lr}\n- seed={seed}\n")
-    (run / "results.json").write_text(json.dumps({"method": "simclr", "data": "digits", "backbone": "resnet18",
-                                                  "epochs": 1, "seed": seed, "knn_top1": knn}))
+    (run / "results.json").write_text(
+        json.dumps(
+            {"method": "simclr", "data": "digits", "backbone": "resnet18", "epochs": 1, "seed": seed, "knn_top1": knn}
+        )
+    )
 
 
 def test_report_shows_runs_differing_only_in_seed_as_mean_and_spread(tmp_path):

@@ -3,6 +3,7 @@ images' ids, so the labels of a batch name the samples it holds; and a callback 
 train.py runs under test (`+callbacks.record._target_=run.shard_ids.RecordBatchLabels`, with tests/ on
 PYTHONPATH): `<global step> <labels>` per training step, appended before the step runs and flushed, so
 the record survives a kill -9; under DDP each rank writes its own file, `<path>.rank<global rank>`."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -16,7 +17,9 @@ from PIL import Image
 
 def make_shards(argv: list[str]) -> None:
     """`python scripts/make_shards.py argv...` without a new interpreter (its prints go to the caller's stdout)."""
-    spec = importlib.util.spec_from_file_location("make_shards", Path(__file__).parents[2] / "scripts" / "make_shards.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_shards", Path(__file__).parents[2] / "scripts" / "make_shards.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.main(argv)

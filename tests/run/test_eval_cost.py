@@ -1,19 +1,25 @@
 """The cost of evaluation is proportional: the kNN monitor's cadence (trainer.check_val_every_n_epoch=auto)
 and the time split results.json reports."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import pytest
+from conftest import TINY_RUN, train
 from omegaconf import OmegaConf
 
-from conftest import TINY_RUN, train
 from selfsup.run.plan import MONITOR_SHARE, monitor_interval
 
 
 def _interval(every, max_epochs, train_images, bank, val, views=2, knn_bank_size=None) -> int:
-    cfg = OmegaConf.create({"trainer": {"check_val_every_n_epoch": every, "max_epochs": max_epochs},
-                            "data": {"knn_bank_size": knn_bank_size}, "augmentation": {"views": [{}] * views}})
+    cfg = OmegaConf.create(
+        {
+            "trainer": {"check_val_every_n_epoch": every, "max_epochs": max_epochs},
+            "data": {"knn_bank_size": knn_bank_size},
+            "augmentation": {"views": [{}] * views},
+        }
+    )
     datamodule = SimpleNamespace(pretrain=range(train_images), labelled=range(bank), val=range(val))
     return monitor_interval(cfg, datamodule)
 
@@ -33,8 +39,10 @@ def test_monitor_interval_follows_the_bank_cap_and_an_explicit_value():
 
 
 def test_results_say_where_the_seconds_went(tmp_path):
-    results = train(["data=digits", *TINY_RUN, "trainer.max_epochs=2", "++trainer.limit_val_batches=1.0",
-                     "eval.knn_at_init=true"], tmp_path)
+    results = train(
+        ["data=digits", *TINY_RUN, "trainer.max_epochs=2", "++trainer.limit_val_batches=1.0", "eval.knn_at_init=true"],
+        tmp_path,
+    )
     seconds = results["seconds"]
     assert {"init_eval", "training", "monitor", "final_eval", "total"} <= seconds.keys()
     assert seconds["monitor"] > 0  # the last epoch is always monitored

@@ -1,4 +1,5 @@
 """A run under failure (docs/reliability.md): determinism, kill -9 then resume, truncated images, injected NaNs."""
+
 from __future__ import annotations
 
 import csv
@@ -12,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import REPO, assert_one_line_error, run_script
+from PIL import Image
 
 CLASSES = ("cat", "dog", "fish", "owl")
 
@@ -56,9 +56,19 @@ def folder_run(root: Path, *extra: str) -> list[str]:
 
 
 # --- kill -9, then the same command again ---------------------------------------------------------
-MOCO = ["method=mocov2", "method.queue_size=4096", "method.projector.hidden_dim=64", "method.projector.output_dim=32",
-        "seed=7", "trainer.deterministic=true", "trainer.accelerator=cpu", "trainer.devices=1",
-        "trainer.max_epochs=3", "++trainer.limit_train_batches=3", "callbacks.last.every_n_steps=2"]
+MOCO = [
+    "method=mocov2",
+    "method.queue_size=4096",
+    "method.projector.hidden_dim=64",
+    "method.projector.output_dim=32",
+    "seed=7",
+    "trainer.deterministic=true",
+    "trainer.accelerator=cpu",
+    "trainer.devices=1",
+    "trainer.max_epochs=3",
+    "++trainer.limit_train_batches=3",
+    "callbacks.last.every_n_steps=2",
+]
 
 
 TOTAL_STEPS = 9  # checkpoints at steps 2, 4 (mid-epoch), 6, 8 and 9 (the end)
@@ -107,8 +117,13 @@ def _wait_for_checkpoints(proc, last: Path, count: int, timeout: float = 300) ->
 def _kill_9_after_checkpoints(args: list[str], run_dir: Path, count: int) -> dict:
     """Run train.py, SIGKILL it once it has written last.ckpt `count` times; the checkpoint it left."""
     with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"], cwd=REPO,
-                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
         try:
             _wait_for_checkpoints(proc, run_dir / "checkpoints" / "last.ckpt", count=count)
         finally:
@@ -125,7 +140,11 @@ def test_kill_9_then_the_same_command_resumes_where_it_stopped(tiny_folder, seed
     first = runs / "2026-01-01_00-00-00_mocov2"
     last = first / "checkpoints" / "last.ckpt"
     killed = _kill_9_after_checkpoints(args, first, count=2)
-    step, queue, ptr = killed["global_step"], killed["state_dict"]["queue.queue"], int(killed["state_dict"]["queue.ptr"])
+    step, queue, ptr = (
+        killed["global_step"],
+        killed["state_dict"]["queue.queue"],
+        int(killed["state_dict"]["queue.ptr"]),
+    )
     assert 4 <= step < TOTAL_STEPS and set(killed) >= {"optimizer_states", "lr_schedulers", "loops", "callbacks"}
     assert any("key_encoder." in k for k in killed["state_dict"])  # the EMA target
     assert any("rng" in state for state in killed["callbacks"].values())
@@ -174,8 +193,10 @@ def test_resumed_from_an_epoch_end_checkpoint_the_run_is_the_uninterrupted_one(t
 
     uninterrupted, resumed = dict(_train_loss(seeded_runs[0])), dict(_train_loss(first))
     assert [resumed[s] for s in range(step, TOTAL_STEPS)] == [uninterrupted[s] for s in range(step, TOTAL_STEPS)]
-    final, reference = (torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-                        for d in (first, seeded_runs[0]))
+    final, reference = (
+        torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+        for d in (first, seeded_runs[0])
+    )
     assert final.keys() == reference.keys()
     assert [name for name, value in reference.items() if not torch.equal(final[name], value)] == []
 
@@ -186,8 +207,15 @@ def test_truncated_png_is_named_or_skipped_and_counted(tmp_path):
     broken = root / "train" / "dog" / "004.png"
     broken.write_bytes(broken.read_bytes()[:60])  # a truncated PNG: header only
     # One loader worker process: the error is raised there and must still reach the user as one line.
-    args = ["data=folder", f"data.root={root}", *FAST, "data.num_workers=1", "++trainer.limit_val_batches=null",
-            "trainer.max_epochs=1", "++trainer.limit_train_batches=1"]
+    args = [
+        "data=folder",
+        f"data.root={root}",
+        *FAST,
+        "data.num_workers=1",
+        "++trainer.limit_val_batches=null",
+        "trainer.max_epochs=1",
+        "++trainer.limit_train_batches=1",
+    ]
 
     proc = run_script("train.py", args, tmp_path / "default")
     line = assert_one_line_error(proc, str(broken), "data.skip_corrupt=true", only_line=False)
@@ -202,12 +230,18 @@ def test_truncated_png_is_named_or_skipped_and_counted(tmp_path):
 
 # --- numerical faults -------------------------------------------------------------------------------
 def test_injected_nan_stops_naming_step_and_terms_and_keeps_the_last_good_checkpoint(tiny_folder, tmp_path):
-    args = folder_run(tiny_folder, "debug=inject_nan", "callbacks.last.every_n_steps=2", "trainer.max_epochs=2",
-                      "++trainer.limit_train_batches=4")  # NaN at step 3, checkpoint at step 2
+    args = folder_run(
+        tiny_folder,
+        "debug=inject_nan",
+        "callbacks.last.every_n_steps=2",
+        "trainer.max_epochs=2",
+        "++trainer.limit_train_batches=4",
+    )  # NaN at step 3, checkpoint at step 2
     proc = run_script("train.py", args, tmp_path)
     assert proc.returncode == 3, (proc.stdout + proc.stderr)[-3000:]
-    line = assert_one_line_error(proc, "non-finite loss at step 3", "loss=nan", "online_linear_loss=",
-                                 "on_nonfinite=skip", only_line=False)
+    line = assert_one_line_error(
+        proc, "non-finite loss at step 3", "loss=nan", "online_linear_loss=", "on_nonfinite=skip", only_line=False
+    )
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert str(last) in line
     checkpoint = torch.load(last, map_location="cpu", weights_only=False)
@@ -217,8 +251,17 @@ def test_injected_nan_stops_naming_step_and_terms_and_keeps_the_last_good_checkp
 
 
 def test_on_nonfinite_skip_skips_the_batch_and_finishes(tiny_folder, tmp_path):
-    proc = run_script("train.py", folder_run(tiny_folder, "debug=inject_nan", "on_nonfinite=skip", "trainer.max_epochs=1",
-                                             "++trainer.limit_train_batches=4"), tmp_path)
+    proc = run_script(
+        "train.py",
+        folder_run(
+            tiny_folder,
+            "debug=inject_nan",
+            "on_nonfinite=skip",
+            "trainer.max_epochs=1",
+            "++trainer.limit_train_batches=4",
+        ),
+        tmp_path,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["nonfinite_skipped_batches"] == 1 and results["steps"] == 4

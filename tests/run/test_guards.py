@@ -1,5 +1,6 @@
 """What keeps a run safe in-process: the non-finite loss guard's limit on batches skipped in a row, the refusal to
 save non-finite weights, atomic checkpoint writes."""
+
 from __future__ import annotations
 
 import os
@@ -8,10 +9,10 @@ import pickle
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import compose_train
 from hydra.utils import get_class
 from torch.utils.data import DataLoader, Dataset
 
-from conftest import compose_train
 from selfsup.errors import UserError
 from selfsup.methods.nonfinite import MAX_CONSECUTIVE_SKIPS, skipped_batches
 from selfsup.run.checkpoint import AtomicCheckpointIO
@@ -36,16 +37,36 @@ class RandomViews(Dataset):
 
 
 def _simclr(tmp_path, *overrides: str):
-    cfg = compose_train(["method=simclr", "data=digits", f"data.batch_size={BATCH}", "backbone.cifar_stem=false",
-                         "method.projector.hidden_dim=16", "method.projector.output_dim=8", *overrides], tmp_path)
+    cfg = compose_train(
+        [
+            "method=simclr",
+            "data=digits",
+            f"data.batch_size={BATCH}",
+            "backbone.cifar_stem=false",
+            "method.projector.hidden_dim=16",
+            "method.projector.output_dim=8",
+            *overrides,
+        ],
+        tmp_path,
+    )
     torch.manual_seed(0)
     return get_class(cfg.method._target_)(cfg)
 
 
 def _fit(model, tmp_path, batches: int, **kwargs) -> pl.Trainer:
-    options = dict(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                   num_sanity_val_steps=0, precision="32-true", default_root_dir=str(tmp_path))
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        precision="32-true",
+        default_root_dir=str(tmp_path),
+    )
     trainer = pl.Trainer(**{**options, **kwargs})
     trainer.fit(model, train_dataloaders=DataLoader(RandomViews(batches * BATCH), batch_size=BATCH))
     return trainer
@@ -84,7 +105,10 @@ def test_a_skipped_batch_changes_no_weight(tmp_path):
 def test_skip_stops_one_past_the_limit_in_a_row(tmp_path):
     model = _simclr(tmp_path, "on_nonfinite=skip")
     _nan_on(model, [False] + [True] * (MAX_CONSECUTIVE_SKIPS + 1) + [False])
-    with pytest.raises(UserError, match=rf"non-finite loss at step {MAX_CONSECUTIVE_SKIPS + 1} .*\({MAX_CONSECUTIVE_SKIPS + 1} in a row\)"):
+    with pytest.raises(
+        UserError,
+        match=rf"non-finite loss at step {MAX_CONSECUTIVE_SKIPS + 1} .*\({MAX_CONSECUTIVE_SKIPS + 1} in a row\)",
+    ):
         _fit(model, tmp_path, batches=MAX_CONSECUTIVE_SKIPS + 3)
     assert skipped_batches(model) == MAX_CONSECUTIVE_SKIPS + 1
 

@@ -1,5 +1,6 @@
 """Launching on CPU and GPU: strategies compose, DDP and ShuffleBN run end to end through train.py, device requests
 and SLURM requeues."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from conftest import TINY_RUN, compose_train, run_script
+from omegaconf import OmegaConf
 
 CPU_DDP = ["trainer.accelerator=cpu", "trainer.devices=2"]
 
@@ -35,18 +35,26 @@ def train(args: list[str], run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
-@pytest.mark.parametrize("name, strategy, syncbn, shuffle, groups", [
-    ("single", "auto", False, False, 1),
-    ("ddp", "ddp", False, False, 1),
-    ("ddp_spawn", "ddp_spawn", False, False, 1),
-    ("ddp_syncbn", "ddp", True, False, 1),
-    ("ddp_shufflebn", "ddp", False, True, 1),
-    ("single_shufflebn", "auto", False, True, 8),
-])
+@pytest.mark.parametrize(
+    "name, strategy, syncbn, shuffle, groups",
+    [
+        ("single", "auto", False, False, 1),
+        ("ddp", "ddp", False, False, 1),
+        ("ddp_spawn", "ddp_spawn", False, False, 1),
+        ("ddp_syncbn", "ddp", True, False, 1),
+        ("ddp_shufflebn", "ddp", False, True, 1),
+        ("single_shufflebn", "auto", False, True, 8),
+    ],
+)
 def test_strategy_configs_compose(name, strategy, syncbn, shuffle, groups):
     cfg = compose_train([f"strategy={name}", "method=mocov2"]).strategy
     assert (cfg.name, cfg.strategy, cfg.sync_batchnorm, cfg.shuffle_bn, cfg.split_bn_groups) == (
-        name, strategy, syncbn, shuffle, groups)
+        name,
+        strategy,
+        syncbn,
+        shuffle,
+        groups,
+    )
 
 
 def test_gpu_requests_beyond_the_machine_fail_in_one_line(monkeypatch):
@@ -70,19 +78,35 @@ def test_submitit_slurm_recipe_writes_the_expected_sbatch_script(tmp_path, monke
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-    cfg = compose_train(["hydra/launcher=submitit_slurm", "trainer.devices=4", "trainer.num_nodes=2",
-                         "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}"], hydra_config=True)
+    cfg = compose_train(
+        [
+            "hydra/launcher=submitit_slurm",
+            "trainer.devices=4",
+            "trainer.num_nodes=2",
+            "hydra.launcher.partition=gpu",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        hydra_config=True,
+    )
     params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert params.pop("_target_").endswith("submitit_launcher.SlurmLauncher")
     # What SlurmLauncher.launch does with them; update_parameters rejects any unknown key.
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", staticmethod(lambda: 1))  # no srun here
-    executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
-                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
+    executor = submitit.AutoExecutor(
+        cluster="slurm", folder=params.pop("submitit_folder"), slurm_max_num_timeout=params.pop("max_num_timeout")
+    )
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
     script = executor._executor._make_submission_file_text("python -m submitit.core._submit", "uid")
-    for line in ("--nodes=2", "--gpus-per-node=4", "--ntasks-per-node=4", "--partition=gpu", "--time=4320",
-                 "--signal=USR1@120", "--requeue"):
+    for line in (
+        "--nodes=2",
+        "--gpus-per-node=4",
+        "--ntasks-per-node=4",
+        "--partition=gpu",
+        "--time=4320",
+        "--signal=USR1@120",
+        "--requeue",
+    ):
         assert f"#SBATCH {line}" in script, script
 
 
@@ -95,8 +119,9 @@ def test_a_requeued_slurm_job_resumes_from_the_newer_of_requeue_and_last_checkpo
         path.parent.mkdir(exist_ok=True)
         torch.save({"hyper_parameters": {"cfg": {"method": {"name": "simclr"}}}, "global_step": 1}, path)
 
-    cfg = OmegaConf.create({"ckpt_path": None, "resume": "never", "method": {"name": "simclr"},
-                            "paths": {"output_dir": str(tmp_path)}})
+    cfg = OmegaConf.create(
+        {"ckpt_path": None, "resume": "never", "method": {"name": "simclr"}, "paths": {"output_dir": str(tmp_path)}}
+    )
     last, hpc = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt"
     checkpoint(last)
     assert resume_point(cfg) is None  # not under SLURM, resume=never: a fresh run
@@ -136,21 +161,33 @@ def test_ddp_shufflebn_mocov2_on_two_cpu_processes(tmp_path):
 
 
 def test_single_shufflebn_mocov2_on_one_process(tmp_path):
-    results = train(["trainer.accelerator=cpu", "trainer.devices=1", "strategy=single_shufflebn",
-                     "strategy.split_bn_groups=4", "method=mocov2", *TINY], tmp_path)
+    results = train(
+        [
+            "trainer.accelerator=cpu",
+            "trainer.devices=1",
+            "strategy=single_shufflebn",
+            "strategy.split_bn_groups=4",
+            "method=mocov2",
+            *TINY,
+        ],
+        tmp_path,
+    )
     state = torch.load(results["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
     assert "key_encoder.0.bn1.running_mean" in state and "backbone.bn1.running_mean" in state
 
 
 def test_syncbn_on_cpu_fails_in_one_line(tmp_path):
     proc = _run([*CPU_DDP, "strategy=ddp_syncbn", *TINY], tmp_path)
-    assert _one_line_error(proc) == ("error: strategy=ddp_syncbn needs GPUs: torch.nn.SyncBatchNorm does "
-                                     "not run on CPU; use strategy=ddp on CPU")
+    assert _one_line_error(proc) == (
+        "error: strategy=ddp_syncbn needs GPUs: torch.nn.SyncBatchNorm does not run on CPU; use strategy=ddp on CPU"
+    )
 
 
 def test_shufflebn_mistakes_fail_in_one_line(tmp_path):
-    proc = _run(["trainer.accelerator=cpu", "trainer.devices=1", "strategy=ddp_shufflebn",
-                                   "method=mocov2", *TINY], tmp_path / "one_device")
+    proc = _run(
+        ["trainer.accelerator=cpu", "trainer.devices=1", "strategy=ddp_shufflebn", "method=mocov2", *TINY],
+        tmp_path / "one_device",
+    )
     assert "strategy=single_shufflebn" in _one_line_error(proc)
     proc = _run([*CPU_DDP, "strategy=ddp_shufflebn", "method=simclr", *TINY], tmp_path / "simclr")
     assert "no key encoder" in _one_line_error(proc)
@@ -165,8 +202,7 @@ def test_relaunching_ddp_inside_a_multirun_fails_each_job_in_one_line(tmp_path):
 
 
 def test_ddp_spawn_multirun_gives_each_job_its_lr_on_both_ranks(tmp_path):
-    proc = _run(["-m", *CPU_DDP, "strategy=ddp_spawn", "optimizer.lr=0.1,0.2", *TINY,
-                                   f"hydra.sweep.dir={tmp_path}"])
+    proc = _run(["-m", *CPU_DDP, "strategy=ddp_spawn", "optimizer.lr=0.1,0.2", *TINY, f"hydra.sweep.dir={tmp_path}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(jobs) == 2

@@ -1,4 +1,5 @@
 """resume=auto: which run it picks, when it refuses, and what a resumed run keeps (RNG states, the W&B run id)."""
+
 from __future__ import annotations
 
 import time
@@ -7,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_train
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from conftest import compose_train
 from selfsup.errors import UserError
 from selfsup.run.plan import in_run_dir
 from selfsup.run.resume import resume_point
@@ -22,8 +23,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture
 def hydra_overrides():
     """Stands in for the Hydra run of `train.py <overrides>` that resume=auto reads its command line from."""
+
     def set_overrides(overrides: list[str]):
         HydraConfig.instance().set_config(compose_train(overrides, hydra_config=True))
+
     yield set_overrides
     HydraConfig.instance().cfg = None
 
@@ -59,8 +62,10 @@ def test_resume_auto_names_but_does_not_continue_a_run_whose_config_changed(tmp_
     cfg.paths.output_dir = str(runs / "3_now")
     assert resume_point(cfg) is None and cfg.paths.output_dir == str(runs / "3_now")
     printed = capsys.readouterr().out
-    assert (f"not resuming {runs / '1_before_the_edit'}: made by this command line, but its config has changed "
-            f"since (optimizer.weight_decay); starting afresh (ckpt_path={checkpoint} continues it") in printed
+    assert (
+        f"not resuming {runs / '1_before_the_edit'}: made by this command line, but its config has changed "
+        f"since (optimizer.weight_decay); starting afresh (ckpt_path={checkpoint} continues it"
+    ) in printed
     assert "2_another_command" not in printed
 
 
@@ -129,7 +134,6 @@ def test_resume_auto_prefers_its_own_run_dir_and_checks_the_method(tmp_path):
 def test_rng_states_survive_a_weights_only_checkpoint_round_trip():
     import io
     import random
-
 
     state = RunState()
     saved = state.state_dict()

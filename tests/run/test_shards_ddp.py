@@ -4,6 +4,7 @@ of a class folder with one image per class, so a batch's labels name the images 
 them (run.shard_ids.RecordBatchLabels, one file per rank).
 
 Needs 2 cores: with fewer, train.py refuses trainer.devices=2 on CPU in one line and this test fails on it."""
+
 from __future__ import annotations
 
 import json
@@ -34,14 +35,33 @@ def test_two_cpu_ranks_train_on_disjoint_shares_that_cover_the_epoch(tmp_path, c
     make_shards(["data=folder", f"data.root={_one_image_per_class(tmp_path / 'folder')}", f"out={shards}"])
     assert f"train {IMAGES}, val {IMAGES} images, {IMAGES} classes" in capsys.readouterr().out
     record, run_dir = tmp_path / "ids.txt", tmp_path / "run"
-    proc = run_script("train.py", [
-        "data=shards", f"data.root={shards}", f"data.batch_size={BATCH}", "data.resolution=16", "data.num_workers=0",
-        "trainer.accelerator=cpu", f"trainer.devices={RANKS}", "strategy=ddp_spawn", "trainer.max_epochs=1",
-        "++trainer.limit_val_batches=0", "eval.linear=null", "eval.knn_at_init=false", "images=false",
-        "trainer.enable_progress_bar=false", "backbone.cifar_stem=false", "trainer.precision=32-true",
-        "method.projector.hidden_dim=32", "method.projector.output_dim=16",
-        "+callbacks.record._target_=run.shard_ids.RecordBatchLabels", f"+callbacks.record.path={record}",
-    ], run_dir, env={"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])})
+    proc = run_script(
+        "train.py",
+        [
+            "data=shards",
+            f"data.root={shards}",
+            f"data.batch_size={BATCH}",
+            "data.resolution=16",
+            "data.num_workers=0",
+            "trainer.accelerator=cpu",
+            f"trainer.devices={RANKS}",
+            "strategy=ddp_spawn",
+            "trainer.max_epochs=1",
+            "++trainer.limit_val_batches=0",
+            "eval.linear=null",
+            "eval.knn_at_init=false",
+            "images=false",
+            "trainer.enable_progress_bar=false",
+            "backbone.cifar_stem=false",
+            "trainer.precision=32-true",
+            "method.projector.hidden_dim=32",
+            "method.projector.output_dim=16",
+            "+callbacks.record._target_=run.shard_ids.RecordBatchLabels",
+            f"+callbacks.record.path={record}",
+        ],
+        run_dir,
+        env={"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])},
+    )
     assert_succeeded(proc, "train.py data=shards on 2 CPU ranks")
     results = json.loads((run_dir / "results.json").read_text())
     assert results["global_batch_size"] == RANKS * BATCH and results["steps"] == STEPS

@@ -1,6 +1,7 @@
 """data=shards through train.py: a run on shards of the CIFAR sample ends in results.json, and a run killed
 with SIGKILL mid-epoch, started again with the same command, trains on exactly the batches an
 uninterrupted run sees (the streaming loader's position is in the checkpoint)."""
+
 from __future__ import annotations
 
 import json
@@ -33,27 +34,54 @@ def id_shards(tmp_path_factory) -> Path:
 
 
 def _command(shards: Path, record: Path) -> list[str]:
-    return ["data=shards", f"data.root={shards}", f"data.batch_size={BATCH}", "data.num_workers=2", "seed=3",
-            f"trainer.max_epochs={EPOCHS}", f"callbacks.last.every_n_steps={CHECKPOINT_EVERY}",
-            "++trainer.limit_val_batches=0", "eval.linear=null", "eval.knn_at_init=false",
-            "trainer.enable_progress_bar=false", "backbone.cifar_stem=false", "trainer.precision=32-true", "images=false",
-            "+callbacks.record._target_=run.shard_ids.RecordBatchLabels", f"+callbacks.record.path={record}"]
+    return [
+        "data=shards",
+        f"data.root={shards}",
+        f"data.batch_size={BATCH}",
+        "data.num_workers=2",
+        "seed=3",
+        f"trainer.max_epochs={EPOCHS}",
+        f"callbacks.last.every_n_steps={CHECKPOINT_EVERY}",
+        "++trainer.limit_val_batches=0",
+        "eval.linear=null",
+        "eval.knn_at_init=false",
+        "trainer.enable_progress_bar=false",
+        "backbone.cifar_stem=false",
+        "trainer.precision=32-true",
+        "images=false",
+        "+callbacks.record._target_=run.shard_ids.RecordBatchLabels",
+        f"+callbacks.record.path={record}",
+    ]
 
 
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore",
-       "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+ENV = {
+    **os.environ,
+    "PYTHONWARNINGS": "ignore",
+    "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+}
 
 
 def _run(args: list[str], run_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600, env=ENV)
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
 
 
 def _kill_9_mid_epoch(args: list[str], run_dir: Path, record: Path, after_step: int) -> None:
     """Start train.py and SIGKILL it once it has started step `after_step` (checkpoints at every
     CHECKPOINT_EVERY steps, so last.ckpt is mid-epoch and the steps after it are lost)."""
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -82,7 +110,7 @@ def test_kill_9_mid_epoch_then_same_command_continues_on_the_next_batches(id_sha
     before = read_record(record)
     proc = _run(_command(id_shards, record), run_dir)  # the same command: resume=auto
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    runs = read_record(record)[len(before):]
+    runs = read_record(record)[len(before) :]
     resumed_at = runs[0][0]
     assert 0 < resumed_at < STEPS // EPOCHS and resumed_at % CHECKPOINT_EVERY == 0, resumed_at  # mid-epoch 0
     assert json.loads((run_dir / "results.json").read_text())["resumed_from"] is not None

@@ -1,5 +1,6 @@
 """Multiruns and Optuna sweeps: every family has a search, searches compose and run, the metric is read back, a
 sweep whose every job failed exits non-zero."""
+
 from __future__ import annotations
 
 import json
@@ -7,20 +8,25 @@ import math
 
 import pytest
 import yaml
-from omegaconf import OmegaConf
-
 from conftest import REPO, TINY_LINEAR_RUN, assert_succeeded, compose_train, run_script
+from omegaconf import OmegaConf
 
 SEARCHES = sorted(p.stem for p in (REPO / "conf" / "hparams_search").glob("*.yaml"))
 
 
 def test_every_family_has_an_optuna_search():
-    families = {"contrastive": {"simclr", "mocov2", "moco"}, "non-contrastive": {"byol", "barlow_twins"},
-                "pretext": {"rotnet", "jigsaw", "context_encoder", "colorization"},
-                "collapse-free": {"simsiam", "vicreg", "dino"}}
-    methods = {entry["override /method"] for s in SEARCHES
-               for entry in yaml.safe_load((REPO / "conf/hparams_search" / f"{s}.yaml").read_text())["defaults"]
-               if isinstance(entry, dict) and "override /method" in entry}
+    families = {
+        "contrastive": {"simclr", "mocov2", "moco"},
+        "non-contrastive": {"byol", "barlow_twins"},
+        "pretext": {"rotnet", "jigsaw", "context_encoder", "colorization"},
+        "collapse-free": {"simsiam", "vicreg", "dino"},
+    }
+    methods = {
+        entry["override /method"]
+        for s in SEARCHES
+        for entry in yaml.safe_load((REPO / "conf/hparams_search" / f"{s}.yaml").read_text())["defaults"]
+        if isinstance(entry, dict) and "override /method" in entry
+    }
     assert "simclr_optuna" in SEARCHES
     for family, members in families.items():
         assert methods & members, f"no Optuna search for a {family} method in conf/hparams_search"
@@ -37,9 +43,18 @@ def test_optuna_search_composes(search, tmp_path):
 
 
 def test_tiny_optuna_sweep_runs_and_writes_best_params(tmp_path):
-    proc = run_script("train.py", ["-m", "hparams_search=simclr_optuna", "hydra.sweeper.n_trials=2",
-                                   "hydra.sweeper.sampler.n_startup_trials=1", *TINY_LINEAR_RUN, "eval.linear=null",
-                                   f"hydra.sweep.dir={tmp_path}"])
+    proc = run_script(
+        "train.py",
+        [
+            "-m",
+            "hparams_search=simclr_optuna",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.sampler.n_startup_trials=1",
+            *TINY_LINEAR_RUN,
+            "eval.linear=null",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+    )
     assert_succeeded(proc, "make sweep (tiny)")
     results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/results.json"))]
     assert len(results) == 2 and all(r.get("status") != "failed" for r in results)

@@ -1,4 +1,5 @@
 """scripts/bench.py in both modes (tiny) and its bare loop against the Trainer's step."""
+
 from __future__ import annotations
 
 import json
@@ -6,25 +7,49 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO, compose_train
 from omegaconf import OmegaConf
 from PIL import Image
-
-from conftest import REPO, compose_train
 
 sys.path.insert(0, str(REPO / "scripts"))
 
 
-BENCH_FIELDS = ("module_images_per_sec", "bare_images_per_sec", "ratio", "loader_images_per_sec",
-                "loader_cpu_augment_images_per_sec", "loader_on_device_images_per_sec",
-                "module_step_ms", "bare_step_ms", "module_peak_rss_mb", "bare_peak_rss_mb", "peak_rss_mb")
+BENCH_FIELDS = (
+    "module_images_per_sec",
+    "bare_images_per_sec",
+    "ratio",
+    "loader_images_per_sec",
+    "loader_cpu_augment_images_per_sec",
+    "loader_on_device_images_per_sec",
+    "module_step_ms",
+    "bare_step_ms",
+    "module_peak_rss_mb",
+    "bare_peak_rss_mb",
+    "peak_rss_mb",
+)
 
 
 # ---------------------------------------------------------------- the bench, tiny
 def test_bench_writes_every_figure(tmp_path, capsys):
     import bench
 
-    report = bench.main(["--steps", "1", "--repeats", "1", "--warmup", "0", "--batch-size", "8",
-                         "--loader-batches", "1", "--on-device", "--out", str(tmp_path)])
+    report = bench.main(
+        [
+            "--steps",
+            "1",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--batch-size",
+            "8",
+            "--loader-batches",
+            "1",
+            "--on-device",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     path = tmp_path / "bench.json"
     assert f"bench: {path}" in capsys.readouterr().out
     saved = json.loads(path.read_text())
@@ -53,9 +78,28 @@ def test_e2e_bench_times_train_py_and_the_plain_loop(tmp_path, capsys):
 
     root = _image_folder(tmp_path / "images")
     out = tmp_path / "bench"
-    report = bench.main(["--e2e", "--methods", "byol", "--root", str(root), "--steps", "2", "--warmup", "1",
-                         "--batch-size", "4", "--resolution", "16", "--workers", "0", "--out", str(out),
-                         "trainer.precision=32-true"])
+    report = bench.main(
+        [
+            "--e2e",
+            "--methods",
+            "byol",
+            "--root",
+            str(root),
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--batch-size",
+            "4",
+            "--resolution",
+            "16",
+            "--workers",
+            "0",
+            "--out",
+            str(out),
+            "trainer.precision=32-true",
+        ]
+    )
     printed = capsys.readouterr().out
     assert f"bench: {out / 'bench.json'}" in printed and "byol ratio" in printed
     byol = report["methods"]["byol"]
@@ -82,18 +126,30 @@ def test_bare_loop_step_is_the_trainer_step(method, tmp_path):
     """The bench's bare loop cannot drift from what is trained: one step of it and one step of the
     Trainer, from the same weights on the same batch, leave the same weights, EMA target and queue."""
     import pytorch_lightning as pl
-    from hydra.utils import get_class
-
     from bench_common import BareLoop
     from bench_step import FixedBatches
+    from hydra.utils import get_class
+
     from selfsup.run.launch import build_trainer
 
-    cfg = compose_train([f"method={method}", "data.batch_size=8", "trainer.precision=32-true", "trainer.max_steps=1",
-                         "scheduler=constant",  # the full LR from the first step: an update large enough to compare
-                         "trainer.limit_val_batches=0", "trainer.check_val_every_n_epoch=1",
-                         "trainer.enable_progress_bar=false", "logger=csv",
-                         "method.queue_size=64" if method == "mocov2" else "method.momentum=0.9",
-                         "data.num_classes=10", "data.resolution=16", "images=false"], tmp_path)
+    cfg = compose_train(
+        [
+            f"method={method}",
+            "data.batch_size=8",
+            "trainer.precision=32-true",
+            "trainer.max_steps=1",
+            "scheduler=constant",  # the full LR from the first step: an update large enough to compare
+            "trainer.limit_val_batches=0",
+            "trainer.check_val_every_n_epoch=1",
+            "trainer.enable_progress_bar=false",
+            "logger=csv",
+            "method.queue_size=64" if method == "mocov2" else "method.momentum=0.9",
+            "data.num_classes=10",
+            "data.resolution=16",
+            "images=false",
+        ],
+        tmp_path,
+    )
     OmegaConf.resolve(cfg)
     torch.manual_seed(0)
     views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]

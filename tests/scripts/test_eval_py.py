@@ -1,5 +1,6 @@
 """eval.py on training checkpoints (linear, finetune, transfer) and W&B offline runs that make no network
 connection."""
+
 from __future__ import annotations
 
 import json
@@ -11,12 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, TINY_LINEAR_RUN, assert_succeeded, run_script
 
 # W&B offline, no key, and a dead server address: a network attempt would show up (or stall).
-OFFLINE_ENV = {"WANDB_MODE": "offline", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "",
-               "WANDB_SILENT": "true"}
+OFFLINE_ENV = {
+    "WANDB_MODE": "offline",
+    "WANDB_BASE_URL": "http://127.0.0.1:9",
+    "WANDB_API_KEY": "",
+    "WANDB_SILENT": "true",
+}
 
 
 def _strace_prefix(log: Path) -> list[str]:
@@ -24,16 +28,25 @@ def _strace_prefix(log: Path) -> list[str]:
     strace = shutil.which("strace")
     if strace is None:
         return []
-    probe = subprocess.run([strace, "-f", "-qq", "--seccomp-bpf", "-e", "trace=connect", "-o", os.devnull, "true"],
-                           capture_output=True)
-    return [strace, "-f", "-qq", "--seccomp-bpf", "-e", "trace=connect", "-o", str(log)] if probe.returncode == 0 else []
+    probe = subprocess.run(
+        [strace, "-f", "-qq", "--seccomp-bpf", "-e", "trace=connect", "-o", os.devnull, "true"], capture_output=True
+    )
+    return (
+        [strace, "-f", "-qq", "--seccomp-bpf", "-e", "trace=connect", "-o", str(log)] if probe.returncode == 0 else []
+    )
 
 
 def _run_traced(script: str, args: list[str], run_dir: Path, env: dict, trace: Path):
     prefix = _strace_prefix(trace)
     command = [*prefix, sys.executable, str(REPO / script), *args, f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore", **env})
+    proc = subprocess.run(
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **env},
+    )
     return proc, (trace if prefix else None)
 
 
@@ -48,7 +61,9 @@ def pretrained(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
     run_dir = root / "run"
     env = {**OFFLINE_ENV, "NETRC": str(root / "no-netrc")}  # no API key anywhere
-    proc, trace = _run_traced("train.py", [*TINY_LINEAR_RUN, "logger=wandb", "tags=[test,tiny]"], run_dir, env, root / "connect.txt")
+    proc, trace = _run_traced(
+        "train.py", [*TINY_LINEAR_RUN, "logger=wandb", "tags=[test,tiny]"], run_dir, env, root / "connect.txt"
+    )
     assert_succeeded(proc, "train.py logger=wandb")
     return {"dir": run_dir, "results": json.loads((run_dir / "results.json").read_text()), "trace": trace, "env": env}
 
@@ -58,8 +73,12 @@ def test_eval_py_reproduces_the_training_runs_linear_top1(pretrained, tmp_path):
     assert trained["checkpoint"] and Path(trained["checkpoint"]).is_file()
     # The training run embedded in fp32 (TINY_LINEAR_RUN): so does eval.py here; then the same features give the same scores.
     assert trained["precision"] == "32-true"
-    proc = run_script("eval.py", [f"ckpt_path={trained['checkpoint']}", "eval=linear", "logger=wandb",
-                                  "trainer.precision=32-true"], tmp_path, env=pretrained["env"])
+    proc = run_script(
+        "eval.py",
+        [f"ckpt_path={trained['checkpoint']}", "eval=linear", "logger=wandb", "trainer.precision=32-true"],
+        tmp_path,
+        env=pretrained["env"],
+    )
     assert_succeeded(proc, "eval.py eval=linear")
     evaluated = json.loads((tmp_path / "results.json").read_text())
     assert evaluated["eval"] == "linear" and evaluated["data"] == trained["data"] == "digits"
@@ -75,8 +94,14 @@ def test_eval_py_reproduces_the_training_runs_linear_top1(pretrained, tmp_path):
 def test_wandb_offline_run_has_config_and_summary(pretrained):
     results, run_dir = pretrained["results"], pretrained["dir"]
     recorded = _read_offline(_offline_run(run_dir))
-    assert recorded["run"] == {**recorded["run"], "project": "selfsup", "group": "simclr", "job_type": "pretrain",
-                               "name": "simclr-digits-resnet18-s42", "tags": ["test", "tiny"]}
+    assert recorded["run"] == {
+        **recorded["run"],
+        "project": "selfsup",
+        "group": "simclr",
+        "job_type": "pretrain",
+        "name": "simclr-digits-resnet18-s42",
+        "tags": ["test", "tiny"],
+    }
     config = recorded["config"]  # the whole resolved config, at the top level
     assert config["method"]["name"] == "simclr" and config["data"]["batch_size"] == 32
     assert config["trainer"]["max_epochs"] == 1 and config["run_name"] == "simclr-digits-resnet18-s42"
@@ -110,9 +135,18 @@ def test_eval_finetune_and_transfer_to_another_data_config(pretrained, tmp_path)
                 pixels[..., channel] += 150
                 Image.fromarray(pixels.numpy()).save(data_root / split / label / f"{i}.png")
     run_dir = tmp_path / "run"
-    proc = run_script("eval.py", [f"ckpt_path={pretrained['results']['checkpoint']}", "eval=finetune",
-                                  "eval.finetune.epochs=2", "data=folder", f"data.root={data_root}",
-                                  "data.batch_size=16"], run_dir)
+    proc = run_script(
+        "eval.py",
+        [
+            f"ckpt_path={pretrained['results']['checkpoint']}",
+            "eval=finetune",
+            "eval.finetune.epochs=2",
+            "data=folder",
+            f"data.root={data_root}",
+            "data.batch_size=16",
+        ],
+        run_dir,
+    )
     assert_succeeded(proc, "eval.py eval=finetune data=folder")
     results = json.loads((run_dir / "results.json").read_text())
     assert results["pretrain_data"] == "digits" and results["data"] == "folder" and results["eval"] == "finetune"

@@ -1,14 +1,26 @@
 """train.py and eval.py as a user runs them."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-
 from conftest import TINY_RUN, run_script, train
 
-RESULT_KEYS = {"method", "data", "backbone", "epochs", "steps", "seed", "knn_top1_at_init", "knn_top1",
-               "linear_top1", "train_seconds", "train_images_per_sec", "checkpoint"}
+RESULT_KEYS = {
+    "method",
+    "data",
+    "backbone",
+    "epochs",
+    "steps",
+    "seed",
+    "knn_top1_at_init",
+    "knn_top1",
+    "linear_top1",
+    "train_seconds",
+    "train_images_per_sec",
+    "checkpoint",
+}
 
 
 def test_cfg_job_prints_the_composed_config():
@@ -33,10 +45,18 @@ def test_missing_data_root_is_named_in_one_line(tmp_path):
 
 
 def test_short_real_image_run_writes_complete_results(tmp_path, cifar_subset):
-    results = train(["data=folder", f"data.root={cifar_subset}", "trainer.max_epochs=1",
-                     "++trainer.limit_train_batches=3", "trainer.enable_progress_bar=false",
-                     # the standard stem: every eval (kNN at init, per epoch, final; linear probe) ~10x cheaper
-                     "backbone.cifar_stem=false"], tmp_path)
+    results = train(
+        [
+            "data=folder",
+            f"data.root={cifar_subset}",
+            "trainer.max_epochs=1",
+            "++trainer.limit_train_batches=3",
+            "trainer.enable_progress_bar=false",
+            # the standard stem: every eval (kNN at init, per epoch, final; linear probe) ~10x cheaper
+            "backbone.cifar_stem=false",
+        ],
+        tmp_path,
+    )
     assert RESULT_KEYS <= results.keys()
     assert results["steps"] == 3 and results["data"] == "folder"
     # Scored on the 1,017 real validation images against their own labels: well above the 0.1 of chance even
@@ -50,7 +70,9 @@ def test_short_real_image_run_writes_complete_results(tmp_path, cifar_subset):
 
 def test_eval_py_scores_a_training_checkpoint(tmp_path):
     results = train(["data=digits", *TINY_RUN], tmp_path / "train")
-    proc = run_script("eval.py", [f"ckpt_path={results['checkpoint']}", "eval=knn", "trainer.precision=32-true"], tmp_path / "eval")
+    proc = run_script(
+        "eval.py", [f"ckpt_path={results['checkpoint']}", "eval=knn", "trainer.precision=32-true"], tmp_path / "eval"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert evaluated["method"] == "simclr" and evaluated["pretrain_data"] == "digits"
