@@ -45,7 +45,8 @@ CASES = {
     "jigsaw": LearningCase(["experiment=jigsaw_cpu_short"], task_metric="train/jigsaw_acc", knn_must_rise=False),
     # The masked-patch loss vs predicting each patch's mean (~0.98 with norm_pix_loss) and the control. 1 epoch:
     # the ViT's kNN embeddings (at init and at the end) cost more than its training; a ViT's kNN falls early
-    # in MAE training (0.298 -> 0.253 in 55 steps of 64, docs/cpu_runs.md), so it need only not collapse.
+    # in MAE training (0.298 -> 0.253 in 55 steps of 64, docs/cpu_runs.md), so it need only not collapse. Those
+    # embeddings make it the costliest case (103 s in a fresh-clone suite of 27 min): slow_learning.
     "mae": LearningCase(
         ["experiment=mae_cpu_short"],
         epochs=1,
@@ -53,6 +54,7 @@ CASES = {
         task_lower_is_better=True,
         knn_must_rise=False,
         knn_may_fall=True,
+        slow=True,
     ),
     # 2 epochs measured +0.028 at seed 0 (docs/cpu_runs.md), at the floor of control + 0.02.
     "mocov3": LearningCase(["experiment=mocov3_cpu_short"], epochs=3),
