@@ -462,7 +462,7 @@ def _compare_augmentation(check: Check, size: int = 96, images: int = 16, draws:
 
     from selfsup.config import compose_train
     from selfsup.data.gpu_augment import DeviceAugment
-    from selfsup.data.transforms import view_transform
+    from selfsup.data.transforms import UNCHANGED_VIEW, view_transform
 
     cfg = compose_train(["data=folder", "data.root=/unused", f"data.resolution={size}"], check.out / "equality")
     augmentation = cfg.augmentation
@@ -472,22 +472,10 @@ def _compare_augmentation(check: Check, size: int = 96, images: int = 16, draws:
     batch = torch.stack([torch.from_numpy(np.asarray(photo)).permute(2, 0, 1) for photo in photos])
     base = _image_stats(batch.float() / 255).repeat(draws, 1)
     device_augment = DeviceAugment(augmentation)
-    off = dict(
-        crop_scale=[1.0, 1.0],
-        flip_p=0.0,
-        jitter_p=0.0,
-        brightness=0.0,
-        contrast=0.0,
-        saturation=0.0,
-        hue=0.0,
-        grayscale_p=0.0,
-        blur_p=0.0,
-        solarize_p=0.0,
-    )
     torch.manual_seed(0)
     disagreements = []
     for op, settings in AUGMENT_OPS.items():
-        view = OmegaConf.merge(augmentation.views[0], {**off, **settings})
+        view = OmegaConf.merge(augmentation.views[0], {**UNCHANGED_VIEW, **settings})
         transform = view_transform(view, size, augmentation.mean, augmentation.std, blur=True)
         pil = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in batch]
         on_cpu = torch.stack([transform(img) for _ in range(draws) for img in pil]) * std + mean

@@ -33,6 +33,20 @@ TINY_RUN = [
     "trainer.precision=32-true",
 ]
 
+# A view with every op on (SimCLR's settings, plus solarize): the CPU and device pipelines compared op by op.
+EVERY_OP_VIEW = dict(
+    crop_scale=[0.08, 1.0],
+    flip_p=0.5,
+    jitter_p=0.8,
+    brightness=0.4,
+    contrast=0.4,
+    saturation=0.4,
+    hue=0.1,
+    grayscale_p=0.2,
+    blur_p=0.5,
+    solarize_p=0.2,
+)
+
 
 @pytest.fixture
 def one_thread():
@@ -51,6 +65,26 @@ def cifar_subset() -> Path:
     if not (CIFAR_SUBSET / "train").is_dir():
         pytest.skip(f"real-image learning data not found at {CIFAR_SUBSET} (shared/data/cifar10-subset)")
     return CIFAR_SUBSET
+
+
+def cpu_trainer(tmp_path: Path, **overrides):
+    """A Trainer for in-process method tests: one CPU process, fp32, no logger, checkpoint, progress bar,
+    summary or validation; `overrides` add to or replace these (max_steps, callbacks, ...)."""
+    import pytorch_lightning as pl
+
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        precision="32-true",
+        default_root_dir=str(tmp_path),
+    )
+    return pl.Trainer(**{**options, **overrides})
 
 
 def compose_train(overrides: list[str], output_dir: str | Path = "/tmp/selfsup-test", hydra_config: bool = False):

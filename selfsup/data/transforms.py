@@ -14,6 +14,21 @@ from torchvision.transforms import v2
 
 from selfsup.errors import UserError
 
+# Every op of a view off: view_transform then returns the whole image, unchanged. The base on which one
+# op at a time is switched on, to measure it alone (scripts/gpu_check.py, tests/data).
+UNCHANGED_VIEW = dict(
+    crop_scale=[1.0, 1.0],
+    flip_p=0.0,
+    jitter_p=0.0,
+    brightness=0.0,
+    contrast=0.0,
+    saturation=0.0,
+    hue=0.0,
+    grayscale_p=0.0,
+    blur_p=0.0,
+    solarize_p=0.0,
+)
+
 
 def view_transform(
     view,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_train
+from conftest import EVERY_OP_VIEW, compose_train
 from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
@@ -116,18 +116,6 @@ def test_blur_keeps_a_constant_image_and_its_mean():
 
 
 def _augmentation(on_device=True, resolution=16, blur=True):
-    view = dict(
-        crop_scale=[0.08, 1.0],
-        flip_p=0.5,
-        jitter_p=0.8,
-        brightness=0.4,
-        contrast=0.4,
-        saturation=0.4,
-        hue=0.1,
-        grayscale_p=0.2,
-        blur_p=0.5,
-        solarize_p=0.2,
-    )
     return OmegaConf.create(
         dict(
             name="t",
@@ -138,7 +126,7 @@ def _augmentation(on_device=True, resolution=16, blur=True):
             on_device=on_device,
             min_crop_scale=0.0,
             flip=True,
-            views=[view, view],
+            views=[EVERY_OP_VIEW, EVERY_OP_VIEW],
         )
     )
 

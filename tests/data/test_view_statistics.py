@@ -12,7 +12,7 @@ Each op is measured alone (the others off) on a synthetic image whose change rev
 difference (plus 0.01 for the PIL and tensor kernels' rounding) of the recorded one.
 
 Re-record (only when the distributions are meant to change):
-python tests/data/test_view_statistics.py --record "<what the pipeline is>"."""
+PYTHONPATH=.:tests python tests/data/test_view_statistics.py --record "<what the pipeline is>"."""
 
 from __future__ import annotations
 
@@ -25,42 +25,19 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from conftest import EVERY_OP_VIEW
 from PIL import Image
 
-from selfsup.data.transforms import view_transform
+from selfsup.data.transforms import UNCHANGED_VIEW, view_transform
 
 RECORDED = Path(__file__).with_name("view_statistics_v1.json")
 N = 1000
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.15)
-OFF = dict(
-    crop_scale=[1.0, 1.0],
-    flip_p=0.0,
-    jitter_p=0.0,
-    brightness=0.0,
-    contrast=0.0,
-    saturation=0.0,
-    hue=0.0,
-    grayscale_p=0.0,
-    blur_p=0.0,
-    solarize_p=0.0,
-)  # the whole image, unchanged
-SIMCLR = dict(
-    crop_scale=[0.08, 1.0],
-    flip_p=0.5,
-    jitter_p=0.8,
-    brightness=0.4,
-    contrast=0.4,
-    saturation=0.4,
-    hue=0.1,
-    grayscale_p=0.2,
-    blur_p=0.5,
-    solarize_p=0.2,
-)
 
 
 def _outputs(image: Image.Image, resolution: int, blur: bool = False, **view) -> list[np.array]:
     """N outputs of one view on `image`, back in [0, 255] (H, W, 3), from seed 0."""
-    transform = view_transform(SimpleNamespace(**{**OFF, **view}), resolution, MEAN, STD, blur)
+    transform = view_transform(SimpleNamespace(**{**UNCHANGED_VIEW, **view}), resolution, MEAN, STD, blur)
     torch.manual_seed(0)
     mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
     return [((transform(image) * std + mean) * 255).permute(1, 2, 0).numpy() for _ in range(N)]
@@ -123,7 +100,7 @@ def measure() -> dict[str, dict[str, float]]:
         samples.setdefault("blur.rate", []).append(float(np.abs(out - sharp).max() > 1.5))
         samples.setdefault("blur.contrast_kept", []).append(out.std() / sharp.std())
 
-    for out in _outputs(_image(64), 32, blur=False, **SIMCLR):
+    for out in _outputs(_image(64), 32, blur=False, **EVERY_OP_VIEW):
         samples.setdefault("simclr_view.mean", []).append(out.mean() / 255)
         samples.setdefault("simclr_view.sd", []).append(out.std() / 255)
     return {name: {"mean": float(np.mean(v)), "sd": float(np.std(v))} for name, v in samples.items()}

@@ -6,10 +6,9 @@ from __future__ import annotations
 import copy
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from conftest import compose_train
+from conftest import compose_train, cpu_trainer
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 from PIL import Image
@@ -74,20 +73,7 @@ def _one_step(model, labels: torch.Tensor, tmp_path) -> GradientsBeforeTheStep:
         return out
 
     model.training_loss = recorded
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        precision="32-true",
-        default_root_dir=str(tmp_path),
-        callbacks=[seen],
-    )
+    trainer = cpu_trainer(tmp_path, max_steps=1, callbacks=[seen])
     trainer.fit(model, train_dataloaders=DataLoader(FixedBatch(labels), batch_size=len(labels)))
     return seen
 

@@ -9,7 +9,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import compose_train, run_script
+from conftest import compose_train, cpu_trainer, run_script
 from hydra.utils import get_class
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, Dataset
@@ -73,21 +73,7 @@ def _model(method: str, tmp_path, *overrides: str):
 
 
 def _trainer(tmp_path, max_steps: int, **kwargs) -> pl.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        precision="32-true",
-        default_root_dir=str(tmp_path),
-    )
-    options.update(kwargs)
-    return pl.Trainer(**options)
+    return cpu_trainer(tmp_path, max_steps=max_steps, **kwargs)
 
 
 def _loader(batches: int) -> DataLoader:

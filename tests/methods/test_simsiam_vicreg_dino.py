@@ -8,7 +8,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import TINY_RUN, compose_train, train
+from conftest import TINY_RUN, compose_train, cpu_trainer, train
 from hydra.utils import get_class
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
@@ -73,22 +73,7 @@ def _loader(model, batches: int) -> DataLoader:
 
 
 def _fit(model, tmp_path, batches: int, callbacks=(), **kwargs) -> pl.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        precision="32-true",
-        default_root_dir=str(tmp_path),
-        callbacks=list(callbacks),
-        log_every_n_steps=1,
-    )
-    options.update(kwargs)
-    trainer = pl.Trainer(**options)
+    trainer = cpu_trainer(tmp_path, callbacks=list(callbacks), log_every_n_steps=1, **kwargs)
     trainer.fit(model, train_dataloaders=_loader(model, batches))
     return trainer
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import TINY_RUN, compose_train, train
+from conftest import TINY_RUN, compose_train, cpu_trainer, train
 from distributed_harness import run_on_ranks
 from hydra.utils import get_class
 from omegaconf import OmegaConf
@@ -68,22 +68,7 @@ def _views_and_labels(items):
 
 
 def _trainer(tmp_path, callbacks=(), **kwargs) -> pl.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        precision="32-true",
-        default_root_dir=str(tmp_path),
-        callbacks=list(callbacks),
-        log_every_n_steps=1,
-    )
-    options.update(kwargs)
-    return pl.Trainer(**options)
+    return cpu_trainer(tmp_path, callbacks=list(callbacks), log_every_n_steps=1, **kwargs)
 
 
 class _Record(Callback):

@@ -9,7 +9,7 @@ import pickle
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import compose_train
+from conftest import compose_train, cpu_trainer
 from hydra.utils import get_class
 from torch.utils.data import DataLoader, Dataset
 
@@ -54,20 +54,7 @@ def _simclr(tmp_path, *overrides: str):
 
 
 def _fit(model, tmp_path, batches: int, **kwargs) -> pl.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        precision="32-true",
-        default_root_dir=str(tmp_path),
-    )
-    trainer = pl.Trainer(**{**options, **kwargs})
+    trainer = cpu_trainer(tmp_path, **{"max_epochs": 1, **kwargs})
     trainer.fit(model, train_dataloaders=DataLoader(RandomViews(batches * BATCH), batch_size=BATCH))
     return trainer
 
