@@ -71,13 +71,15 @@ CASES = {
         knn_must_rise=False,
     ),
     # The class-rebalanced cross-entropy vs predicting the colour prior everywhere (the trivial baseline); kNN on
-    # the lightness input must not fall beyond noise.
+    # the lightness input must not fall beyond noise. 8 epochs of the recipe's 24 (~2 min alone): its task is
+    # learnt by then, its kNN only climbs past init + 0.03 later (the atlas). Beyond the suite's budget.
     "colorization": LearningCase(
         ["experiment=colorization_cpu_short"],
         epochs=8,
         task_metric="train/loss",
         task_lower_is_better=True,
         knn_must_rise=False,
+        slow=True,
     ),
     # benchmarks/steps_to_learn.py (16-epoch schedule, seed 0): +0.036 at 172 steps, +0.059 at 213; 6 epochs of
     # their own schedule measured +0.026 at seed 0. 10 epochs (~5 min alone) do not fit the suite.
