@@ -314,12 +314,15 @@ def train(method: str, seed: int, budget_s: float, eval_every_s: float, data_roo
 
     model.train()
     clock.start(backbone)
-    step, spent = 0, False
+    step, spent, diverged_at = 0, False, None
     for _ in range(epochs):
         for (x0, x1), _ in loader:
             x0, x1 = (x.to(device, non_blocking=True).contiguous(memory_format=memory_format) for x in (x0, x1))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = model.training_loss(x0, x1)
+            if not torch.isfinite(loss):  # lightly's loops have no guard: stop, and score the last finite weights
+                diverged_at, spent = step + 1, True
+                break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -330,7 +333,7 @@ def train(method: str, seed: int, budget_s: float, eval_every_s: float, data_roo
             break
         scheduler.step()
     clock.finish(step, backbone)
-    return {**clock.summary(), "linear_top1": evaluator.linear_top1()}
+    return {**clock.summary(), "linear_top1": evaluator.linear_top1(), "diverged_at_step": diverged_at}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -357,9 +360,14 @@ def main(argv: list[str] | None = None) -> None:
         options["data_root"],
     )
     Path(options["out"]).write_text(json.dumps(summary, indent=2) + "\n")
+    diverged = (
+        f" (loss non-finite at step {summary['diverged_at_step']}: stopped there)"
+        if summary["diverged_at_step"]
+        else ""
+    )
     print(
         f"kNN top-1 {summary['knn_top1_at_init']:.4f} -> {summary['knn_top1']:.4f} in {summary['steps']} steps, "
-        f"{summary['train_seconds']:.0f} s; summary: {options['out']}"
+        f"{summary['train_seconds']:.0f} s{diverged}; summary: {options['out']}"
     )
 
 

@@ -304,6 +304,7 @@ def aggregate(runs: list[dict]) -> dict:
                 "steps": statistics.fmean(r["steps"] for r in mine),
                 "train_seconds": statistics.fmean(r["train_seconds"] for r in mine),
                 "eval_seconds": statistics.fmean(r["eval_seconds"] for r in mine),
+                "diverged_at_step": [r["diverged_at_step"] for r in mine if r.get("diverged_at_step")],
             }
         if len(row) == len(SIDES):
             row["ratio"] = row["project"]["knn_top1"][0] / row["peer"]["knn_top1"][0]
@@ -326,6 +327,13 @@ def machine() -> str:
 
 def _pm(pair: tuple[float, float]) -> str:
     return f"{pair[0]:.3f} ± {pair[1]:.3f}"
+
+
+def _steps(side: dict | None) -> str:
+    if not side:
+        return "–"
+    diverged = ", ".join(map(str, side.get("diverged_at_step", [])))
+    return f"{side['steps']:.0f}" + (f" (loss non-finite at step {diverged}: stopped)" if diverged else "")
 
 
 def markdown(table: dict, info: dict) -> str:
@@ -353,7 +361,7 @@ def markdown(table: dict, info: dict) -> str:
             return f"{side['gain'][0]:+.3f} ± {side['gain'][1]:.3f} (init {side['knn_top1_at_init'][0]:.3f})" + low
 
         ratio = f"{row['ratio']:.3f}" if "ratio" in row else "–"
-        steps = " / ".join(f"{side['steps']:.0f}" if side else "–" for side in (project, peer))
+        steps = " / ".join(_steps(side) for side in (project, peer))
         lines.append(
             f"| {method} | {cell(project, 'knn_top1')} | {cell(peer, 'knn_top1')} | {ratio} | {gain(project)} "
             f"| {gain(peer)} | {cell(project, 'linear_top1')} | {cell(peer, 'linear_top1')} | {steps} |"

@@ -9,6 +9,8 @@ from hydra.utils import get_method
 from rich.progress import track
 from torch import nn
 
+from selfsup.errors import UserError
+
 
 @torch.no_grad()
 def extract_features(backbone, loader, device, bf16: bool = False, description: str = "features"):
@@ -26,7 +28,15 @@ def extract_features(backbone, loader, device, bf16: bool = False, description: 
             features.append(backbone(images).float())
             labels.append(torch.as_tensor(targets, device=device))
     backbone.train(was_training)
-    return torch.cat(features), torch.cat(labels)
+    features = torch.cat(features)
+    broken = int((~torch.isfinite(features)).any(dim=1).sum())
+    if broken:  # else kNN scores garbage silently and the linear probe's line search overflows
+        raise UserError(
+            f"the backbone gives non-finite features (NaN/inf) for {broken} of {len(features)} images "
+            f"({description}): its weights or BatchNorm statistics diverged; evaluate an earlier checkpoint "
+            "or train again with a lower optimizer.lr"
+        )
+    return features, torch.cat(labels)
 
 
 class EvaluationInput(nn.Module):

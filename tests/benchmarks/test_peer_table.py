@@ -169,3 +169,13 @@ def test_the_whole_command_at_a_tiny_budget(tiny_folder, tmp_path, capsys):
     assert project["knn_top1_at_init"] == peer["knn_top1_at_init"], "same seed, same backbone, same evaluator"
     assert peer["steps"] >= 1 and peer["curve"][-1]["seconds"] >= 0.5
     assert "| byol |" in paths["markdown"].read_text() and paths["plot"].is_file()
+
+
+def test_a_run_whose_loss_went_non_finite_says_where_in_its_row(tmp_path):
+    diverged = {**fake_run("vicreg", "peer", 0, 0.31, 0.30, steps=40), "diverged_at_step": 41}
+    runs = [fake_run("vicreg", "project", 0, 0.31, 0.35), diverged]
+    options = peer_table.parse_options(["methods=vicreg", "seeds=0", "budget_s=120"])
+    info = peer_table.run_info(options, ["methods=vicreg", "seeds=0", "budget_s=120"])
+    text = peer_table.write_outputs(tmp_path, runs, options, info)["markdown"].read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| vicreg |"))
+    assert "100 / 40 (loss non-finite at step 41: stopped)" in row
