@@ -86,10 +86,18 @@ def _colorization_baseline(cfg, loss, images):
     return loss.eval()(prior.log().view(1, -1, 1, 1).expand(len(images), -1, size, size), ab)
 
 
+def _swav_baseline(cfg, loss, images):
+    """Every view predicted as uniform over the prototypes: the best constant prediction, the codes being spread
+    evenly over them (Sinkhorn-Knopp's equipartition), whose cross-entropy is ln K."""
+    uniform = torch.zeros(len(images), cfg.method.num_prototypes)
+    return loss([uniform, uniform], global_views=2)
+
+
 BASELINES = {
     "mae": _mae_baseline,
     "context_encoder": _context_encoder_baseline,
     "colorization": _colorization_baseline,
+    "swav": _swav_baseline,
 }  # the task loss of predicting the mean
 
 

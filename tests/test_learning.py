@@ -12,8 +12,9 @@ tasks: the task's own metric must reach mean - 3 sd (above the control's), and t
 below the control's gain by more than 0.02 (BatchNorm re-estimated on tiles / rotations moves it alone),
 or, where it may fall in this budget (MAE's ViT), must not collapse: not below that or, if lower, the
 seeds' own mean - 3 sd.
-A task metric that is a loss (MAE) must end at or below mean + 3 sd, a
-threshold that itself lies below the control's loss and the trivial baseline's (predicting the mean).
+A task metric that is a loss (MAE, context encoder, colorization, SwAV) must end at or below mean + 3 sd, a
+threshold that itself lies below the control's loss and the trivial baseline's (predicting the mean; SwAV:
+uniform over its prototypes).
 """
 
 from __future__ import annotations
