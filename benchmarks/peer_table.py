@@ -325,8 +325,10 @@ def machine() -> str:
     return f"{model}, {len(os.sched_getaffinity(0))} cores"
 
 
-def _pm(pair: tuple[float, float]) -> str:
-    return f"{pair[0]:.3f} ± {pair[1]:.3f}"
+def _pm(side: dict, key: str, sign: str = "") -> str:
+    """A side's mean over seeds, ± the spread where there is one (one seed has none to show, not a zero)."""
+    mean, spread = side[key]
+    return f"{mean:{sign}.3f}" + (f" ± {spread:.3f}" if len(side["seeds"]) > 1 else "")
 
 
 def _steps(side: dict | None) -> str:
@@ -352,13 +354,13 @@ def markdown(table: dict, info: dict) -> str:
     ]
     for method, row in table.items():
         project, peer = row.get("project"), row.get("peer")
-        cell = lambda side, key: _pm(side[key]) if side else "–"  # noqa: E731
+        cell = lambda side, key: _pm(side, key) if side else "–"  # noqa: E731
 
         def gain(side):
             if not side:
                 return "–"
             low = "" if side["gain"][0] >= MIN_GAIN else f" **< {MIN_GAIN}**"
-            return f"{side['gain'][0]:+.3f} ± {side['gain'][1]:.3f} (init {side['knn_top1_at_init'][0]:.3f})" + low
+            return f"{_pm(side, 'gain', '+')} (init {side['knn_top1_at_init'][0]:.3f})" + low
 
         ratio = f"{row['ratio']:.3f}" if "ratio" in row else "–"
         steps = " / ".join(_steps(side) for side in (project, peer))
