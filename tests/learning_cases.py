@@ -35,6 +35,20 @@ class LearningCase:
     slow: bool = False  # its budget does not fit the suite: marker slow_learning (-m slow_learning)
 
 
+def loss_case(recipe: str, epochs: int, knn_may_fall: bool = False) -> LearningCase:
+    """A case whose learning signal is the method's own training loss (`train/loss`) against its trivial baseline
+    (tests/calibrate_learning.py BASELINES); its budget is beyond the suite's (slow_learning)."""
+    return LearningCase(
+        [f"experiment={recipe}"],
+        epochs=epochs,
+        task_metric="train/loss",
+        task_lower_is_better=True,
+        knn_must_rise=False,
+        knn_may_fall=knn_may_fall,
+        slow=True,
+    )
+
+
 CASES = {
     # 2 epochs: +0.055 +- 0.011 over 5 seeds, mean - 3 sd +0.023 short of control + 0.02 (+0.026).
     "simclr": LearningCase(["experiment=simclr_cpu_short"], epochs=3),
@@ -48,15 +62,7 @@ CASES = {
     # the ViT's kNN embeddings (at init and at the end) cost more than its training; a ViT's kNN falls early
     # in MAE training (0.298 -> 0.253 in 55 steps of 64, docs/cpu_runs.md), so it need only not collapse. Those
     # embeddings make it the costliest case (103 s in a fresh-clone suite of 27 min): slow_learning.
-    "mae": LearningCase(
-        ["experiment=mae_cpu_short"],
-        epochs=1,
-        task_metric="train/loss",
-        task_lower_is_better=True,
-        knn_must_rise=False,
-        knn_may_fall=True,
-        slow=True,
-    ),
+    "mae": loss_case("mae_cpu_short", epochs=1, knn_may_fall=True),
     # 2 epochs measured +0.028 at seed 0 (docs/cpu_runs.md), at the floor of control + 0.02.
     "mocov3": LearningCase(["experiment=mocov3_cpu_short"], epochs=3),
     # The 2048-2048 expander (8-epoch schedule, seed 0): +0.070 at 99 steps, +0.096 at 204. With the former
@@ -72,19 +78,12 @@ CASES = {
     # The class-rebalanced cross-entropy vs predicting the colour prior everywhere (the trivial baseline); kNN on
     # the lightness input must not fall beyond noise. 8 epochs of the recipe's 24 (~2 min alone): its task is
     # learnt by then, its kNN only climbs past init + 0.03 later (the atlas). Beyond the suite's budget.
-    "colorization": LearningCase(
-        ["experiment=colorization_cpu_short"],
-        epochs=8,
-        task_metric="train/loss",
-        task_lower_is_better=True,
-        knn_must_rise=False,
-        slow=True,
-    ),
+    "colorization": loss_case("colorization_cpu_short", epochs=8),
     # benchmarks/steps_to_learn.py (16-epoch schedule, seed 0): +0.036 at 172 steps, +0.059 at 213; 6 epochs of
     # their own schedule measured +0.026 at seed 0. 10 epochs (~5 min alone) do not fit the suite.
     "nnclr": LearningCase(["experiment=nnclr_cpu_short"], epochs=10, slow=True),
-    # Their recipes' whole schedules, where the atlas (benchmarks/steps_to_learn.py) sees them clear init + 0.03:
-    # minutes each, beyond the suite's budget.
+    # Their recipes' whole schedules (minutes each, beyond the suite's budget), uncalibrated: the atlas
+    # (benchmarks/steps_to_learn.py) sees BYOL clear init + 0.03 at seed 0, DINO and SimSiam not.
     "byol": LearningCase(["experiment=byol_cpu_short"], epochs=25, slow=True),
     "dino": LearningCase(["experiment=dino_cpu_short"], epochs=12, slow=True),
     "simsiam": LearningCase(["experiment=simsiam_cpu_short"], epochs=25, slow=True),
@@ -92,15 +91,7 @@ CASES = {
     # prototypes, ln K, the codes being equipartitioned): the task is learnt within 4 epochs (2 with the queue).
     # Its kNN dips first (0.306 -> 0.259 at step 173, seed 0) and climbs past init + 0.03 only at step 1227 of
     # 40 epochs (the atlas, ~10 min alone), so here it must only not collapse.
-    "swav": LearningCase(
-        ["experiment=swav_cpu_short"],
-        epochs=4,
-        task_metric="train/loss",
-        task_lower_is_better=True,
-        knn_must_rise=False,
-        knn_may_fall=True,
-        slow=True,
-    ),
+    "swav": loss_case("swav_cpu_short", epochs=4, knn_may_fall=True),
 }
 
 
