@@ -1,20 +1,21 @@
 """Learning on real images (`-m learning`): each method's short CPU recipe (conf/experiment/*_cpu_short.yaml)
 for the suite's budget (tests/learning_cases.py) on the CIFAR-10 sample, asserted against thresholds
-measured over 3 seeds with a no-learning control (lr ~ 0) by tests/calibrate_learning.py and stored,
+measured over 5 seeds with a no-learning control (lr ~ 0) by tests/calibrate_learning.py and stored,
 with every figure, in tests/learning_calibration.json.
 
 A case runs only if its calibration holds (learning_cases.refusal: at least 5 seeds, mean - 3 sd clear of
 the control by a margin); otherwise the test is refused (skipped with the reason), never asserted at a
 floor. Cases whose calibrated budget does not fit the suite carry the slow_learning marker instead.
 
-SSL methods: the kNN top-1 gain over init must reach max(0.02, control + 0.02, mean - 3 sd). Pretext
+SSL methods: the kNN top-1 gain over init must reach max(0.02, control + 0.02, mean - 3 sd), the sd never taken
+below 0.005 (learning_cases.MIN_KNN_SD). Pretext
 tasks: the task's own metric must reach mean - 3 sd (above the control's), and the kNN must not fall
 below the control's gain by more than 0.02 (BatchNorm re-estimated on tiles / rotations moves it alone),
 or, where it may fall in this budget (MAE's ViT), must not collapse: not below that or, if lower, the
 seeds' own mean - 3 sd.
-A task metric that is a loss (MAE, context encoder, colorization, SwAV) must end at or below mean + 3 sd, a
-threshold that itself lies below the control's loss and the trivial baseline's (predicting the mean; SwAV:
-uniform over its prototypes).
+A task metric that is a loss (MAE, context encoder, colorization, SwAV, Barlow Twins) must end at or below
+mean + 3 sd, a threshold that itself lies below the control's loss and the trivial baseline's (predicting the
+mean; SwAV: uniform over its prototypes; Barlow Twins: one embedding for every image).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from functools import partial
 
 import pytest
 from conftest import train
-from learning_cases import CASES, MIN_KNN_GAIN, as_score, calibration, command, refusal
+from learning_cases import CASES, MIN_KNN_GAIN, MIN_KNN_SD, as_score, calibration, command, refusal
 
 CALIBRATED = calibration()
 SEED = 0
@@ -74,3 +75,12 @@ def test_learns_on_real_images(name, tmp_path, cifar_subset):
             f"{name}: {case.task_metric} {task:.4f} vs threshold {threshold:.4f}"
         )
         assert baseline is None or score(threshold) > score(baseline), f"{name}: threshold {threshold:.4f} vs baseline"
+
+
+def test_a_knn_threshold_never_rests_on_a_spread_below_the_minimum():
+    seeds = [{"knn_gain": 0.03}] * 5
+    narrow = {"control": {"knn_gain": 0.0}, "runs": seeds, "knn_gain_mean": 0.03, "knn_gain_sd": 0.0001}
+    assert 0.03 - 3 * 0.0001 >= MIN_KNN_GAIN  # would hold on the seeds' own spread
+    assert "does not clear" in refusal("simclr", narrow)
+    clear = {**narrow, "knn_gain_mean": MIN_KNN_GAIN + 3 * MIN_KNN_SD + 0.001}
+    assert refusal("simclr", clear) is None
